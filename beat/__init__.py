@@ -1,0 +1,1 @@
+"""The beat service: the only process that turns time into runs."""

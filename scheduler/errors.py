@@ -1,0 +1,180 @@
+"""One exception tree rooted at :class:`SchedulerError`.
+
+Each error builds its own message and carries a stable ``code`` and ``details`` so the API can
+answer ``{code, message, details}`` and the CLI can print one clear line.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class SchedulerError(Exception):
+    """Root of every error the scheduler raises on purpose."""
+
+    code = "scheduler_error"
+
+    def __init__(self, message: str, *, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details: dict[str, Any] = details or {}
+
+
+class InvalidInput(SchedulerError, ValueError):
+    """Input that can never be accepted as given (HTTP 422)."""
+
+    code = "invalid_input"
+
+
+class InvalidCron(InvalidInput):
+    """A cron expression that cannot be parsed or never fires."""
+
+    code = "invalid_cron"
+
+    def __init__(self, expression: str, reason: str) -> None:
+        super().__init__(
+            f"invalid cron expression {expression!r}: {reason}",
+            details={"cron": expression, "reason": reason},
+        )
+
+
+class UnknownTimezone(InvalidInput):
+    """A time zone name that is not in the IANA database."""
+
+    code = "unknown_timezone"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"unknown time zone {name!r}: use an IANA name such as 'Europe/London'",
+            details={"timezone": name},
+        )
+
+
+class UnknownJobType(InvalidInput):
+    """A job type that is not installed."""
+
+    code = "unknown_job_type"
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        super().__init__(
+            f"unknown job type {name!r}; installed types: {', '.join(sorted(known)) or 'none'}",
+            details={"job_type": name, "known": sorted(known)},
+        )
+
+
+class InvalidProperties(InvalidInput):
+    """Job or run properties that fail the job type's schema."""
+
+    code = "invalid_properties"
+
+    def __init__(self, what: str, errors: list[dict[str, Any]]) -> None:
+        first = errors[0] if errors else {}
+        where = ".".join(str(p) for p in first.get("loc", ())) or what
+        super().__init__(
+            f"{what} are invalid: {where}: {first.get('msg', 'invalid value')}",
+            details={"errors": errors},
+        )
+
+
+class NotFound(SchedulerError, LookupError):
+    """Something asked for by id that does not exist (HTTP 404)."""
+
+    code = "not_found"
+
+
+class JobNotFound(NotFound):
+    code = "job_not_found"
+
+    def __init__(self, job_id: object) -> None:
+        super().__init__(f"job {job_id} does not exist", details={"job_id": job_id})
+
+
+class RunNotFound(NotFound):
+    code = "run_not_found"
+
+    def __init__(self, run_id: object) -> None:
+        super().__init__(f"run {run_id} does not exist", details={"run_id": run_id})
+
+
+class Conflict(SchedulerError):
+    """A request that contradicts the current state (HTTP 409)."""
+
+    code = "conflict"
+
+
+class DuplicateJobName(Conflict):
+    code = "duplicate_job_name"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"a job named {name!r} already exists", details={"name": name})
+
+
+class InvalidTransition(Conflict):
+    """A run or job action not allowed at its current status."""
+
+    code = "invalid_transition"
+
+    def __init__(self, what: str, current: str, action: str, allowed: list[str]) -> None:
+        super().__init__(
+            f"cannot {action} {what} in status {current}; allowed: {', '.join(allowed) or 'none'}",
+            details={"status": current, "action": action, "allowed_actions": allowed},
+        )
+
+
+class JobNotRunnable(Conflict):
+    """A manual run refused because the job is paused, archived or manual runs are off."""
+
+    code = "job_not_runnable"
+
+    def __init__(self, job_id: int, reason: str) -> None:
+        super().__init__(f"job {job_id} cannot run manually: {reason}", details={"job_id": job_id})
+
+
+class IdempotencyConflict(Conflict):
+    code = "idempotency_conflict"
+
+    def __init__(self, key: str) -> None:
+        super().__init__(
+            f"idempotency key {key!r} was already used for a different request",
+            details={"idempotency_key": key},
+        )
+
+
+class Unauthorized(SchedulerError, PermissionError):
+    code = "unauthorized"
+
+
+class Forbidden(SchedulerError, PermissionError):
+    code = "forbidden"
+
+
+class ServiceUnavailable(SchedulerError, ConnectionError):
+    """A backing service (database, Redis, SMTP) cannot be reached; names the setting."""
+
+    code = "service_unavailable"
+
+
+class BrokerUnavailable(ServiceUnavailable):
+    code = "broker_unavailable"
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(
+            f"Redis is unreachable at SCHEDULER_REDIS_URL={url}: {reason}",
+            details={"setting": "SCHEDULER_REDIS_URL"},
+        )
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    code = "database_unavailable"
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(
+            f"the database is unreachable at SCHEDULER_DATABASE_URL={url}: {reason}",
+            details={"setting": "SCHEDULER_DATABASE_URL"},
+        )
+
+
+class StaleLeader(SchedulerError):
+    """A beat whose lease epoch is no longer current tried to write."""
+
+    code = "stale_leader"

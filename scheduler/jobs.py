@@ -1,0 +1,204 @@
+"""Job data functions: create (validated, immutable afterwards), list, show, pause, resume, archive."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from scheduler.clock import Clock
+from scheduler.cron import CronSchedule, validate_timezone
+from scheduler.errors import DuplicateJobName, InvalidInput, InvalidTransition, JobNotFound
+from scheduler.jobtypes import JobTypeRegistry
+from scheduler.models import Job, JobEvent, JobStatus, MisfirePolicy, OverlapPolicy
+
+
+class NotifyEvent(enum.StrEnum):
+    SOURCE_ERROR = "source_error"
+    TARGET_ERROR = "target_error"
+    COMPLETE_ERROR = "complete_error"
+    COMPLETED = "completed"
+    INCOMPLETE = "incomplete"
+    FAILED = "failed"
+    PREVIEW_READY = "preview_ready"
+
+
+class JobCreate(BaseModel):
+    """The wire contract of a job definition."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    job_type: str
+    status: JobStatus = JobStatus.ACTIVE
+    description: str = Field(default="", max_length=2000)
+    cron: str | None = Field(default=None, description="Cron expression; empty for manual-only jobs")
+    timezone: str = "UTC"
+    properties: dict[str, Any] = Field(default_factory=dict)
+    notify_emails: list[EmailStr] = Field(default_factory=list)
+    notify_on: list[NotifyEvent] = Field(default_factory=list)
+    can_run_manual: bool = True
+    requires_review: bool = False
+    misfire_policy: MisfirePolicy = MisfirePolicy.ONCE
+    catchup_window: int = Field(default=3600, ge=0, description="seconds")
+    max_catchup_runs: int = Field(default=10, ge=1, le=1000)
+    overlap_policy: OverlapPolicy = OverlapPolicy.SKIP
+    max_runtime: int | None = Field(default=None, gt=0, description="seconds")
+
+    @field_validator("status")
+    @classmethod
+    def _not_archived(cls, value: JobStatus) -> JobStatus:
+        if value is JobStatus.ARCHIVED:
+            raise ValueError("a job is created ACTIVE or PAUSED")
+        return value
+
+    @field_validator("name")
+    @classmethod
+    def _strip_name(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("name must not be blank")
+        return value
+
+
+class JobPublic(BaseModel):
+    id: int
+    name: str
+    job_type: str
+    status: str
+    description: str
+    cron: str | None
+    timezone: str
+    properties: dict[str, Any]
+    notify_emails: list[str]
+    notify_on: list[str]
+    can_run_manual: bool
+    requires_review: bool
+    misfire_policy: str
+    catchup_window: int
+    max_catchup_runs: int
+    overlap_policy: str
+    max_runtime: int | None
+    created_at: datetime
+    created_by: str
+    next_fire_at: datetime | None
+    last_scheduled_for: datetime | None
+    schedule_description: str | None = None
+
+    @classmethod
+    def of(cls, job: Job) -> JobPublic:
+        description = CronSchedule.parse(job.cron, job.timezone).describe() if job.cron else None
+        return cls.model_validate({**job.model_dump(), "schedule_description": description})
+
+
+def create_job(
+    *, session: Session, registry: JobTypeRegistry, job_in: JobCreate, actor: str, clock: Clock
+) -> Job:
+    """Validate and insert a job; nothing is written when any part is invalid."""
+    job_type = registry.get(job_in.job_type)
+    properties = job_type.validate_properties(job_in.properties)
+    validate_timezone(job_in.timezone)
+    now = clock.now()
+    next_fire: datetime | None = None
+    if job_in.cron:
+        schedule = CronSchedule.parse(job_in.cron, job_in.timezone)
+        next_fire = schedule.next_after(now)
+    elif not job_in.can_run_manual:
+        raise InvalidInput(
+            "a job without a cron schedule must allow manual runs", details={"field": "can_run_manual"}
+        )
+    if job_in.requires_review and not job_type.supports_preview:
+        raise InvalidInput(f"job type {job_type.name} does not support review", details={})
+    job = Job(
+        **job_in.model_dump(exclude={"properties", "notify_emails", "notify_on", "cron"}),
+        cron=job_in.cron or None,
+        properties=properties.model_dump(mode="json"),
+        notify_emails=[str(e) for e in job_in.notify_emails],
+        notify_on=[str(e) for e in job_in.notify_on],
+        created_at=now,
+        created_by=actor,
+        next_fire_at=next_fire,
+    )
+    session.add(job)
+    try:
+        session.flush()
+    except IntegrityError as exc:
+        session.rollback()
+        raise DuplicateJobName(job_in.name) from exc
+    assert job.id is not None
+    session.add(JobEvent(job_id=job.id, from_status=None, to_status=job.status, at=now, actor=actor, note="created"))
+    session.commit()
+    return job
+
+
+def get_job(session: Session, job_id: int) -> Job:
+    job = session.get(Job, job_id)
+    if job is None:
+        raise JobNotFound(job_id)
+    return job
+
+
+def list_jobs(
+    session: Session,
+    *,
+    include_archived: bool = False,
+    job_type: str | None = None,
+    status: str | None = None,
+    limit: int = 100,
+    after_id: int | None = None,
+) -> list[Job]:
+    stmt = select(Job).order_by(Job.id).limit(limit)  # type: ignore[arg-type]
+    if not include_archived and status != JobStatus.ARCHIVED:
+        stmt = stmt.where(Job.status != JobStatus.ARCHIVED)
+    if job_type:
+        stmt = stmt.where(Job.job_type == job_type)
+    if status:
+        stmt = stmt.where(Job.status == status)
+    if after_id is not None:
+        stmt = stmt.where(Job.id > after_id)  # type: ignore[operator]
+    return list(session.scalars(stmt))
+
+
+JOB_ACTIONS: dict[str, tuple[tuple[JobStatus, ...], JobStatus]] = {
+    "pause": ((JobStatus.ACTIVE,), JobStatus.PAUSED),
+    "resume": ((JobStatus.PAUSED,), JobStatus.ACTIVE),
+    "archive": ((JobStatus.ACTIVE, JobStatus.PAUSED), JobStatus.ARCHIVED),
+}
+
+
+def job_actions(status: str) -> list[str]:
+    return [name for name, (sources, _) in JOB_ACTIONS.items() if status in sources]
+
+
+def change_job_status(
+    *, session: Session, job_id: int, action: str, actor: str, clock: Clock, note: str = ""
+) -> Job:
+    """Pause, resume or archive a job, audited. Resuming schedules from now on, not the past."""
+    job = get_job(session, job_id)
+    sources, target = JOB_ACTIONS[action]
+    if job.status not in sources:
+        raise InvalidTransition(f"job {job_id}", job.status, action, job_actions(job.status))
+    now = clock.now()
+    previous = job.status
+    job.status = target
+    if target is JobStatus.ACTIVE and job.cron:
+        job.next_fire_at = CronSchedule.parse(job.cron, job.timezone).next_after(now)
+    elif target is not JobStatus.ACTIVE:
+        job.next_fire_at = None
+    session.add(JobEvent(job_id=job_id, from_status=previous, to_status=target, at=now, actor=actor, note=note))
+    try:
+        session.commit()
+    except IntegrityError as exc:
+        session.rollback()
+        raise DuplicateJobName(job.name) from exc
+    return job
+
+
+def job_events(session: Session, job_id: int) -> list[JobEvent]:
+    stmt = select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id)  # type: ignore[arg-type]
+    return list(session.scalars(stmt))

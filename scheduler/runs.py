@@ -1,0 +1,313 @@
+"""Run data functions: manual runs with idempotency keys, user actions, listing and sending."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from scheduler.clock import Clock
+from scheduler.dispatch import Dispatcher, Phase, RunStep
+from scheduler.errors import (
+    BrokerUnavailable,
+    IdempotencyConflict,
+    InvalidInput,
+    InvalidTransition,
+    JobNotRunnable,
+    RunNotFound,
+)
+from scheduler.jobs import get_job
+from scheduler.jobtypes import JobTypeRegistry
+from scheduler.lifecycle import ACTIONS, allowed_actions, transition
+from scheduler.models import Job, JobRun, JobStatus, RunChunk, RunEvent, RunItem, RunStatus, RunTrigger
+
+log = logging.getLogger(__name__)
+
+
+class RunCreate(BaseModel):
+    """The wire contract of a manual run request."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    job_id: int
+    preview: bool = False
+    run_properties: dict[str, Any] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunFilter:
+    status: list[str] | None = None
+    job_id: int | None = None
+    job_type: str | None = None
+    trigger: str | None = None
+    created_from: datetime | None = None
+    created_to: datetime | None = None
+
+
+def create_manual_run(
+    *,
+    session: Session,
+    registry: JobTypeRegistry,
+    run_in: RunCreate,
+    actor: str,
+    clock: Clock,
+    idempotency_key: str | None = None,
+) -> tuple[JobRun, bool]:
+    """Record a manual run (``CREATED``); returns ``(run, created)``.
+
+    A repeated ``idempotency_key`` for the same job returns the first run instead of a new one.
+    """
+    if idempotency_key:
+        existing = session.scalar(select(JobRun).where(JobRun.idempotency_key == idempotency_key))
+        if existing is not None:
+            if existing.job_id != run_in.job_id:
+                raise IdempotencyConflict(idempotency_key)
+            return existing, False
+    job = get_job(session, run_in.job_id)
+    if job.status != JobStatus.ACTIVE:
+        raise JobNotRunnable(run_in.job_id, f"the job is {job.status}")
+    if not job.can_run_manual:
+        raise JobNotRunnable(run_in.job_id, "manual runs are disabled for this job")
+    job_type = registry.get(job.job_type)
+    if run_in.preview and not job_type.supports_preview:
+        raise InvalidInput(f"job type {job.job_type} does not support preview", details={"preview": True})
+    run_properties = job_type.validate_run_properties(run_in.run_properties).model_dump(mode="json")
+    now = clock.now()
+    run = JobRun(
+        job_id=job.id,
+        job_type=job.job_type,
+        trigger=RunTrigger.MANUAL,
+        idempotency_key=idempotency_key or None,
+        preview=run_in.preview,
+        run_properties=run_properties,
+        created_by=actor,
+        created_at=now,
+    )
+    session.add(run)
+    try:
+        session.flush()
+    except IntegrityError:
+        # Another request with the same key won the race: answer with its run.
+        session.rollback()
+        if idempotency_key:
+            winner = session.scalar(select(JobRun).where(JobRun.idempotency_key == idempotency_key))
+            if winner is not None and winner.job_id == run_in.job_id:
+                return winner, False
+            raise IdempotencyConflict(idempotency_key) from None
+        raise
+    assert run.id is not None
+    session.add(RunEvent(run_id=run.id, from_status=None, to_status=RunStatus.CREATED, at=now, actor=actor,
+                         note="manual run"))
+    session.commit()
+    return run, True
+
+
+def retry_run(*, session: Session, run_id: int, actor: str, clock: Clock) -> JobRun:
+    """A new run (trigger RETRY) of a FAILED or INCOMPLETE run; the job type retries failed items only."""
+    original = get_run(session, run_id)
+    needs, _ = ACTIONS["retry"]
+    if original.status not in needs:
+        raise InvalidTransition(f"run {run_id}", original.status, "retry", allowed_actions(original.status))
+    job = get_job(session, original.job_id)
+    if job.status == JobStatus.ARCHIVED:
+        raise JobNotRunnable(job.id or 0, "the job is archived")
+    now = clock.now()
+    run = JobRun(
+        job_id=original.job_id,
+        job_type=original.job_type,
+        trigger=RunTrigger.RETRY,
+        preview=original.preview,
+        run_properties=original.run_properties,
+        created_by=actor,
+        created_at=now,
+        retry_of=original.id,
+        scheduled_for=None,
+    )
+    session.add(run)
+    session.flush()
+    assert run.id is not None
+    session.add(RunEvent(run_id=run.id, from_status=None, to_status=RunStatus.CREATED, at=now, actor=actor,
+                         note=f"retry of run {run_id}"))
+    session.commit()
+    return run
+
+
+def act_on_run(*, session: Session, run_id: int, action: str, actor: str, clock: Clock, note: str = "") -> JobRun:
+    """Submit, delete or cancel a run: a guarded transition, refused with the allowed actions."""
+    if action not in ACTIONS or action == "retry":
+        raise InvalidInput(f"unknown run action {action!r}", details={"action": action})
+    _, target = ACTIONS[action]
+    assert target is not None
+    now = clock.now()
+    values: dict[str, Any] = {}
+    if target is RunStatus.SUBMITTED:
+        # Apply starts now: the stale-run clock starts with it.
+        values = {"heartbeat_at": now, "chunks_done": 0}
+    transition(session, run_id, target, actor=actor, action=action, note=note, at=now, values=values)
+    session.commit()
+    return get_run(session, run_id)
+
+
+def get_run(session: Session, run_id: int) -> JobRun:
+    run = session.get(JobRun, run_id)
+    if run is None:
+        raise RunNotFound(run_id)
+    session.refresh(run)
+    return run
+
+
+def run_events(session: Session, run_id: int) -> list[RunEvent]:
+    stmt = select(RunEvent).where(RunEvent.run_id == run_id).order_by(RunEvent.id)  # type: ignore[arg-type]
+    return list(session.scalars(stmt))
+
+
+def encode_cursor(created_at: datetime, run_id: int) -> str:
+    raw = json.dumps([created_at.isoformat(), run_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, int]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created, run_id = json.loads(raw)
+        return datetime.fromisoformat(created), int(run_id)
+    except (ValueError, TypeError) as exc:
+        raise InvalidInput("invalid cursor", details={"cursor": cursor}) from exc
+
+
+def list_runs(
+    session: Session, filters: RunFilter, *, limit: int = 50, cursor: str | None = None
+) -> tuple[list[JobRun], str | None]:
+    """Runs newest first, keyset-paginated on ``(created_at, id)``."""
+    stmt = select(JobRun)
+    if filters.status:
+        stmt = stmt.where(JobRun.status.in_(filters.status))  # type: ignore[attr-defined]
+    if filters.job_id is not None:
+        stmt = stmt.where(JobRun.job_id == filters.job_id)
+    if filters.job_type:
+        stmt = stmt.where(JobRun.job_type == filters.job_type)
+    if filters.trigger:
+        stmt = stmt.where(JobRun.trigger == filters.trigger)
+    if filters.created_from:
+        stmt = stmt.where(JobRun.created_at >= filters.created_from)
+    if filters.created_to:
+        stmt = stmt.where(JobRun.created_at < filters.created_to)
+    if cursor:
+        created, run_id = decode_cursor(cursor)
+        stmt = stmt.where(
+            (JobRun.created_at < created) | ((JobRun.created_at == created) & (JobRun.id < run_id))  # type: ignore[operator]
+        )
+    stmt = stmt.order_by(JobRun.created_at.desc(), JobRun.id.desc()).limit(limit + 1)  # type: ignore[attr-defined,union-attr]
+    rows = list(session.scalars(stmt))
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        last = rows[-1]
+        assert last.id is not None
+        next_cursor = encode_cursor(last.created_at, last.id)
+    return rows, next_cursor
+
+
+def list_items(
+    session: Session, run_id: int, *, outcome: str | None = None, limit: int = 100, after_id: int | None = None
+) -> tuple[list[RunItem], str | None]:
+    get_run(session, run_id)
+    stmt = select(RunItem).where(RunItem.run_id == run_id)
+    if outcome:
+        stmt = stmt.where(RunItem.outcome == outcome)
+    if after_id is not None:
+        stmt = stmt.where(RunItem.id > after_id)  # type: ignore[operator]
+    rows = list(session.scalars(stmt.order_by(RunItem.id).limit(limit + 1)))  # type: ignore[arg-type]
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = str(rows[-1].id)
+    return rows, next_cursor
+
+
+def item_counts(session: Session, run_id: int) -> dict[str, int]:
+    stmt = select(RunItem.outcome, func.count()).where(RunItem.run_id == run_id).group_by(RunItem.outcome)
+    return {outcome: count for outcome, count in session.execute(stmt).all()}
+
+
+def progress(run: JobRun) -> dict[str, Any]:
+    total = run.chunks_total
+    percent = round(100.0 * run.chunks_done / total, 1) if total else (100.0 if run.finished_at else 0.0)
+    return {"chunks_total": total, "chunks_done": run.chunks_done, "percent": percent}
+
+
+def send_run(
+    *,
+    factory: sessionmaker[Session],
+    dispatcher: Dispatcher,
+    registry: JobTypeRegistry,
+    run_id: int,
+    clock: Clock,
+) -> bool:
+    """Send a ``CREATED`` run's plan step and stamp ``enqueued_at``; ``False`` when Redis is down.
+
+    The run is already committed, so a failed send loses nothing: beat's outbox sends it later.
+    """
+    with factory() as session:
+        run = session.get(JobRun, run_id)
+        if run is None or run.status != RunStatus.CREATED:
+            return False
+        queue = registry.get(run.job_type).queue
+    try:
+        dispatcher.send_step(queue, RunStep(run_id=run_id, phase=Phase.PLAN))
+    except BrokerUnavailable as exc:
+        log.warning("run %s recorded but not sent (will be re-sent): %s", run_id, exc.message)
+        return False
+    with factory() as session:
+        session.execute(update(JobRun).where(JobRun.id == run_id).values(enqueued_at=clock.now()))
+        session.commit()
+    return True
+
+
+def send_apply(
+    *,
+    factory: sessionmaker[Session],
+    dispatcher: Dispatcher,
+    registry: JobTypeRegistry,
+    run_id: int,
+) -> int:
+    """Send an apply step for each chunk of a ``SUBMITTED`` run not yet applied; returns how many."""
+    with factory() as session:
+        run = session.get(JobRun, run_id)
+        if run is None or run.status != RunStatus.SUBMITTED:
+            return 0
+        queue = registry.get(run.job_type).queue
+        chunks = list(
+            session.scalars(
+                select(RunChunk.chunk_no).where(RunChunk.run_id == run_id, RunChunk.applied_at.is_(None))  # type: ignore[union-attr]
+            )
+        )
+    try:
+        for chunk_no in chunks:
+            dispatcher.send_step(queue, RunStep(run_id=run_id, phase=Phase.APPLY, chunk_no=chunk_no))
+        if not chunks:
+            # No chunk left to apply: one finalize step moves the run to its final status.
+            dispatcher.send_step(queue, RunStep(run_id=run_id, phase=Phase.APPLY, chunk_no=-1))
+    except BrokerUnavailable as exc:
+        log.warning("run %s submitted but apply not sent (will be re-sent): %s", run_id, exc.message)
+        return 0
+    return max(len(chunks), 1)
+
+
+def record_event(session: Session, run_id: int, *, actor: str, note: str, status: str, at: datetime) -> None:
+    """An audit note that is not a status change (e.g. a skipped tick or a re-send)."""
+    session.execute(
+        insert(RunEvent).values(run_id=run_id, from_status=status, to_status=status, at=at, actor=actor, note=note)
+    )
+
+
+def job_of(session: Session, run: JobRun) -> Job:
+    return get_job(session, run.job_id)

@@ -1,0 +1,50 @@
+"""One typed ``Settings`` object, built only in entry points and passed down."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every ``SCHEDULER_*`` setting with its default; see the README for what each one does."""
+
+    model_config = SettingsConfigDict(env_prefix="SCHEDULER_", extra="ignore")
+
+    data_dir: Path = Path(".scheduler")
+    database_url: str | None = None
+    redis_url: str | None = None
+    files_root: Path | None = None
+    billing_database_url: str | None = None
+    smtp_url: str | None = None
+    mail_from: str = "scheduler@localhost"
+    log_format: Literal["text", "json"] = "text"
+    log_level: str = "INFO"
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    beat_lease_seconds: float = 10.0
+    beat_max_sleep_seconds: float = 1.0
+    run_heartbeat_timeout: float = 30.0
+    outbox_resend_after: float = 30.0
+    chunk_size: int = 20_000
+    worker_processes: int = 1
+    worker_threads: int = 2
+    extra_job_types: list[str] = []
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to a SQLite file under ``data_dir``."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'scheduler.db').resolve()}"
+
+    @property
+    def resolved_billing_database_url(self) -> str:
+        """The billing database URL, defaulting to the scheduler's own database."""
+        return self.billing_database_url or self.resolved_database_url
+
+    @property
+    def resolved_files_root(self) -> Path:
+        return self.files_root or self.data_dir / "files"

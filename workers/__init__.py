@@ -1,0 +1,1 @@
+"""Dramatiq actors, the run executor, and the billing job types."""
