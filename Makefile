@@ -1,0 +1,29 @@
+# Two commands on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint typecheck bench faults clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/scheduler up --demo
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check scheduler beat workers tests
+	$(VENV)/bin/mypy scheduler
+
+test: lint
+	$(VENV)/bin/pytest -q
+
+bench: $(STAMP)
+	$(PY) tests/bench/bench_dunning.py --accounts 100000
+
+clean:
+	rm -rf $(VENV) .scheduler .pytest_cache .mypy_cache .ruff_cache

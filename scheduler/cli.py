@@ -1,0 +1,342 @@
+"""The ``scheduler`` command: the composition root that starts api, beat and workers.
+
+Job types, beat and workers are imported only inside the commands that need them, so the core
+stays free of them. Every command prints one clear line on a known error and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from scheduler.clock import SystemClock
+from scheduler.db import check_database, make_engine, make_session_factory
+from scheduler.errors import InvalidInput, SchedulerError
+from scheduler.settings import Settings
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    return str(value)
+
+
+def emit(args: argparse.Namespace, data: Any, lines: Callable[[], list[str]]) -> None:
+    """Print ``data`` as JSON with ``--json``, else the human lines."""
+    if getattr(args, "json", False):
+        print(json.dumps(data, default=_json_default, indent=2))
+    else:
+        for line in lines():
+            print(line)
+
+
+def migrate_all(settings: Settings) -> None:
+    """Apply the core's migrations, then the billing tables' migrations of the installed job types."""
+    from scheduler.migrate import upgrade
+
+    engine = make_engine(settings.resolved_database_url)
+    check_database(engine)
+    upgrade(engine)
+    engine.dispose()
+    from workers.billing import migrate_billing
+
+    billing = make_engine(settings.resolved_billing_database_url)
+    check_database(billing)
+    migrate_billing(billing)
+    billing.dispose()
+
+
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    migrate_all(settings)
+    print("database is up to date")
+    return 0
+
+
+def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from scheduler.api.app import create_app
+
+    uvicorn.run(create_app(settings), host=args.host or settings.api_host, port=args.port or settings.api_port,
+                log_level=settings.log_level.lower())
+    return 0
+
+
+def cmd_beat(args: argparse.Namespace, settings: Settings) -> int:
+    from beat.service import run
+
+    run(settings)
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from workers.worker import run_worker
+
+    queues = [q for part in (args.queues or []) for q in part.split(",") if q]
+    return run_worker(settings, queues=queues, processes=args.processes, threads=args.threads)
+
+
+def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
+    from scheduler.up import run_all_in_one
+
+    return run_all_in_one(settings, host=args.host, port=args.port, demo=args.demo)
+
+
+def cmd_demo_seed(args: argparse.Namespace, settings: Settings) -> int:
+    from scheduler.up import seed_demo
+
+    migrate_all(settings)
+    counts = seed_demo(settings, accounts=args.accounts, with_jobs=not args.no_jobs)
+    emit(args, counts, lambda: [f"seeded {k}: {v}" for k, v in counts.items()])
+    return 0
+
+
+def _session(settings: Settings) -> Any:
+    engine = make_engine(settings.resolved_database_url)
+    check_database(engine)
+    return make_session_factory(engine)()
+
+
+def _registry(settings: Settings) -> Any:
+    from scheduler.jobtypes import load_registry
+
+    return load_registry(settings)
+
+
+def _parse_json(text: str | None, what: str) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(f"{what} is not valid JSON: {exc.msg} at column {exc.colno}") from exc
+    if not isinstance(value, dict):
+        raise InvalidInput(f"{what} must be a JSON object")
+    return value
+
+
+def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
+    from scheduler import jobs as J
+
+    with _session(settings) as session:
+        if args.action == "list":
+            rows = [J.JobPublic.of(j) for j in J.list_jobs(session, include_archived=args.all, limit=1000)]
+            emit(args, rows, lambda: [
+                f"{j.id:>5}  {j.status:<8} {j.job_type:<16} {j.cron or '-':<20} {j.name}" for j in rows
+            ])
+        elif args.action == "show":
+            job = J.JobPublic.of(J.get_job(session, args.id))
+            emit(args, job, lambda: [f"{k}: {v}" for k, v in job.model_dump().items()])
+        elif args.action == "create":
+            data = _parse_json(args.definition, "the job definition")
+            try:
+                job_in = J.JobCreate.model_validate(data)
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                raise InvalidInput(f"{'.'.join(map(str, err['loc']))}: {err['msg']}") from exc
+            job = J.create_job(session=session, registry=_registry(settings), job_in=job_in,
+                               actor="cli", clock=SystemClock())
+            out = J.JobPublic.of(job)
+            emit(args, out, lambda: [f"created job {out.id} ({out.name}); next fire {out.next_fire_at}"])
+        elif args.action in ("pause", "resume", "archive"):
+            job = J.change_job_status(session=session, job_id=args.id, action=args.action, actor="cli",
+                                      clock=SystemClock(), note=args.note or "")
+            emit(args, J.JobPublic.of(job), lambda: [f"job {job.id} is {job.status}"])
+        elif args.action == "next-fires":
+            from scheduler.cron import CronSchedule
+
+            job = J.get_job(session, args.id)
+            if not job.cron:
+                raise InvalidInput(f"job {job.id} has no schedule")
+            schedule = CronSchedule.parse(job.cron, job.timezone)
+            fires = schedule.next_fires(SystemClock().now(), args.count)
+            data = {"description": schedule.describe(),
+                    "fires": [{"utc": f.utc, "local": f.local.isoformat(), "dst_change": f.dst_change} for f in fires]}
+            emit(args, data, lambda: [schedule.describe()] + [
+                f"{_json_default(f.utc)}  {f.local.isoformat()}{'  (DST change)' if f.dst_change else ''}"
+                for f in fires
+            ])
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace, settings: Settings) -> int:
+    from scheduler import runs as R
+    from scheduler.dispatch import Dispatcher, make_broker, redis_url
+
+    clock = SystemClock()
+
+    def _dispatcher() -> Dispatcher:
+        url = redis_url(settings)
+        return Dispatcher(make_broker(url), url)
+
+    def _line(run: Any) -> str:
+        return (f"{run.id:>6}  {run.status:<10} {run.job_type:<16} {run.trigger:<9} "
+                f"{_json_default(run.created_at)}  {run.error or ''}")
+
+    with _session(settings) as session:
+        factory = make_session_factory(session.get_bind())
+        if args.action == "list":
+            filters = R.RunFilter(status=args.status.split(",") if args.status else None, job_id=args.job)
+            rows, _ = R.list_runs(session, filters, limit=args.limit)
+            emit(args, [r.model_dump() for r in rows], lambda: [_line(r) for r in rows])
+        elif args.action == "show":
+            run = R.get_run(session, args.id)
+            data = {**run.model_dump(), "progress": R.progress(run), "item_counts": R.item_counts(session, args.id),
+                    "events": [e.model_dump() for e in R.run_events(session, args.id)]}
+            emit(args, data, lambda: [_line(run), f"summary: {json.dumps(run.summary)}"] + [
+                f"  {_json_default(e.at)} {e.from_status or '-'} -> {e.to_status} by {e.actor} {e.note}"
+                for e in R.run_events(session, args.id)
+            ])
+        elif args.action == "create":
+            registry = _registry(settings)
+            run_in = R.RunCreate(job_id=args.job, preview=args.preview,
+                                 run_properties=_parse_json(args.properties, "the run properties"))
+            run, _ = R.create_manual_run(session=session, registry=registry, run_in=run_in, actor="cli",
+                                         clock=clock, idempotency_key=args.idempotency_key)
+            assert run.id is not None
+            sent = R.send_run(factory=factory, dispatcher=_dispatcher(), registry=registry, run_id=run.id,
+                              clock=clock)
+            emit(args, run.model_dump(), lambda: [f"run {run.id} created" + ("" if sent else " (queued for re-send)")])
+        elif args.action in ("submit", "delete", "cancel"):
+            run = R.act_on_run(session=session, run_id=args.id, action=args.action, actor="cli", clock=clock)
+            if args.action == "submit":
+                R.send_apply(factory=factory, dispatcher=_dispatcher(), registry=_registry(settings), run_id=args.id)
+            emit(args, run.model_dump(), lambda: [f"run {run.id} is {run.status}"])
+        elif args.action == "retry":
+            run = R.retry_run(session=session, run_id=args.id, actor="cli", clock=clock)
+            assert run.id is not None
+            R.send_run(factory=factory, dispatcher=_dispatcher(), registry=_registry(settings), run_id=run.id,
+                       clock=clock)
+            emit(args, run.model_dump(), lambda: [f"run {run.id} created as a retry of run {args.id}"])
+        elif args.action == "items":
+            items, _ = R.list_items(session, args.id, outcome=args.outcome, limit=args.limit)
+            emit(args, [i.model_dump() for i in items], lambda: [
+                f"{i.item_key:<20} {i.outcome:<8} {json.dumps(i.detail)}" for i in items
+            ])
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
+    from scheduler import auth
+
+    with _session(settings) as session:
+        if args.action == "create":
+            key, token = auth.create_key(session, args.name, args.role)
+            emit(args, {"id": key.id, "name": key.name, "role": key.role, "token": token},
+                 lambda: [f"created {key.role} key {key.name!r} (id {key.id}); it is shown once:", token])
+        elif args.action == "list":
+            keys = auth.list_keys(session)
+            emit(args, [k.model_dump(exclude={"token_hash"}) for k in keys], lambda: [
+                f"{k.id:>4}  {k.role:<8} {k.name:<20} {'revoked' if k.revoked_at else 'active'}" for k in keys
+            ])
+        elif args.action == "revoke":
+            key = auth.revoke_key(session, args.id)
+            emit(args, {"id": key.id, "revoked_at": key.revoked_at}, lambda: [f"key {key.id} revoked"])
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="scheduler", description="Billing Scheduler")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, handler: Handler, help_: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_)
+        p.set_defaults(handler=handler)
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        return p
+
+    up = add("up", cmd_up, "api + beat + one worker on the embedded defaults")
+    up.add_argument("--host", default=None)
+    up.add_argument("--port", type=int, default=None)
+    up.add_argument("--demo", action="store_true", help="also load demo billing data and demo jobs")
+    api = add("api", cmd_api, "serve the REST API and the page")
+    api.add_argument("--host", default=None)
+    api.add_argument("--port", type=int, default=None)
+    add("beat", cmd_beat, "run the beat service")
+    worker = add("worker", cmd_worker, "run a worker pool")
+    worker.add_argument("--queues", nargs="*", help="queues to consume (default: all job types)")
+    worker.add_argument("--processes", type=int, default=None)
+    worker.add_argument("--threads", type=int, default=None)
+    add("migrate", cmd_migrate, "apply database migrations")
+
+    jobs = add("jobs", cmd_jobs, "list, show, create, pause, resume, archive jobs")
+    jobs_sub = jobs.add_subparsers(dest="action", required=True)
+    jl = jobs_sub.add_parser("list")
+    jl.add_argument("--all", action="store_true", help="include archived jobs")
+    for name in ("show", "pause", "resume", "archive", "next-fires"):
+        p = jobs_sub.add_parser(name)
+        p.add_argument("id", type=int)
+        if name in ("pause", "resume", "archive"):
+            p.add_argument("--note", default="")
+        if name == "next-fires":
+            p.add_argument("--count", type=int, default=10)
+    jc = jobs_sub.add_parser("create")
+    jc.add_argument("definition", help="the job as JSON (the API's job create body)")
+
+    runs = add("runs", cmd_runs, "list, show, create and act on runs")
+    runs_sub = runs.add_subparsers(dest="action", required=True)
+    rl = runs_sub.add_parser("list")
+    rl.add_argument("--status", help="comma-separated statuses")
+    rl.add_argument("--job", type=int)
+    rl.add_argument("--limit", type=int, default=50)
+    for name in ("show", "submit", "delete", "cancel", "retry"):
+        runs_sub.add_parser(name).add_argument("id", type=int)
+    ri = runs_sub.add_parser("items")
+    ri.add_argument("id", type=int)
+    ri.add_argument("--outcome")
+    ri.add_argument("--limit", type=int, default=100)
+    rc = runs_sub.add_parser("create")
+    rc.add_argument("--job", type=int, required=True)
+    rc.add_argument("--preview", action="store_true")
+    rc.add_argument("--properties", help="run properties as JSON")
+    rc.add_argument("--idempotency-key")
+
+    keys = add("keys", cmd_keys, "manage API keys")
+    keys_sub = keys.add_subparsers(dest="action", required=True)
+    kc = keys_sub.add_parser("create")
+    kc.add_argument("--name", required=True)
+    kc.add_argument("--role", choices=["viewer", "operator", "admin"], default="viewer")
+    keys_sub.add_parser("list")
+    keys_sub.add_parser("revoke").add_argument("id", type=int)
+
+    demo = add("demo", cmd_demo_seed, "demo data")
+    demo_sub = demo.add_subparsers(dest="action", required=True)
+    ds = demo_sub.add_parser("seed")
+    ds.add_argument("--accounts", type=int, default=1000)
+    ds.add_argument("--no-jobs", action="store_true", help="seed billing data only")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        print(f"error: setting SCHEDULER_{str(err['loc'][0]).upper()}: {err['msg']}", file=sys.stderr)
+        return 2
+    from scheduler.logs import configure_logging
+
+    configure_logging(settings, process=args.command)
+    try:
+        return int(args.handler(args, settings))
+    except SchedulerError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

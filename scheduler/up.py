@@ -1,0 +1,113 @@
+"""``scheduler up``: api, beat and one worker for all queues on the embedded defaults."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+from sqlalchemy import func, select
+
+from scheduler.clock import SystemClock
+from scheduler.db import make_engine, make_session_factory
+from scheduler.dispatch import EmbeddedRedis
+from scheduler.settings import Settings
+
+
+def child_env(settings: Settings) -> dict[str, str]:
+    """The environment that gives a child process the same settings as this one."""
+    env = dict(os.environ)
+    env["SCHEDULER_DATA_DIR"] = str(settings.data_dir.resolve())
+    env["SCHEDULER_DATABASE_URL"] = settings.resolved_database_url
+    env["SCHEDULER_BILLING_DATABASE_URL"] = settings.resolved_billing_database_url
+    env["SCHEDULER_FILES_ROOT"] = str(settings.resolved_files_root.resolve())
+    if settings.redis_url:
+        env["SCHEDULER_REDIS_URL"] = settings.redis_url
+    return env
+
+
+def seed_demo(settings: Settings, *, accounts: int, with_jobs: bool = True) -> dict[str, Any]:
+    """Demo billing data and demo jobs; data already seeded is left as it is."""
+    from scheduler.jobs import JobCreate, create_job
+    from scheduler.jobtypes import load_registry
+    from scheduler.models import Job, JobStatus
+    from workers.billing.demo import seed_demo as seed_billing
+    from workers.demo_jobs import DEMO_JOBS
+
+    counts: dict[str, Any] = dict(seed_billing(make_engine(settings.resolved_billing_database_url), accounts=accounts))
+    if not with_jobs:
+        return counts
+    factory = make_session_factory(make_engine(settings.resolved_database_url))
+    registry = load_registry(settings)
+    created = 0
+    with factory() as session:
+        for definition in DEMO_JOBS:
+            exists = session.scalar(
+                select(func.count()).select_from(Job).where(
+                    Job.name == definition["name"], Job.status != JobStatus.ARCHIVED
+                )
+            )
+            if exists:
+                continue
+            create_job(session=session, registry=registry, job_in=JobCreate.model_validate(definition),
+                       actor="demo", clock=SystemClock())
+            created += 1
+    counts["jobs"] = created
+    return counts
+
+
+def _new_admin_key_if_keys_exist(settings: Settings) -> str | None:
+    from scheduler import auth
+    from scheduler.models import ApiKey
+
+    factory = make_session_factory(make_engine(settings.resolved_database_url))
+    with factory() as session:
+        if not session.scalar(select(func.count()).select_from(ApiKey)):
+            return None
+        _, token = auth.create_key(session, f"up-{int(time.time())}", "admin")
+        return token
+
+
+def run_all_in_one(settings: Settings, *, host: str | None, port: int | None, demo: bool) -> int:
+    import uvicorn
+
+    from scheduler.api.app import create_app
+    from scheduler.cli import migrate_all
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    embedded: EmbeddedRedis | None = None
+    if not settings.redis_url:
+        embedded = EmbeddedRedis(settings.data_dir)
+        settings = settings.model_copy(update={"redis_url": embedded.start()})
+    children: list[subprocess.Popen[bytes]] = []
+    try:
+        migrate_all(settings)
+        if demo:
+            counts = seed_demo(settings, accounts=1000)
+            print(f"demo data ready: {counts}", flush=True)
+        token = _new_admin_key_if_keys_exist(settings)
+        env = child_env(settings)
+        for args in (["beat"], ["worker", "--processes", "1", "--threads", "2"]):
+            children.append(subprocess.Popen([sys.executable, "-m", "scheduler.cli", *args], env=env))
+        host = host or settings.api_host
+        port = port or settings.api_port
+        print(f"Billing Scheduler is up: http://{host}:{port}/  (API: http://{host}:{port}/api/v1, "
+              f"docs: http://{host}:{port}/docs)", flush=True)
+        if token:
+            print(f"new admin API key (shown once): {token}", flush=True)
+        uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in children:
+            try:
+                child.wait(15)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        if embedded is not None:
+            embedded.stop()
+    return 0
