@@ -83,7 +83,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from workers.worker import run_worker
 
     queues = [q for part in (args.queues or []) for q in part.split(",") if q]
-    return run_worker(settings, queues=queues, processes=args.processes, threads=args.threads)
+    return int(run_worker(settings, queues=queues, processes=args.processes, threads=args.threads))
 
 
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
@@ -135,8 +135,8 @@ def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
                 f"{j.id:>5}  {j.status:<8} {j.job_type:<16} {j.cron or '-':<20} {j.name}" for j in rows
             ])
         elif args.action == "show":
-            job = J.JobPublic.of(J.get_job(session, args.id))
-            emit(args, job, lambda: [f"{k}: {v}" for k, v in job.model_dump().items()])
+            shown = J.JobPublic.of(J.get_job(session, args.id))
+            emit(args, shown, lambda: [f"{k}: {v}" for k, v in shown.model_dump().items()])
         elif args.action == "create":
             data = _parse_json(args.definition, "the job definition")
             try:
@@ -144,21 +144,20 @@ def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
             except ValidationError as exc:
                 err = exc.errors()[0]
                 raise InvalidInput(f"{'.'.join(map(str, err['loc']))}: {err['msg']}") from exc
-            job = J.create_job(session=session, registry=_registry(settings), job_in=job_in,
-                               actor="cli", clock=SystemClock())
-            out = J.JobPublic.of(job)
+            out = J.JobPublic.of(J.create_job(session=session, registry=_registry(settings), job_in=job_in,
+                                              actor="cli", clock=SystemClock()))
             emit(args, out, lambda: [f"created job {out.id} ({out.name}); next fire {out.next_fire_at}"])
         elif args.action in ("pause", "resume", "archive"):
-            job = J.change_job_status(session=session, job_id=args.id, action=args.action, actor="cli",
-                                      clock=SystemClock(), note=args.note or "")
-            emit(args, J.JobPublic.of(job), lambda: [f"job {job.id} is {job.status}"])
+            changed = J.change_job_status(session=session, job_id=args.id, action=args.action, actor="cli",
+                                          clock=SystemClock(), note=args.note or "")
+            emit(args, J.JobPublic.of(changed), lambda: [f"job {changed.id} is {changed.status}"])
         elif args.action == "next-fires":
             from scheduler.cron import CronSchedule
 
-            job = J.get_job(session, args.id)
-            if not job.cron:
-                raise InvalidInput(f"job {job.id} has no schedule")
-            schedule = CronSchedule.parse(job.cron, job.timezone)
+            found = J.get_job(session, args.id)
+            if not found.cron:
+                raise InvalidInput(f"job {found.id} has no schedule")
+            schedule = CronSchedule.parse(found.cron, found.timezone)
             fires = schedule.next_fires(SystemClock().now(), args.count)
             data = {"description": schedule.describe(),
                     "fires": [{"utc": f.utc, "local": f.local.isoformat(), "dst_change": f.dst_change} for f in fires]}

@@ -117,9 +117,10 @@ def make_broker(url: str, *, middleware: list[Any] | None = None) -> RedisBroker
     Failed steps are not retried by Dramatiq: the executor records the failure on the run, and beat
     re-sends steps whose runs went stale.
     """
-    default = [AgeLimit(), TimeLimit(time_limit=6 * 3600 * 1000), Callbacks(), Pipelines(), Retries(max_retries=0)]
-    broker = RedisBroker(url=url, middleware=middleware if middleware is not None else default)
-    return broker
+    default = [
+        AgeLimit(), TimeLimit(time_limit=6 * 3600 * 1000), Callbacks(), Pipelines(), Retries(max_retries=0),
+    ]
+    return RedisBroker(url=url, middleware=middleware if middleware is not None else default)  # type: ignore[no-untyped-call]
 
 
 def check_broker(broker: RedisBroker, url: str) -> None:

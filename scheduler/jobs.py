@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from scheduler.clock import Clock
 from scheduler.cron import CronSchedule, validate_timezone
@@ -152,15 +153,15 @@ def list_jobs(
     limit: int = 100,
     after_id: int | None = None,
 ) -> list[Job]:
-    stmt = select(Job).order_by(Job.id).limit(limit)  # type: ignore[arg-type]
+    stmt = select(Job).order_by(col(Job.id)).limit(limit)
     if not include_archived and status != JobStatus.ARCHIVED:
-        stmt = stmt.where(Job.status != JobStatus.ARCHIVED)
+        stmt = stmt.where(col(Job.status) != JobStatus.ARCHIVED)
     if job_type:
-        stmt = stmt.where(Job.job_type == job_type)
+        stmt = stmt.where(col(Job.job_type) == job_type)
     if status:
-        stmt = stmt.where(Job.status == status)
+        stmt = stmt.where(col(Job.status) == status)
     if after_id is not None:
-        stmt = stmt.where(Job.id > after_id)  # type: ignore[operator]
+        stmt = stmt.where(col(Job.id) > after_id)
     return list(session.scalars(stmt))
 
 
@@ -200,5 +201,5 @@ def change_job_status(
 
 
 def job_events(session: Session, job_id: int) -> list[JobEvent]:
-    stmt = select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id)  # type: ignore[arg-type]
+    stmt = select(JobEvent).where(col(JobEvent.job_id) == job_id).order_by(col(JobEvent.id))
     return list(session.scalars(stmt))

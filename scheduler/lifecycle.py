@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from scheduler.clock import utcnow
 from scheduler.errors import InvalidTransition, RunNotFound
@@ -71,7 +72,7 @@ def transition(
     changes: dict[str, Any] = {"status": to, **(values or {})}
     if to in (S.COMPLETED, S.INCOMPLETE, S.FAILED, S.CANCELLED, S.DELETED):
         changes.setdefault("finished_at", at)
-    current = session.execute(select(JobRun.status).where(JobRun.id == run_id)).scalar_one_or_none()
+    current = session.execute(select(col(JobRun.status)).where(col(JobRun.id) == run_id)).scalar_one_or_none()
     if current is None:
         raise RunNotFound(run_id)
     changed = False
@@ -79,14 +80,14 @@ def transition(
         # Compare-and-set on the status just read: a concurrent change makes this a no-op.
         result = session.execute(
             update(JobRun)
-            .where(JobRun.id == run_id, JobRun.status == current)  # type: ignore[arg-type]
+            .where(col(JobRun.id) == run_id, col(JobRun.status) == current)
             .values(**changes)
             .execution_options(synchronize_session=False)
         )
         changed = result.rowcount == 1  # type: ignore[attr-defined]
     if not changed:
         if action is not None:
-            latest = session.execute(select(JobRun.status).where(JobRun.id == run_id)).scalar_one()
+            latest = session.execute(select(col(JobRun.status)).where(col(JobRun.id) == run_id)).scalar_one()
             raise InvalidTransition(f"run {run_id}", latest, action, allowed_actions(latest))
         return False
     session.execute(

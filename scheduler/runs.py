@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlmodel import col
 
 from scheduler.clock import Clock
 from scheduler.dispatch import Dispatcher, Phase, RunStep
@@ -66,7 +67,7 @@ def create_manual_run(
     A repeated ``idempotency_key`` for the same job returns the first run instead of a new one.
     """
     if idempotency_key:
-        existing = session.scalar(select(JobRun).where(JobRun.idempotency_key == idempotency_key))
+        existing = session.scalar(select(JobRun).where(col(JobRun.idempotency_key) == idempotency_key))
         if existing is not None:
             if existing.job_id != run_in.job_id:
                 raise IdempotencyConflict(idempotency_key)
@@ -82,7 +83,7 @@ def create_manual_run(
     run_properties = job_type.validate_run_properties(run_in.run_properties).model_dump(mode="json")
     now = clock.now()
     run = JobRun(
-        job_id=job.id,
+        job_id=run_in.job_id,
         job_type=job.job_type,
         trigger=RunTrigger.MANUAL,
         idempotency_key=idempotency_key or None,
@@ -98,7 +99,7 @@ def create_manual_run(
         # Another request with the same key won the race: answer with its run.
         session.rollback()
         if idempotency_key:
-            winner = session.scalar(select(JobRun).where(JobRun.idempotency_key == idempotency_key))
+            winner = session.scalar(select(JobRun).where(col(JobRun.idempotency_key) == idempotency_key))
             if winner is not None and winner.job_id == run_in.job_id:
                 return winner, False
             raise IdempotencyConflict(idempotency_key) from None
@@ -165,7 +166,7 @@ def get_run(session: Session, run_id: int) -> JobRun:
 
 
 def run_events(session: Session, run_id: int) -> list[RunEvent]:
-    stmt = select(RunEvent).where(RunEvent.run_id == run_id).order_by(RunEvent.id)  # type: ignore[arg-type]
+    stmt = select(RunEvent).where(col(RunEvent.run_id) == run_id).order_by(col(RunEvent.id))
     return list(session.scalars(stmt))
 
 
@@ -189,23 +190,23 @@ def list_runs(
     """Runs newest first, keyset-paginated on ``(created_at, id)``."""
     stmt = select(JobRun)
     if filters.status:
-        stmt = stmt.where(JobRun.status.in_(filters.status))  # type: ignore[attr-defined]
+        stmt = stmt.where(col(JobRun.status).in_(filters.status))
     if filters.job_id is not None:
-        stmt = stmt.where(JobRun.job_id == filters.job_id)
+        stmt = stmt.where(col(JobRun.job_id) == filters.job_id)
     if filters.job_type:
-        stmt = stmt.where(JobRun.job_type == filters.job_type)
+        stmt = stmt.where(col(JobRun.job_type) == filters.job_type)
     if filters.trigger:
-        stmt = stmt.where(JobRun.trigger == filters.trigger)
+        stmt = stmt.where(col(JobRun.trigger) == filters.trigger)
     if filters.created_from:
-        stmt = stmt.where(JobRun.created_at >= filters.created_from)
+        stmt = stmt.where(col(JobRun.created_at) >= filters.created_from)
     if filters.created_to:
-        stmt = stmt.where(JobRun.created_at < filters.created_to)
+        stmt = stmt.where(col(JobRun.created_at) < filters.created_to)
     if cursor:
         created, run_id = decode_cursor(cursor)
         stmt = stmt.where(
-            (JobRun.created_at < created) | ((JobRun.created_at == created) & (JobRun.id < run_id))  # type: ignore[operator]
+            (col(JobRun.created_at) < created) | ((col(JobRun.created_at) == created) & (col(JobRun.id) < run_id))
         )
-    stmt = stmt.order_by(JobRun.created_at.desc(), JobRun.id.desc()).limit(limit + 1)  # type: ignore[attr-defined,union-attr]
+    stmt = stmt.order_by(col(JobRun.created_at).desc(), col(JobRun.id).desc()).limit(limit + 1)
     rows = list(session.scalars(stmt))
     next_cursor = None
     if len(rows) > limit:
@@ -220,12 +221,12 @@ def list_items(
     session: Session, run_id: int, *, outcome: str | None = None, limit: int = 100, after_id: int | None = None
 ) -> tuple[list[RunItem], str | None]:
     get_run(session, run_id)
-    stmt = select(RunItem).where(RunItem.run_id == run_id)
+    stmt = select(RunItem).where(col(RunItem.run_id) == run_id)
     if outcome:
-        stmt = stmt.where(RunItem.outcome == outcome)
+        stmt = stmt.where(col(RunItem.outcome) == outcome)
     if after_id is not None:
-        stmt = stmt.where(RunItem.id > after_id)  # type: ignore[operator]
-    rows = list(session.scalars(stmt.order_by(RunItem.id).limit(limit + 1)))  # type: ignore[arg-type]
+        stmt = stmt.where(col(RunItem.id) > after_id)
+    rows = list(session.scalars(stmt.order_by(col(RunItem.id)).limit(limit + 1)))
     next_cursor = None
     if len(rows) > limit:
         rows = rows[:limit]
@@ -234,8 +235,9 @@ def list_items(
 
 
 def item_counts(session: Session, run_id: int) -> dict[str, int]:
-    stmt = select(RunItem.outcome, func.count()).where(RunItem.run_id == run_id).group_by(RunItem.outcome)
-    return {outcome: count for outcome, count in session.execute(stmt).all()}
+    outcome = col(RunItem.outcome)
+    stmt = select(outcome, func.count()).where(col(RunItem.run_id) == run_id).group_by(outcome)
+    return dict(session.execute(stmt).tuples().all())
 
 
 def progress(run: JobRun) -> dict[str, Any]:
@@ -267,7 +269,7 @@ def send_run(
         log.warning("run %s recorded but not sent (will be re-sent): %s", run_id, exc.message)
         return False
     with factory() as session:
-        session.execute(update(JobRun).where(JobRun.id == run_id).values(enqueued_at=clock.now()))
+        session.execute(update(JobRun).where(col(JobRun.id) == run_id).values(enqueued_at=clock.now()))
         session.commit()
     return True
 
@@ -287,7 +289,7 @@ def send_apply(
         queue = registry.get(run.job_type).queue
         chunks = list(
             session.scalars(
-                select(RunChunk.chunk_no).where(RunChunk.run_id == run_id, RunChunk.applied_at.is_(None))  # type: ignore[union-attr]
+                select(col(RunChunk.chunk_no)).where(col(RunChunk.run_id) == run_id, col(RunChunk.applied_at).is_(None))
             )
         )
     try:

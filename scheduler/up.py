@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlmodel import col
 
 from scheduler.clock import SystemClock
 from scheduler.db import make_engine, make_session_factory
@@ -31,10 +32,11 @@ def child_env(settings: Settings) -> dict[str, str]:
 
 def seed_demo(settings: Settings, *, accounts: int, with_jobs: bool = True) -> dict[str, Any]:
     """Demo billing data and demo jobs; data already seeded is left as it is."""
+    from workers.billing.demo import seed_demo as seed_billing
+
     from scheduler.jobs import JobCreate, create_job
     from scheduler.jobtypes import load_registry
     from scheduler.models import Job, JobStatus
-    from workers.billing.demo import seed_demo as seed_billing
     from workers.demo_jobs import DEMO_JOBS
 
     counts: dict[str, Any] = dict(seed_billing(make_engine(settings.resolved_billing_database_url), accounts=accounts))
@@ -47,7 +49,7 @@ def seed_demo(settings: Settings, *, accounts: int, with_jobs: bool = True) -> d
         for definition in DEMO_JOBS:
             exists = session.scalar(
                 select(func.count()).select_from(Job).where(
-                    Job.name == definition["name"], Job.status != JobStatus.ARCHIVED
+                    col(Job.name) == definition["name"], col(Job.status) != JobStatus.ARCHIVED
                 )
             )
             if exists:
@@ -68,7 +70,7 @@ def _new_admin_key_if_keys_exist(settings: Settings) -> str | None:
         if not session.scalar(select(func.count()).select_from(ApiKey)):
             return None
         _, token = auth.create_key(session, f"up-{int(time.time())}", "admin")
-        return token
+        return str(token)
 
 
 def run_all_in_one(settings: Settings, *, host: str | None, port: int | None, demo: bool) -> int:
@@ -90,8 +92,10 @@ def run_all_in_one(settings: Settings, *, host: str | None, port: int | None, de
             print(f"demo data ready: {counts}", flush=True)
         token = _new_admin_key_if_keys_exist(settings)
         env = child_env(settings)
-        for args in (["beat"], ["worker", "--processes", "1", "--threads", "2"]):
-            children.append(subprocess.Popen([sys.executable, "-m", "scheduler.cli", *args], env=env))
+        children.extend(
+            subprocess.Popen([sys.executable, "-m", "scheduler.cli", *args], env=env)
+            for args in (["beat"], ["worker", "--processes", "1", "--threads", "2"])
+        )
         host = host or settings.api_host
         port = port or settings.api_port
         print(f"Billing Scheduler is up: http://{host}:{port}/  (API: http://{host}:{port}/api/v1, "
