@@ -1,0 +1,136 @@
+"""E-mail notifications to a job's recipients on the events they chose, with the run's counts and errors."""
+
+from __future__ import annotations
+
+import logging
+import smtplib
+from dataclasses import dataclass
+from email.message import EmailMessage
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from sqlmodel import col
+
+from scheduler.models import Job, JobRun, RunItem, RunStatus
+from scheduler.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# The notification event a run's status raises.
+STATUS_EVENTS: dict[str, str] = {
+    RunStatus.COMPLETED: "completed",
+    RunStatus.INCOMPLETE: "incomplete",
+    RunStatus.FAILED: "failed",
+    RunStatus.PREVIEW: "preview_ready",
+}
+ERRORS_SHOWN = 20
+
+
+@dataclass(frozen=True, kw_only=True)
+class SmtpTarget:
+    host: str
+    port: int
+    username: str | None
+    password: str | None
+    ssl: bool
+    starttls: bool
+
+    @classmethod
+    def parse(cls, url: str) -> SmtpTarget:
+        """``smtp://user:pass@host:port`` (``?starttls=1``) or ``smtps://…`` for implicit TLS."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+            raise ValueError(f"SCHEDULER_SMTP_URL must look like smtp://user:pass@host:port, got {url!r}")
+        query = parse_qs(parts.query)
+        return cls(
+            host=parts.hostname,
+            port=parts.port or (465 if parts.scheme == "smtps" else 25),
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+            ssl=parts.scheme == "smtps",
+            starttls=query.get("starttls", ["0"])[0] in ("1", "true", "yes"),
+        )
+
+
+def events_for(run: JobRun) -> list[str]:
+    """The events a run at its current status raises; ``complete_error`` for any run that ended with errors."""
+    events = [STATUS_EVENTS[run.status]] if run.status in STATUS_EVENTS else []
+    if run.status in (RunStatus.INCOMPLETE, RunStatus.FAILED):
+        events.append("complete_error")
+    events.extend(str(e) for e in run.summary.get("notify_events", []))
+    return events
+
+
+def build_message(settings: Settings, job: Job, run: JobRun, events: list[str], errors: list[RunItem]) -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = settings.mail_from
+    message["To"] = ", ".join(job.notify_emails)
+    message["Subject"] = f"[Billing Scheduler] {job.name}: run {run.id} {run.status}"
+    lines = [
+        f"Job: {job.name} (id {job.id}, type {job.job_type})",
+        f"Run: {run.id} ({run.trigger}), status {run.status}",
+        f"Events: {', '.join(events)}",
+    ]
+    if run.scheduled_for:
+        lines.append(f"Scheduled for: {run.scheduled_for.isoformat()}")
+    if run.error:
+        lines.append(f"Error: {run.error}")
+    counts = {k: v for k, v in run.summary.items() if k != "notify_events"}
+    if counts:
+        lines.append("")
+        lines.append("Counts:")
+        lines.extend(f"  {key}: {value}" for key, value in counts.items())
+    if errors:
+        lines.append("")
+        lines.append(f"Errors (first {len(errors)}):")
+        lines.extend(f"  {item.item_key}: {_reason(item.detail)}" for item in errors)
+    message.set_content("\n".join(lines) + "\n")
+    return message
+
+
+def _reason(detail: dict[str, Any]) -> str:
+    return str(detail.get("reason") or detail.get("error") or detail)
+
+
+def notify_run(*, settings: Settings, session: Session, run_id: int) -> bool:
+    """Mail the job's recipients when the run's status raises an event they chose; ``True`` when sent.
+
+    Mail is best effort: an unreachable SMTP server is logged in one line and never fails the run.
+    """
+    run = session.get(JobRun, run_id)
+    if run is None:
+        return False
+    job = session.get(Job, run.job_id)
+    if job is None or not job.notify_emails or not settings.smtp_url:
+        return False
+    events = [e for e in events_for(run) if e in job.notify_on]
+    if not events:
+        return False
+    errors = list(
+        session.scalars(
+            select(RunItem)
+            .where(col(RunItem.run_id) == run_id, col(RunItem.outcome) == "error")
+            .order_by(col(RunItem.id))
+            .limit(ERRORS_SHOWN)
+        )
+    )
+    message = build_message(settings, job, run, events, errors)
+    try:
+        send(SmtpTarget.parse(settings.smtp_url), message)
+    except (OSError, smtplib.SMTPException, ValueError) as exc:
+        log.warning("notification for run %s not sent (SCHEDULER_SMTP_URL): %s", run_id, exc)
+        return False
+    log.info("notified %s of run %s: %s", message["To"], run_id, ", ".join(events))
+    return True
+
+
+def send(target: SmtpTarget, message: EmailMessage) -> None:
+    smtp_class = smtplib.SMTP_SSL if target.ssl else smtplib.SMTP
+    with smtp_class(target.host, target.port, timeout=10) as smtp:
+        if target.starttls:
+            smtp.starttls()
+        if target.username:
+            smtp.login(target.username, target.password or "")
+        smtp.send_message(message)
