@@ -20,11 +20,11 @@ def alembic_config(engine: Engine, script_location: Path, version_table: str = "
 
 
 def upgrade(engine: Engine, script_location: Path = CORE_MIGRATIONS, version_table: str = "alembic_version") -> None:
-    """Bring the database to the newest revision of the given migration tree."""
+    """Bring the database to the newest revision of every branch of the given migration tree."""
     config = alembic_config(engine, script_location, version_table)
     with engine.begin() as connection:
         config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+        command.upgrade(config, "heads")
 
 
 def revision(engine: Engine, message: str, script_location: Path = CORE_MIGRATIONS) -> None:
