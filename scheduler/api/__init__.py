@@ -1,0 +1,1 @@
+"""The REST API, health probes and metrics of the scheduler (FastAPI)."""

@@ -1,0 +1,76 @@
+"""The FastAPI application: REST API under ``/api/v1``, health probes, metrics, login cookie.
+
+``create_app`` connects to nothing: the engine, the job type registry and the dispatcher are
+built from the settings on first use unless given (tests pass their own), and live in
+``app.state.services``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+from sqlalchemy import Engine
+
+from scheduler.api.errors import install_error_handlers
+from scheduler.api.routes import health, job_types, jobs, keys, login, runs
+from scheduler.api.services import Services
+from scheduler.clock import Clock
+from scheduler.dispatch import Dispatcher
+from scheduler.jobtypes import JobTypeRegistry
+from scheduler.settings import Settings
+
+API_PREFIX = "/api/v1"
+
+TAGS: list[dict[str, Any]] = [
+    {"name": "job types", "description": "Installed job types and the templates of their custom fields."},
+    {"name": "jobs", "description": "System jobs: create (immutable afterwards), list, pause, resume, archive."},
+    {"name": "runs", "description": "Job runs: manual runs, review (submit/delete), cancel, retry, audit."},
+    {"name": "keys", "description": "API keys (admin). Tokens are shown once."},
+    {"name": "session", "description": "Cookie login for the page (CSRF double-submit)."},
+    {"name": "operations", "description": "Liveness, readiness and Prometheus metrics."},
+]
+
+
+def create_app(
+    settings: Settings,
+    *,
+    engine: Engine | None = None,
+    registry: JobTypeRegistry | None = None,
+    dispatcher: Dispatcher | None = None,
+    clock: Clock | None = None,
+) -> FastAPI:
+    """Build the API application; nothing connects until a request needs it."""
+    services = Services(settings, engine=engine, registry=registry, dispatcher=dispatcher, clock=clock)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        services.close()
+
+    app = FastAPI(
+        title="Billing Scheduler",
+        version="1.0.0",
+        summary="Schedule, run and audit billing jobs: dunning, usage mediation, ERP transfer, GL collection.",
+        description=(
+            "Errors are always JSON `{code, message, details}`. Statuses are upper-case strings; "
+            "timestamps are ISO-8601 UTC ending in `Z`. Authenticate with `Authorization: Bearer <key>` "
+            "or `X-Api-Key`; while no key exists the API is open."
+        ),
+        openapi_tags=TAGS,
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    install_error_handlers(app)
+
+    api = APIRouter(prefix=API_PREFIX)
+    api.include_router(job_types.router)
+    api.include_router(jobs.router)
+    api.include_router(runs.router)
+    api.include_router(keys.router)
+    app.include_router(api)
+    app.include_router(login.router)
+    app.include_router(health.router)
+    return app

@@ -1,0 +1,93 @@
+"""Route dependencies: services, a database session per request, the principal and role checks.
+
+See :mod:`scheduler.auth` for the credentials accepted, the bootstrap rule and cookie + CSRF.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Annotated, cast
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session
+
+from scheduler import auth
+from scheduler.api.services import Services
+from scheduler.auth import ANONYMOUS_ADMIN, CsrfRejected, InsufficientRole, MissingCredentials, Principal
+from scheduler.models import ApiRole
+
+_FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+def get_services(request: Request) -> Services:
+    return cast(Services, request.app.state.services)
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def get_db(services: ServicesDep) -> Iterator[Session]:
+    with services.session_factory() as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_db)]
+
+
+def _header_token(request: Request) -> str | None:
+    authorization = request.headers.get("authorization", "")
+    scheme, _, value = authorization.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    api_key = request.headers.get("x-api-key", "").strip()
+    return api_key or None
+
+
+async def _csrf_form_field(request: Request) -> str | None:
+    """The ``csrf_token`` form field of a cookie-authenticated form post, if any."""
+    if request.method in auth.SAFE_METHODS or auth.SESSION_COOKIE not in request.cookies:
+        return None
+    if not request.headers.get("content-type", "").startswith(_FORM_TYPES):
+        return None
+    form = await request.form()
+    value = form.get(auth.CSRF_FIELD)
+    return value if isinstance(value, str) else None
+
+
+def get_principal(
+    request: Request,
+    session: SessionDep,
+    services: ServicesDep,
+    form_csrf: Annotated[str | None, Depends(_csrf_form_field)],
+) -> Principal:
+    """Who the request acts as; 401 without a valid key once any key exists."""
+    if not services.keys_exist(session):
+        return ANONYMOUS_ADMIN
+    token = _header_token(request)
+    if token is not None:
+        return auth.principal_of(auth.verify(session, token))
+    cookie = request.cookies.get(auth.SESSION_COOKIE)
+    if not cookie:
+        raise MissingCredentials()
+    principal = auth.principal_of(auth.verify(session, cookie))
+    if request.method not in auth.SAFE_METHODS:
+        presented = request.headers.get(auth.CSRF_HEADER) or form_csrf
+        if not auth.csrf_matches(request.cookies.get(auth.CSRF_COOKIE), presented):
+            raise CsrfRejected()
+    return principal
+
+
+def require(role: ApiRole) -> Callable[[Principal], Principal]:
+    """A dependency admitting principals with ``role`` or a higher one."""
+
+    def check_role(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+        if not principal.has(role):
+            raise InsufficientRole(role, principal)
+        return principal
+
+    return check_role
+
+
+Viewer = Annotated[Principal, Depends(require(ApiRole.VIEWER))]
+Operator = Annotated[Principal, Depends(require(ApiRole.OPERATOR))]
+Admin = Annotated[Principal, Depends(require(ApiRole.ADMIN))]

@@ -1,0 +1,79 @@
+"""Operations: ``/healthz`` (liveness), ``/readyz`` (database and Redis reachable), ``/metrics``."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from fastapi import APIRouter, Response
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
+from pydantic import BaseModel
+from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from scheduler.api.deps import ServicesDep
+from scheduler.api.errors import ErrorBody
+from scheduler.api.services import Services
+from scheduler.db import check_database
+from scheduler.dispatch import check_broker
+from scheduler.metrics import RUNS_IN_STATUS
+from scheduler.models import ACTIVE_RUN_STATUSES, JobRun
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(tags=["operations"])
+
+
+class Health(BaseModel):
+    status: str
+    checks: dict[str, str] = {}
+
+
+@router.get("/healthz", summary="Liveness: the process answers")
+def healthz() -> Health:
+    return Health(status="ok")
+
+
+@router.get(
+    "/readyz",
+    summary="Readiness: the database and Redis are reachable",
+    responses={503: {"model": ErrorBody, "description": "A backing service is unreachable; names the setting"}},
+)
+def readyz(services: ServicesDep) -> Health:
+    check_database(services.engine)
+    dispatcher = services.dispatcher
+    check_broker(dispatcher.broker, dispatcher.url)
+    return Health(status="ready", checks={"database": "ok", "redis": "ok"})
+
+
+def update_runs_in_status(services: Services) -> None:
+    """Set ``scheduler_runs_in_status`` from one GROUP BY; absent combinations read 0."""
+    stmt = (
+        select(JobRun.job_type, JobRun.status, func.count())
+        .where(JobRun.status.in_(ACTIVE_RUN_STATUSES))  # type: ignore[attr-defined]
+        .group_by(JobRun.job_type, JobRun.status)
+    )
+    with services.session_factory() as session:
+        counts = {(job_type, status): n for job_type, status, n in session.execute(stmt).all()}
+    job_types = set(services.registry.names()) | {job_type for job_type, _ in counts}
+    for job_type in sorted(job_types):
+        for status in ACTIVE_RUN_STATUSES:
+            RUNS_IN_STATUS.labels(job_type=job_type, status=status.value).set(counts.get((job_type, status), 0))
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format"}},
+)
+def metrics(services: ServicesDep) -> Response:
+    try:
+        update_runs_in_status(services)
+    except SQLAlchemyError as exc:
+        log.warning("scheduler_runs_in_status not updated: %s", exc)
+    registry = REGISTRY
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,116 @@
+"""``/jobs``: create system jobs (immutable afterwards), list and show them, pause/resume/archive."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Query
+from sqlalchemy.orm import Session
+
+from scheduler.api.deps import Admin, ServicesDep, SessionDep, Viewer
+from scheduler.api.errors import ERROR_RESPONSES, ErrorBody
+from scheduler.api.schemas import ActionNote, FireTime, JobDetail, NextFires, Page, id_cursor, iso_utc
+from scheduler.api.services import Services
+from scheduler.auth import Principal
+from scheduler.cron import CronSchedule
+from scheduler.jobs import JobCreate, JobPublic, change_job_status, create_job, get_job, list_jobs
+from scheduler.models import JobStatus
+
+router = APIRouter(prefix="/jobs", tags=["jobs"], responses=ERROR_RESPONSES)
+
+NOT_FOUND = {404: {"model": ErrorBody, "description": "No such job"}}
+REFUSED = {409: {"model": ErrorBody, "description": "Not allowed at the job's status; details.allowed_actions"}}
+
+
+@router.post("", status_code=201, summary="Create a system job",
+             responses={409: {"model": ErrorBody, "description": "A live job has this name"}})
+def post_job(job_in: JobCreate, session: SessionDep, services: ServicesDep, principal: Admin) -> JobPublic:
+    """Validate everything (type, properties, cron, time zone) and insert; nothing is written on error.
+
+    The definition cannot be edited afterwards; to change it, create a new job.
+    """
+    job = create_job(session=session, registry=services.registry, job_in=job_in, actor=principal.actor,
+                     clock=services.clock)
+    if job.status == JobStatus.ACTIVE and job.cron:
+        services.wake_beat()
+    return JobPublic.of(job)
+
+
+@router.get("", summary="List jobs")
+def get_jobs(
+    session: SessionDep,
+    _principal: Viewer,
+    status: Annotated[JobStatus | None, Query(description="only jobs in this status")] = None,
+    job_type: Annotated[str | None, Query(description="only jobs of this type")] = None,
+    include_archived: Annotated[bool, Query(description="also list archived jobs")] = False,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+) -> Page[JobPublic]:
+    """Jobs in id order; archived jobs only when asked for (status=ARCHIVED or include_archived)."""
+    after_id = id_cursor(cursor)
+    jobs = list_jobs(session, include_archived=include_archived, job_type=job_type,
+                     status=status.value if status else None, limit=limit + 1, after_id=after_id)
+    next_cursor = None
+    if len(jobs) > limit:
+        jobs = jobs[:limit]
+        next_cursor = str(jobs[-1].id)
+    return Page[JobPublic](items=[JobPublic.of(j) for j in jobs], next_cursor=next_cursor)
+
+
+@router.get("/{job_id}", summary="Show a job with its audit trail and allowed actions", responses=NOT_FOUND)
+def get_one_job(job_id: int, session: SessionDep, _principal: Viewer) -> JobDetail:
+    return JobDetail.build(session, get_job(session, job_id))
+
+
+def _act(action: str, job_id: int, body: ActionNote | None, session: Session, services: Services,
+         principal: Principal) -> JobDetail:
+    job = change_job_status(session=session, job_id=job_id, action=action, actor=principal.actor,
+                            clock=services.clock, note=body.note if body else "")
+    if action == "resume" and job.cron:
+        services.wake_beat()
+    return JobDetail.build(session, job)
+
+
+NoteBody = Annotated[ActionNote | None, Body(description="optional note for the audit trail")]
+
+
+@router.post("/{job_id}/pause", summary="Pause a job: it fires nothing and refuses manual runs",
+             responses={**NOT_FOUND, **REFUSED})
+def pause_job(job_id: int, session: SessionDep, services: ServicesDep, principal: Admin,
+              body: NoteBody = None) -> JobDetail:
+    return _act("pause", job_id, body, session, services, principal)
+
+
+@router.post("/{job_id}/resume", summary="Resume a paused job; it is scheduled from now on",
+             responses={**NOT_FOUND, **REFUSED})
+def resume_job(job_id: int, session: SessionDep, services: ServicesDep, principal: Admin,
+               body: NoteBody = None) -> JobDetail:
+    return _act("resume", job_id, body, session, services, principal)
+
+
+@router.post("/{job_id}/archive", summary="Archive a job: hidden and inert, history kept, name reusable",
+             responses={**NOT_FOUND, **REFUSED})
+def archive_job(job_id: int, session: SessionDep, services: ServicesDep, principal: Admin,
+                body: NoteBody = None) -> JobDetail:
+    return _act("archive", job_id, body, session, services, principal)
+
+
+@router.get("/{job_id}/next-fires", summary="The job's next fire times in UTC and in its zone",
+            responses=NOT_FOUND)
+def next_fires(
+    job_id: int,
+    session: SessionDep,
+    services: ServicesDep,
+    _principal: Viewer,
+    count: Annotated[int, Query(ge=1, le=1000, description="how many fire times")] = 10,
+) -> NextFires:
+    """Fires after now, each flagged when the zone's UTC offset changed since the previous one."""
+    job = get_job(session, job_id)
+    if not job.cron:
+        return NextFires(description="manual runs only (no schedule)", timezone=job.timezone, fires=[])
+    schedule = CronSchedule.parse(job.cron, job.timezone)
+    fires = [
+        FireTime(utc=iso_utc(f.utc), local=f.local.isoformat(), dst_change=f.dst_change)
+        for f in schedule.next_fires(services.clock.now(), count)
+    ]
+    return NextFires(description=schedule.describe(), timezone=job.timezone, fires=fires)

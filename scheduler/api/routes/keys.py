@@ -1,0 +1,30 @@
+"""``/keys``: API keys, managed by admins. A key's token is shown once, in the create answer."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from scheduler import auth
+from scheduler.api.deps import Admin, SessionDep
+from scheduler.api.errors import ERROR_RESPONSES, ErrorBody
+from scheduler.api.schemas import KeyCreate, KeyCreated, KeyPublic, Page
+
+router = APIRouter(prefix="/keys", tags=["keys"], responses=ERROR_RESPONSES)
+
+
+@router.post("", status_code=201, summary="Create an API key (the token is shown only here)")
+def create_key(key_in: KeyCreate, session: SessionDep, _principal: Admin) -> KeyCreated:
+    """Once any key exists, the API requires one: create your admin key first."""
+    key, token = auth.create_key(session, key_in.name, key_in.role)
+    return KeyCreated(**KeyPublic.of(key).model_dump(), token=token)
+
+
+@router.get("", summary="List API keys (never their tokens)")
+def list_keys(session: SessionDep, _principal: Admin) -> Page[KeyPublic]:
+    return Page[KeyPublic](items=[KeyPublic.of(k) for k in auth.list_keys(session)])
+
+
+@router.post("/{key_id}/revoke", summary="Revoke an API key; it stops working at once",
+             responses={404: {"model": ErrorBody, "description": "No such key"}})
+def revoke_key(key_id: int, session: SessionDep, _principal: Admin) -> KeyPublic:
+    return KeyPublic.of(auth.revoke_key(session, key_id))

@@ -1,0 +1,203 @@
+"""Wire models of the API answers that are not data-layer models (``JobCreate``, ``JobPublic``, ``RunCreate``)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from scheduler.api.errors import MalformedRequest
+from scheduler.jobs import JobPublic, job_actions, job_events
+from scheduler.lifecycle import allowed_actions
+from scheduler.models import ApiKey, Job, JobEvent, JobRun, RunEvent, RunItem
+from scheduler.runs import item_counts, progress, run_events
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    """One page of a list; pass ``next_cursor`` back as ``cursor`` for the next page (null: no more)."""
+
+    items: list[T]
+    next_cursor: str | None = None
+
+
+class ActionNote(BaseModel):
+    """Optional body of a job or run action: why, for the audit trail."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    note: str = Field(default="", max_length=1000)
+
+
+class StatusEvent(BaseModel):
+    """One entry of an audit trail."""
+
+    from_status: str | None
+    to_status: str
+    at: datetime
+    actor: str
+    note: str
+
+    @classmethod
+    def of(cls, event: JobEvent | RunEvent) -> StatusEvent:
+        return cls(from_status=event.from_status, to_status=event.to_status, at=event.at, actor=event.actor,
+                   note=event.note)
+
+
+class JobDetail(JobPublic):
+    """A job with its audit trail and the actions its status allows."""
+
+    events: list[StatusEvent]
+    actions: list[str] = Field(description="what the job's status allows: pause, resume, archive")
+
+    @classmethod
+    def build(cls, session: Session, job: Job) -> JobDetail:
+        assert job.id is not None
+        public = JobPublic.of(job)
+        events = [StatusEvent.of(e) for e in job_events(session, job.id)]
+        return cls(**public.model_dump(), events=events, actions=job_actions(job.status))
+
+
+class JobTypeTemplate(BaseModel):
+    """An installed job type and the JSON schemas of its custom fields."""
+
+    name: str
+    label: str
+    queue: str
+    description: str
+    supports_preview: bool
+    job_properties: dict[str, Any] = Field(description="JSON schema of the job's `properties`")
+    run_properties: dict[str, Any] = Field(description="JSON schema of a manual run's `run_properties`")
+
+
+class FireTime(BaseModel):
+    utc: str = Field(description="the fire instant in UTC, e.g. 2026-03-29T01:00:00Z")
+    local: str = Field(description="the same instant in the job's zone, e.g. 2026-03-29T03:00:00+02:00")
+    dst_change: bool = Field(description="the zone's UTC offset changed since the previous fire")
+
+
+class NextFires(BaseModel):
+    description: str = Field(description="the schedule in words")
+    timezone: str
+    fires: list[FireTime]
+
+
+class RunProgress(BaseModel):
+    chunks_total: int
+    chunks_done: int
+    percent: float
+
+
+class RunPublic(BaseModel):
+    """A run's common columns, as in the run list."""
+
+    id: int
+    job_id: int
+    job_name: str
+    job_type: str
+    trigger: str
+    status: str
+    preview: bool
+    run_properties: dict[str, Any]
+    idempotency_key: str | None
+    scheduled_for: datetime | None
+    created_at: datetime
+    enqueued_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    heartbeat_at: datetime | None
+    created_by: str
+    worker: str | None
+    attempt: int
+    retry_of: int | None
+    summary: dict[str, Any]
+    error: str | None
+    progress: RunProgress
+    actions: list[str] = Field(description="what the run's status allows: submit, delete, cancel, retry")
+
+    @classmethod
+    def of(cls, run: JobRun, job_name: str) -> RunPublic:
+        fields = run.model_dump(exclude={"chunks_total", "chunks_done"})
+        return cls(**fields, job_name=job_name, progress=RunProgress(**progress(run)),
+                   actions=allowed_actions(run.status))
+
+
+class RunDetail(RunPublic):
+    """A run with its per-outcome item counts and its audit trail."""
+
+    item_counts: dict[str, int] = Field(description="run items per outcome: planned, ok, error, skipped")
+    events: list[StatusEvent]
+
+    @classmethod
+    def build(cls, session: Session, run: JobRun) -> RunDetail:
+        assert run.id is not None
+        public = RunPublic.of(run, job_names(session, [run.job_id]).get(run.job_id, ""))
+        return cls(**public.model_dump(), item_counts=item_counts(session, run.id),
+                   events=[StatusEvent.of(e) for e in run_events(session, run.id)])
+
+
+class RunItemPublic(BaseModel):
+    """A per-type detail row of a run."""
+
+    id: int
+    key: str
+    chunk_no: int
+    outcome: str = Field(description="planned | ok | error | skipped")
+    detail: dict[str, Any]
+    applied_at: datetime | None
+
+    @classmethod
+    def of(cls, item: RunItem) -> RunItemPublic:
+        assert item.id is not None
+        return cls(id=item.id, key=item.item_key, chunk_no=item.chunk_no, outcome=item.outcome,
+                   detail=item.detail, applied_at=item.applied_at)
+
+
+class KeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=100)
+    role: str = Field(default="viewer", description="viewer | operator | admin")
+
+
+class KeyPublic(BaseModel):
+    id: int
+    name: str
+    prefix: str
+    role: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+    @classmethod
+    def of(cls, key: ApiKey) -> KeyPublic:
+        return cls.model_validate(key.model_dump(exclude={"token_hash"}))
+
+
+class KeyCreated(KeyPublic):
+    token: str = Field(description="the key itself; it is shown only in this answer")
+
+
+def job_names(session: Session, job_ids: list[int]) -> dict[int, str]:
+    if not job_ids:
+        return {}
+    rows = session.execute(select(Job.id, Job.name).where(Job.id.in_(set(job_ids))))  # type: ignore[union-attr]
+    return {job_id: name for job_id, name in rows.all()}
+
+
+def iso_utc(moment: datetime) -> str:
+    """ISO-8601 in UTC with ``Z``, as every timestamp on the wire."""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def id_cursor(cursor: str | None) -> int | None:
+    """The id after which a page of an id-ordered list starts."""
+    if not cursor:
+        return None
+    if not cursor.isdigit():
+        raise MalformedRequest("invalid cursor: pass back the next_cursor of the previous page",
+                               details={"cursor": cursor})
+    return int(cursor)

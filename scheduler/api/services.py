@@ -1,0 +1,94 @@
+"""What the routes use: settings, engine, sessions, job types, dispatcher and clock, built lazily."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from scheduler.auth import keys_exist
+from scheduler.clock import Clock, SystemClock
+from scheduler.db import make_engine, make_session_factory
+from scheduler.dispatch import Dispatcher, make_broker, redis_url
+from scheduler.errors import SchedulerError
+from scheduler.jobtypes import JobTypeRegistry, load_registry
+from scheduler.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Services:
+    """What the routes use, built lazily and at most once (handlers run on several threads)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        engine: Engine | None,
+        registry: JobTypeRegistry | None,
+        dispatcher: Dispatcher | None,
+        clock: Clock | None,
+    ) -> None:
+        self.settings = settings
+        self.clock: Clock = clock or SystemClock()
+        self._engine = engine
+        self._owns_engine = engine is None
+        self._registry = registry
+        self._dispatcher = dispatcher
+        self._factory: sessionmaker[Session] | None = None
+        self._keys_exist = False
+        self._lock = threading.Lock()
+
+    @property
+    def engine(self) -> Engine:
+        with self._lock:
+            if self._engine is None:
+                self._engine = make_engine(self.settings.resolved_database_url)
+            return self._engine
+
+    @property
+    def session_factory(self) -> sessionmaker[Session]:
+        engine = self.engine
+        with self._lock:
+            if self._factory is None:
+                self._factory = make_session_factory(engine)
+            return self._factory
+
+    @property
+    def registry(self) -> JobTypeRegistry:
+        with self._lock:
+            if self._registry is None:
+                self._registry = load_registry(self.settings)
+            return self._registry
+
+    @property
+    def dispatcher(self) -> Dispatcher:
+        """The dispatcher; raises :class:`BrokerUnavailable` when an embedded Redis cannot start."""
+        with self._lock:
+            if self._dispatcher is None:
+                url = redis_url(self.settings)
+                self._dispatcher = Dispatcher(make_broker(url), url)
+            return self._dispatcher
+
+    def database_url(self) -> str:
+        """The database URL without its password, for error messages."""
+        return self.engine.url.render_as_string(hide_password=True)
+
+    def keys_exist(self, session: Session) -> bool:
+        """Whether auth is required. Keys are never deleted, so once true it stays true."""
+        if not self._keys_exist:
+            self._keys_exist = keys_exist(session)
+        return self._keys_exist
+
+    def wake_beat(self) -> None:
+        """Best effort: beat polls anyway."""
+        try:
+            self.dispatcher.wake_beat()
+        except SchedulerError as exc:
+            log.warning("could not wake beat: %s", exc.message)
+
+    def close(self) -> None:
+        if self._owns_engine and self._engine is not None:
+            self._engine.dispose()
