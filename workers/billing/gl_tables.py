@@ -1,0 +1,83 @@
+"""General-ledger tables: posted journal lines and the lines a GL collector run has staged.
+
+They live on the billing ``metadata`` (``workers.billing.tables``). ``gl_entries`` is the ledger of
+record: each source document (invoice, payment, late fee, write-off) is collected once, ever, because
+``(source_type, source_id, line_no)`` is unique. ``gl_staged`` holds a run's evaluated journal until the
+run is applied (or deleted); the ERP transfer exports ``gl_journal`` from ``gl_entries`` only.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Date,
+    Index,
+    Integer,
+    Numeric,
+    PrimaryKeyConstraint,
+    SmallInteger,
+    String,
+    Table,
+    UniqueConstraint,
+    text,
+)
+
+from scheduler.db import UTCDateTime
+from workers.billing.tables import metadata
+
+Money = Numeric(18, 2)
+
+
+class GLSourceType(enum.StrEnum):
+    """The kind of billing document a journal line was collected from."""
+
+    INVOICE = "INVOICE"
+    """A regular invoice (``invoices.kind = 'INVOICE'``); ``source_id`` is ``invoices.id``."""
+    PAYMENT = "PAYMENT"
+    """A payment received; ``source_id`` is ``payments.id``."""
+    LATE_FEE = "LATE_FEE"
+    """A late-fee charge (``invoices.kind = 'LATE_FEE'``); ``source_id`` is ``invoices.id``."""
+    WRITE_OFF = "WRITE_OFF"
+    """A balance written off by dunning; ``source_id`` is ``dunning_actions.id``."""
+
+
+gl_entries = Table(
+    "gl_entries",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    # The GL collector run that posted the line.
+    Column("run_id", Integer, nullable=False),
+    Column("source_type", String(16), nullable=False),
+    Column("source_id", BigInteger, nullable=False),
+    # 1 = the debit line, 2 = the credit line of the document's two-line entry.
+    Column("line_no", SmallInteger, nullable=False),
+    # The billing account the document belongs to (sub-ledger detail for exports).
+    Column("account_id", Integer, nullable=False),
+    Column("gl_account", String(32), nullable=False),
+    Column("debit", Money, nullable=False, server_default=text("0")),
+    Column("credit", Money, nullable=False, server_default=text("0")),
+    # The accounting date: issue date of invoices and fees, UTC date of payments and write-offs.
+    Column("entry_date", Date, nullable=False),
+    Column("posted_at", UTCDateTime(), nullable=False),
+    UniqueConstraint("source_type", "source_id", "line_no", name="uq_gl_entries_source_line"),
+    Index("ix_gl_entries_run", "run_id"),
+    Index("ix_gl_entries_entry_date", "entry_date"),
+)
+
+gl_staged = Table(
+    "gl_staged",
+    metadata,
+    Column("run_id", Integer, nullable=False),
+    Column("source_type", String(16), nullable=False),
+    Column("source_id", BigInteger, nullable=False),
+    Column("line_no", SmallInteger, nullable=False),
+    Column("account_id", Integer, nullable=False),
+    Column("gl_account", String(32), nullable=False),
+    Column("debit", Money, nullable=False, server_default=text("0")),
+    Column("credit", Money, nullable=False, server_default=text("0")),
+    Column("entry_date", Date, nullable=False),
+    PrimaryKeyConstraint("run_id", "source_type", "source_id", "line_no", name="pk_gl_staged"),
+)
