@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from scheduler.clock import utcnow
 from scheduler.errors import Forbidden, InvalidInput, NotFound, Unauthorized
@@ -140,7 +141,7 @@ def create_key(session: Session, name: str, role: str) -> tuple[ApiKey, str]:
 
 
 def list_keys(session: Session) -> list[ApiKey]:
-    return list(session.scalars(select(ApiKey).order_by(ApiKey.id)))  # type: ignore[arg-type]
+    return list(session.scalars(select(ApiKey).order_by(col(ApiKey.id))))
 
 
 def revoke_key(session: Session, key_id: int) -> ApiKey:
@@ -163,7 +164,7 @@ def keys_exist(session: Session) -> bool:
 def verify(session: Session, token: str) -> ApiKey:
     """The live key holding ``token``; :class:`InvalidApiKey` otherwise."""
     digest = hash_token(token.strip())
-    key = session.scalar(select(ApiKey).where(ApiKey.token_hash == digest))
+    key = session.scalar(select(ApiKey).where(col(ApiKey.token_hash) == digest))
     if key is None or key.revoked_at is not None or not hmac.compare_digest(key.token_hash, digest):
         raise InvalidApiKey()
     return key

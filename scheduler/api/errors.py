@@ -9,6 +9,7 @@ unexpected is logged and answered 500 ``internal_error`` without internals.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -58,13 +59,18 @@ _STATUS: tuple[tuple[type[SchedulerError], int], ...] = (
     (ServiceUnavailable, 503),
 )
 
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorBody, "description": description}
-    for status, description in (
-        (401, "No valid API key"),
-        (403, "The key's role does not allow this"),
-        (422, "The input is invalid"),
-    )
+Responses = dict[int | str, dict[str, Any]]
+
+
+def error_doc(status: int, description: str) -> Responses:
+    """An OpenAPI ``responses`` entry for an error answer."""
+    return {status: {"model": ErrorBody, "description": description}}
+
+
+ERROR_RESPONSES: Responses = {
+    **error_doc(401, "No valid API key"),
+    **error_doc(403, "The key's role does not allow this"),
+    **error_doc(422, "The input is invalid"),
 }
 
 
@@ -90,7 +96,7 @@ async def _scheduler_error(_request: Request, exc: Exception) -> JSONResponse:
     return error_response(status, exc.code, exc.message, exc.details, headers)
 
 
-def _location(loc: tuple[Any, ...] | list[Any]) -> str:
+def _location(loc: Sequence[Any]) -> str:
     parts = [str(p) for p in loc]
     if parts and parts[0] in {"body", "query", "path", "header", "cookie"}:
         where, rest = parts[0], parts[1:]

@@ -8,6 +8,7 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from scheduler.api.errors import MalformedRequest
 from scheduler.jobs import JobPublic, job_actions, job_events
@@ -184,8 +185,8 @@ class KeyCreated(KeyPublic):
 def job_names(session: Session, job_ids: list[int]) -> dict[int, str]:
     if not job_ids:
         return {}
-    rows = session.execute(select(Job.id, Job.name).where(Job.id.in_(set(job_ids))))  # type: ignore[union-attr]
-    return {job_id: name for job_id, name in rows.all()}
+    rows = session.execute(select(col(Job.id), col(Job.name)).where(col(Job.id).in_(set(job_ids))))
+    return {job_id: name for job_id, name in rows.tuples() if job_id is not None}
 
 
 def iso_utc(moment: datetime) -> str:

@@ -9,21 +9,21 @@ import pytest
 import redis
 from sqlalchemy import Engine
 from sqlmodel import col
+from test_api_support import (  # noqa: F401  (fixtures are used by name)
+    TestClient,
+    assert_error,
+    client_fixture,
+    count,
+    create_job,
+    dead_dispatcher_fixture,
+    down_client_fixture,
+    job_body,
+    live_dispatcher_fixture,
+)
 
 from scheduler.clock import FrozenClock
 from scheduler.dispatch import WAKE_CHANNEL
 from scheduler.models import Job, JobEvent
-from test_api_support import (  # noqa: F401  (fixtures are used by name)
-    TestClient,
-    assert_error,
-    client,
-    count,
-    create_job,
-    dead_dispatcher,
-    down_client,
-    job_body,
-    live_dispatcher,
-)
 
 
 def test_job_types_publish_their_property_templates(client: TestClient) -> None:

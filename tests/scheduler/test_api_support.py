@@ -1,6 +1,7 @@
 """Shared pieces of the API tests: fake job types, an app per test, direct database helpers.
 
-The other ``test_api_*`` modules import from here; the fixtures are re-exported by name.
+The other ``test_api_*`` modules import from here; a module uses a fixture by importing its
+``*_fixture`` function (named so the test parameter does not shadow it).
 """
 
 from __future__ import annotations
@@ -123,28 +124,30 @@ def build_client(
     return TestClient(app)
 
 
-@pytest.fixture
-def live_dispatcher(redis_url: str, redis_client: redis.Redis) -> Iterator[Dispatcher]:
+@pytest.fixture(name="live_dispatcher")
+def live_dispatcher_fixture(redis_url: str, redis_client: redis.Redis) -> Iterator[Dispatcher]:
     broker = make_broker(redis_url)
     yield Dispatcher(broker, redis_url)
     broker.close()
 
 
-@pytest.fixture
-def dead_dispatcher() -> Iterator[Dispatcher]:
+@pytest.fixture(name="dead_dispatcher")
+def dead_dispatcher_fixture() -> Iterator[Dispatcher]:
     broker = make_broker(DEAD_REDIS)
     yield Dispatcher(broker, DEAD_REDIS)
     broker.close()
 
 
-@pytest.fixture
-def client(settings: Settings, engine: Engine, clock: FrozenClock, live_dispatcher: Dispatcher) -> TestClient:
+@pytest.fixture(name="client")
+def client_fixture(settings: Settings, engine: Engine, clock: FrozenClock, live_dispatcher: Dispatcher) -> TestClient:
     """An app on the test database, a real Redis and a frozen clock, with the fake job types."""
     return build_client(settings=settings, engine=engine, clock=clock, dispatcher=live_dispatcher)
 
 
-@pytest.fixture
-def down_client(settings: Settings, engine: Engine, clock: FrozenClock, dead_dispatcher: Dispatcher) -> TestClient:
+@pytest.fixture(name="down_client")
+def down_client_fixture(
+    settings: Settings, engine: Engine, clock: FrozenClock, dead_dispatcher: Dispatcher
+) -> TestClient:
     """The same app with Redis unreachable."""
     return build_client(settings=settings, engine=engine, clock=clock, dispatcher=dead_dispatcher)
 

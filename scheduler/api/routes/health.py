@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 from pydantic import BaseModel
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import col
 
 from scheduler.api.deps import ServicesDep
 from scheduler.api.errors import ErrorBody
@@ -49,9 +50,9 @@ def readyz(services: ServicesDep) -> Health:
 def update_runs_in_status(services: Services) -> None:
     """Set ``scheduler_runs_in_status`` from one GROUP BY; absent combinations read 0."""
     stmt = (
-        select(JobRun.job_type, JobRun.status, func.count())
-        .where(JobRun.status.in_(ACTIVE_RUN_STATUSES))  # type: ignore[attr-defined]
-        .group_by(JobRun.job_type, JobRun.status)
+        select(col(JobRun.job_type), col(JobRun.status), func.count())
+        .where(col(JobRun.status).in_(ACTIVE_RUN_STATUSES))
+        .group_by(col(JobRun.job_type), col(JobRun.status))
     )
     with services.session_factory() as session:
         counts = {(job_type, status): n for job_type, status, n in session.execute(stmt).all()}

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Body, Query
 from sqlalchemy.orm import Session
 
 from scheduler.api.deps import Admin, ServicesDep, SessionDep, Viewer
-from scheduler.api.errors import ERROR_RESPONSES, ErrorBody
+from scheduler.api.errors import ERROR_RESPONSES, error_doc
 from scheduler.api.schemas import ActionNote, FireTime, JobDetail, NextFires, Page, id_cursor, iso_utc
 from scheduler.api.services import Services
 from scheduler.auth import Principal
@@ -18,12 +18,12 @@ from scheduler.models import JobStatus
 
 router = APIRouter(prefix="/jobs", tags=["jobs"], responses=ERROR_RESPONSES)
 
-NOT_FOUND = {404: {"model": ErrorBody, "description": "No such job"}}
-REFUSED = {409: {"model": ErrorBody, "description": "Not allowed at the job's status; details.allowed_actions"}}
+NOT_FOUND = error_doc(404, "No such job")
+REFUSED = error_doc(409, "Not allowed at the job's status; details.allowed_actions")
 
 
 @router.post("", status_code=201, summary="Create a system job",
-             responses={409: {"model": ErrorBody, "description": "A live job has this name"}})
+             responses=error_doc(409, "A live job has this name"))
 def post_job(job_in: JobCreate, session: SessionDep, services: ServicesDep, principal: Admin) -> JobPublic:
     """Validate everything (type, properties, cron, time zone) and insert; nothing is written on error.
 

@@ -20,7 +20,7 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler.api.deps import Operator, ServicesDep, SessionDep, Viewer
-from scheduler.api.errors import ERROR_RESPONSES, ErrorBody, MalformedRequest
+from scheduler.api.errors import ERROR_RESPONSES, ErrorBody, MalformedRequest, error_doc
 from scheduler.api.schemas import ActionNote, Page, RunDetail, RunItemPublic, RunPublic, id_cursor, iso_utc, job_names
 from scheduler.api.services import Services
 from scheduler.auth import Principal
@@ -45,8 +45,8 @@ log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/runs", tags=["runs"], responses=ERROR_RESPONSES)
 
-NOT_FOUND = {404: {"model": ErrorBody, "description": "No such run"}}
-REFUSED = {409: {"model": ErrorBody, "description": "Not allowed at the run's status; details.allowed_actions"}}
+NOT_FOUND = error_doc(404, "No such run")
+REFUSED = error_doc(409, "Not allowed at the run's status; details.allowed_actions")
 NoteBody = Annotated[ActionNote | None, Body(description="optional note for the audit trail")]
 
 CSV_COLUMNS = (
