@@ -1,0 +1,206 @@
+"""Beat's repair passes: the outbox, stale runs, and runs over their ``max_runtime``.
+
+- Outbox: a run is written before it is sent, so a run still ``CREATED`` and never sent (Redis was
+  down, the sender crashed) or sent long ago and never started is sent again.
+- Stale runs: a ``PROCESSING`` or ``SUBMITTED`` run whose worker stopped heart-beating gets its
+  unfinished steps re-sent. Workers treat a duplicate step as a no-op, so re-sending is safe.
+- Overrunning runs: a run started longer ago than its job's ``max_runtime`` fails with that reason.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, exists, func, not_, or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from beat.scheduling import RUNNING_STATUSES
+from beat.tables import JOBS, RUN_CHUNKS, RUNS
+from scheduler.clock import Clock
+from scheduler.dispatch import Dispatcher, Phase, RunStep
+from scheduler.errors import BrokerUnavailable
+from scheduler.jobtypes import JobTypeRegistry
+from scheduler.lifecycle import transition
+from scheduler.metrics import RECLAIMED_RUNS, RESENT_RUNS, RUNS_TOTAL
+from scheduler.models import OverlapPolicy, RunStatus
+from scheduler.runs import send_apply, send_run
+
+log = logging.getLogger(__name__)
+
+UNSENT_GRACE = timedelta(seconds=2)
+"""A run's creator sends it right after committing; only older unsent runs are the outbox's."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Repairs:
+    """What beat needs to repair runs: where they are, how to send, who it is."""
+
+    factory: sessionmaker[Session]
+    dispatcher: Dispatcher
+    registry: JobTypeRegistry
+    clock: Clock
+    actor: str
+    heartbeat_timeout: timedelta
+    resend_after: timedelta
+    batch_size: int
+    write: Callable[[], AbstractContextManager[Session]]
+    """A fenced write transaction: raises StaleLeader (rolled back) when this beat lost the lease."""
+
+
+def resend_outbox(ctx: Repairs, now: datetime) -> int:
+    """Send again the ``CREATED`` runs that were never sent, or sent but not started in time."""
+    running = RUNS.alias("running")
+    job_has_running = exists().where(running.c.job_id == RUNS.c.job_id, running.c.status.in_(RUNNING_STATUSES))
+    stmt = (
+        select(RUNS.c.id, RUNS.c.enqueued_at)
+        .join(JOBS, JOBS.c.id == RUNS.c.job_id)
+        .where(
+            RUNS.c.status == RunStatus.CREATED,
+            RUNS.c.job_type.in_(ctx.registry.names()),
+            or_(
+                and_(RUNS.c.enqueued_at.is_(None), RUNS.c.created_at < now - UNSENT_GRACE),
+                RUNS.c.enqueued_at < now - ctx.resend_after,
+            ),
+            # A BUFFER_ONE run waits, unsent, until its job's running run has finished.
+            not_(and_(JOBS.c.overlap_policy == OverlapPolicy.BUFFER_ONE, job_has_running)),
+        )
+        .order_by(RUNS.c.created_at)
+        .limit(ctx.batch_size)
+    )
+    with ctx.factory() as session:
+        pending = session.execute(stmt).all()
+    sent = 0
+    for run_id, enqueued_at in pending:
+        if not send_run(
+            factory=ctx.factory, dispatcher=ctx.dispatcher, registry=ctx.registry, run_id=run_id, clock=ctx.clock
+        ):
+            break  # Redis is down (send_run said so) or the run just started: try again next tick
+        sent += 1
+        RESENT_RUNS.inc()
+        log.info(
+            "run %s re-sent from the outbox (%s)",
+            run_id,
+            "never sent" if enqueued_at is None else "sent at " + enqueued_at.isoformat() + " but not started",
+            extra={"run_id": run_id},
+        )
+    return sent
+
+
+def fail_overrunning(ctx: Repairs, now: datetime) -> int:
+    """Fail the running runs of jobs with ``max_runtime`` that started longer ago than that."""
+    stmt = (
+        select(RUNS.c.id, RUNS.c.status, RUNS.c.started_at, RUNS.c.job_type, RUNS.c.trigger, JOBS.c.max_runtime)
+        .join(JOBS, JOBS.c.id == RUNS.c.job_id)
+        .where(
+            RUNS.c.status.in_((RunStatus.PROCESSING, RunStatus.SUBMITTED)),
+            JOBS.c.max_runtime.is_not(None),
+            RUNS.c.started_at.is_not(None),
+        )
+        .limit(ctx.batch_size)
+    )
+    with ctx.factory() as session:
+        rows = session.execute(stmt).all()
+    overdue = [r for r in rows if r.started_at + timedelta(seconds=r.max_runtime) < now]
+    if not overdue:
+        return 0
+    failed = []
+    with ctx.write() as session:
+        for row in overdue:
+            error = f"exceeded max_runtime of {row.max_runtime} s"
+            if transition(
+                session, row.id, RunStatus.FAILED, actor=ctx.actor, expected=[RunStatus(row.status)], note=error,
+                at=now, values={"error": error},
+            ):
+                failed.append(row)
+    for row in failed:
+        RUNS_TOTAL.labels(job_type=row.job_type, trigger=row.trigger, status=RunStatus.FAILED).inc()
+        log.warning(
+            "run %s failed: exceeded max_runtime of %s s (started %s)",
+            row.id, row.max_runtime, row.started_at.isoformat(), extra={"run_id": row.id},
+        )
+    return len(failed)
+
+
+def reclaim_stale(ctx: Repairs, now: datetime) -> int:
+    """Re-send the unfinished steps of runs whose worker stopped heart-beating."""
+    cutoff = now - ctx.heartbeat_timeout
+    last_sign = func.coalesce(RUNS.c.heartbeat_at, RUNS.c.started_at, RUNS.c.created_at)
+    stale_filter = (
+        RUNS.c.status.in_((RunStatus.PROCESSING, RunStatus.SUBMITTED)),
+        RUNS.c.job_type.in_(ctx.registry.names()),
+        last_sign < cutoff,
+    )
+    stmt = (
+        select(RUNS.c.id, RUNS.c.status, RUNS.c.job_type, RUNS.c.heartbeat_at)
+        .where(*stale_filter)
+        .order_by(last_sign)
+        .limit(ctx.batch_size)
+    )
+    claimed = []
+    with ctx.write() as session:
+        for row in session.execute(stmt).all():
+            # Claim by bumping the heartbeat, unless the worker heart-beat meanwhile: one re-send
+            # per timeout, not one per tick.
+            result = session.execute(
+                update(RUNS)
+                .where(RUNS.c.id == row.id, RUNS.c.status == row.status, last_sign < cutoff)
+                .values(heartbeat_at=now)
+            )
+            if result.rowcount == 1:  # type: ignore[attr-defined]
+                claimed.append(row)
+    reclaimed = 0
+    for index, row in enumerate(claimed):
+        steps = _resend_steps(ctx, row.id, row.status, row.job_type)
+        if steps is None:
+            # Redis is down: give the claims back so the next tick tries again.
+            _unclaim(ctx, [(r.id, r.heartbeat_at) for r in claimed[index:]], now)
+            break
+        reclaimed += 1
+        RECLAIMED_RUNS.inc()
+        log.warning(
+            "run %s (%s) stale since %s: re-sent %s",
+            row.id, row.status, row.heartbeat_at.isoformat() if row.heartbeat_at else "start", steps,
+            extra={"run_id": row.id},
+        )
+    return reclaimed
+
+
+def _resend_steps(ctx: Repairs, run_id: int, status: str, job_type: str) -> str | None:
+    """Send the steps a stale run still needs; a description of them, or ``None`` if Redis is down."""
+    if status == RunStatus.SUBMITTED:
+        count = send_apply(factory=ctx.factory, dispatcher=ctx.dispatcher, registry=ctx.registry, run_id=run_id)
+        return f"{count} apply step(s)" if count else None
+    with ctx.factory() as session:
+        chunks = session.execute(
+            select(RUN_CHUNKS.c.chunk_no, RUN_CHUNKS.c.evaluated_at)
+            .where(RUN_CHUNKS.c.run_id == run_id)
+            .order_by(RUN_CHUNKS.c.chunk_no)
+        ).all()
+    if not chunks:
+        steps = [RunStep(run_id=run_id, phase=Phase.PLAN)]
+    else:
+        todo = [c.chunk_no for c in chunks if c.evaluated_at is None]
+        # Every chunk evaluated: chunk -1 asks only for the completion check that moves the run on.
+        steps = [RunStep(run_id=run_id, phase=Phase.EVALUATE, chunk_no=n) for n in todo or [-1]]
+    queue = ctx.registry.get(job_type).queue
+    try:
+        for step in steps:
+            ctx.dispatcher.send_step(queue, step)
+    except BrokerUnavailable as exc:
+        log.warning("stale run %s not re-sent (will retry): %s", run_id, exc.message, extra={"run_id": run_id})
+        return None
+    if steps[0].phase == Phase.PLAN:
+        return "the plan step"
+    return "evaluate chunk(s) " + ", ".join(str(s.chunk_no) for s in steps)
+
+
+def _unclaim(ctx: Repairs, claims: list[tuple[int, datetime | None]], now: datetime) -> None:
+    with ctx.factory() as session, session.begin():
+        for run_id, heartbeat_at in claims:
+            session.execute(
+                update(RUNS).where(RUNS.c.id == run_id, RUNS.c.heartbeat_at == now).values(heartbeat_at=heartbeat_at)
+            )

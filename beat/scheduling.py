@@ -1,0 +1,267 @@
+"""Turning due jobs into runs, inside beat's fenced write transaction.
+
+For each due job: which ticks get a run (misfire policy, :mod:`beat.misfire`), how many the overlap
+policy admits, the runs inserted through the unique ledger ``(job_id, scheduled_for)`` with
+``INSERT … ON CONFLICT DO NOTHING``, one ``run_event`` per inserted run, and ``next_fire_at``
+advanced past now. Nothing is sent here: the caller commits first, then sends.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from beat.misfire import SAMPLE, MissedTicks, MissReason, TickPlan, plan_ticks
+from beat.tables import JOBS, RUN_EVENTS, RUNS
+from scheduler.cron import CronSchedule
+from scheduler.errors import InvalidInput
+from scheduler.metrics import MISSED_TICKS
+from scheduler.models import (
+    ACTIVE_RUN_STATUSES,
+    Job,
+    JobStatus,
+    OverlapPolicy,
+    RunStatus,
+    RunTrigger,
+)
+
+log = logging.getLogger(__name__)
+
+RUNNING_STATUSES = (RunStatus.PROCESSING, RunStatus.PREVIEW, RunStatus.SUBMITTED)
+"""Active statuses other than CREATED: a worker or a reviewer holds the run."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class NewRun:
+    """A run this tick inserted, to send once the transaction has committed."""
+
+    run_id: int
+    job_id: int
+    job_type: str
+    scheduled_for: datetime
+    hold: bool = False
+    """BUFFER_ONE: another run of the job is running, so this one waits unsent (the outbox sends it)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobMisses:
+    """Missed ticks of one job, counted and logged only after the transaction commits."""
+
+    job_id: int
+    job_name: str
+    job_type: str
+    groups: list[MissedTicks]
+
+
+@dataclass(kw_only=True)
+class ScheduleOutcome:
+    new_runs: list[NewRun] = field(default_factory=list)
+    misses: list[JobMisses] = field(default_factory=list)
+    jobs: int = 0
+
+
+@lru_cache(maxsize=4096)
+def schedule_of(cron: str, timezone: str) -> CronSchedule:
+    """Parsed schedules, cached: job definitions are immutable."""
+    return CronSchedule.parse(cron, timezone)
+
+
+def select_due_jobs(session: Session, *, now: datetime, job_types: list[str], limit: int) -> list[Job]:
+    """Due jobs, oldest first; on PostgreSQL locked, skipping rows another beat holds."""
+    stmt = (
+        select(Job)
+        .where(
+            JOBS.c.status == JobStatus.ACTIVE,
+            JOBS.c.next_fire_at <= now,
+            JOBS.c.cron.is_not(None),
+            JOBS.c.job_type.in_(job_types),
+        )
+        .order_by(JOBS.c.next_fire_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return list(session.scalars(stmt))
+
+
+def earliest_fire(session: Session, *, job_types: list[str]) -> datetime | None:
+    stmt = select(func.min(JOBS.c.next_fire_at)).where(
+        JOBS.c.status == JobStatus.ACTIVE, JOBS.c.job_type.in_(job_types)
+    )
+    earliest: datetime | None = session.execute(stmt).scalar_one_or_none()
+    return earliest
+
+
+def active_run_counts(session: Session, job_ids: Iterable[int]) -> dict[int, dict[str, int]]:
+    """Per job, how many runs are in each active status."""
+    stmt = (
+        select(RUNS.c.job_id, RUNS.c.status, func.count())
+        .where(RUNS.c.job_id.in_(list(job_ids)), RUNS.c.status.in_(ACTIVE_RUN_STATUSES))
+        .group_by(RUNS.c.job_id, RUNS.c.status)
+    )
+    counts: dict[int, dict[str, int]] = {}
+    for job_id, status, count in session.execute(stmt).all():
+        counts.setdefault(job_id, {})[status] = count
+    return counts
+
+
+def overlap_capacity(policy: str, *, waiting: int, running: int) -> int | None:
+    """How many new runs the overlap policy admits now (``None``: no limit)."""
+    if policy == OverlapPolicy.ALLOW:
+        return None
+    if policy == OverlapPolicy.BUFFER_ONE:
+        return max(0, 1 - waiting)
+    return 0 if waiting or running else 1
+
+
+def schedule_due_jobs(
+    session: Session,
+    jobs: list[Job],
+    *,
+    now: datetime,
+    grace: timedelta,
+    actor: str,
+) -> ScheduleOutcome:
+    """Insert the runs of ``jobs`` (already selected and, on PostgreSQL, locked) and advance them."""
+    outcome = ScheduleOutcome(jobs=len(jobs))
+    counts = active_run_counts(session, [job.id for job in jobs if job.id is not None])
+    for job in jobs:
+        assert job.id is not None and job.next_fire_at is not None and job.cron is not None
+        try:
+            schedule = schedule_of(job.cron, job.timezone)
+        except InvalidInput as exc:
+            # Refused at creation, so only a hand-edited row gets here: stop it firing, say why.
+            log.error("job %s has an unusable schedule and will not fire: %s", job.id, exc.message,
+                      extra={"job_id": job.id})
+            _advance(session, job, next_fire_at=None, last_scheduled_for=None)
+            continue
+        plan = plan_ticks(
+            schedule,
+            next_fire_at=job.next_fire_at,
+            now=now,
+            grace=grace,
+            policy=job.misfire_policy,
+            catchup_window=timedelta(seconds=job.catchup_window),
+            max_catchup_runs=job.max_catchup_runs,
+        )
+        by_status = counts.get(job.id, {})
+        waiting = by_status.get(RunStatus.CREATED, 0)
+        running = sum(by_status.get(s, 0) for s in RUNNING_STATUSES)
+        groups = list(plan.missed)
+        admitted = _admit(plan, job.overlap_policy, waiting=waiting, running=running, groups=groups)
+        hold = job.overlap_policy == OverlapPolicy.BUFFER_ONE and running > 0
+        latest_run: datetime | None = None
+        for tick in admitted:
+            run_id = _insert_run(session, job, tick=tick, now=now, actor=actor)
+            if run_id is None:
+                # Already in the ledger (another beat, a backfill): that tick has its run.
+                log.info("job %s tick %s already has a run", job.id, tick.isoformat(), extra={"job_id": job.id})
+                continue
+            latest_run = tick
+            outcome.new_runs.append(
+                NewRun(run_id=run_id, job_id=job.id, job_type=job.job_type, scheduled_for=tick, hold=hold)
+            )
+        try:
+            next_fire: datetime | None = schedule.next_after(now)
+        except InvalidInput:
+            log.info("job %s has no fire time after %s; it will not fire again", job.id, now.isoformat(),
+                     extra={"job_id": job.id})
+            next_fire = None
+        _advance(session, job, next_fire_at=next_fire, last_scheduled_for=latest_run)
+        if groups:
+            outcome.misses.append(JobMisses(job_id=job.id, job_name=job.name, job_type=job.job_type, groups=groups))
+    return outcome
+
+
+def _admit(plan: TickPlan, policy: str, *, waiting: int, running: int, groups: list[MissedTicks]) -> list[datetime]:
+    """The planned ticks the overlap policy lets through (the latest ones); records the others."""
+    capacity = overlap_capacity(policy, waiting=waiting, running=running)
+    ticks = plan.run_ticks
+    if capacity is None or len(ticks) <= capacity:
+        return ticks
+    refused = ticks[: len(ticks) - capacity]
+    groups.append(
+        MissedTicks(reason=MissReason.OVERLAP, count=len(refused), sample=tuple(refused[:SAMPLE]), last=refused[-1])
+    )
+    return ticks[len(ticks) - capacity :]
+
+
+def _insert_run(session: Session, job: Job, *, tick: datetime, now: datetime, actor: str) -> int | None:
+    """Insert the run of ``tick`` unless the ledger has it; its ``run_event`` too. Returns its id."""
+    dialect_insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    stmt = (
+        dialect_insert(RUNS)
+        .values(
+            job_id=job.id,
+            job_type=job.job_type,
+            trigger=RunTrigger.SCHEDULED,
+            scheduled_for=tick,
+            status=RunStatus.CREATED,
+            preview=False,
+            run_properties={},
+            created_by=actor,
+            created_at=now,
+            attempt=0,
+            chunks_total=0,
+            chunks_done=0,
+            summary={},
+        )
+        .on_conflict_do_nothing(index_elements=["job_id", "scheduled_for"])
+        .returning(RUNS.c.id)
+    )
+    run_id = session.execute(stmt).scalar_one_or_none()
+    if run_id is None:
+        return None
+    session.execute(
+        insert(RUN_EVENTS).values(
+            run_id=run_id,
+            from_status=None,
+            to_status=RunStatus.CREATED,
+            at=now,
+            actor=actor,
+            note=f"scheduled tick {tick.isoformat()}",
+        )
+    )
+    return int(run_id)
+
+
+def _advance(session: Session, job: Job, *, next_fire_at: datetime | None, last_scheduled_for: datetime | None) -> None:
+    values: dict[str, Any] = {"next_fire_at": next_fire_at}
+    if last_scheduled_for is not None:
+        values["last_scheduled_for"] = last_scheduled_for
+    session.execute(update(JOBS).where(JOBS.c.id == job.id).values(**values))
+
+
+def record_misses(misses: Iterable[JobMisses]) -> dict[str, int]:
+    """Count every tick that got no run in ``scheduler_missed_ticks_total`` and log it; never silent."""
+    totals: dict[str, int] = {}
+    for job in misses:
+        for group in job.groups:
+            MISSED_TICKS.labels(job_type=job.job_type, reason=group.reason).inc(group.count)
+            totals[group.reason] = totals.get(group.reason, 0) + group.count
+            level = logging.INFO if group.reason == MissReason.OVERLAP else logging.WARNING
+            extra = {"job_id": job.job_id, "reason": group.reason}
+            for tick in group.sample:
+                log.log(level, "job %s (%s): tick %s not run: %s", job.job_id, job.job_name, tick.isoformat(),
+                        group.reason, extra=extra)
+            rest = group.count - len(group.sample)
+            if rest > 0:
+                log.log(
+                    level,
+                    "job %s (%s): %s%s more tick(s) up to %s not run: %s",
+                    job.job_id,
+                    job.job_name,
+                    "at least " if group.at_least else "",
+                    rest,
+                    group.last.isoformat() if group.last else "the runs made",
+                    group.reason,
+                    extra=extra,
+                )
+    return totals

@@ -1,0 +1,272 @@
+"""The beat service: each tick turns due jobs into runs, then repairs what was left unsent or stale.
+
+A tick (:meth:`Beat.tick`) never sleeps, so tests drive it with a frozen clock:
+
+1. lease: acquire or renew the leader lease; a standby does nothing else;
+2. due jobs: ``next_fire_at <= now``, oldest first, a bounded batch (``FOR UPDATE SKIP LOCKED`` on
+   PostgreSQL); their runs are inserted through the unique ledger and ``next_fire_at`` advanced, in
+   one transaction that also checks the lease epoch; committed, *then* sent;
+3. outbox: created runs never sent (or not started in time) are sent again;
+4. repairs: runs over ``max_runtime`` fail; stale runs get their unfinished steps re-sent.
+
+:meth:`Beat.run_forever` loops ticks, sleeping until the earliest ``next_fire_at`` (at most
+``beat_max_sleep_seconds``) or a wake-up message, and rides out database and Redis outages.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from types import FrameType
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session, sessionmaker
+
+from beat.lease import LeaderLease
+from beat.recovery import Repairs, fail_overrunning, reclaim_stale, resend_outbox
+from beat.scheduling import NewRun, earliest_fire, record_misses, schedule_due_jobs, select_due_jobs
+from beat.wakeup import WakeListener
+from scheduler.clock import Clock, SystemClock
+from scheduler.db import make_engine, make_session_factory
+from scheduler.dispatch import Dispatcher, make_broker, redis_url
+from scheduler.errors import DatabaseUnavailable, StaleLeader
+from scheduler.jobtypes import JobTypeRegistry, load_registry
+from scheduler.logs import configure_logging
+from scheduler.metrics import BEAT_LEADER, BEAT_TICK, FIRE_LAG
+from scheduler.runs import send_run
+from scheduler.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MAX_DB_BACKOFF = 30.0
+
+
+@dataclass(kw_only=True)
+class TickResult:
+    """What one tick did."""
+
+    leader: bool
+    epoch: int | None = None
+    due_jobs: int = 0
+    created: list[int] = field(default_factory=list)
+    """Ids of the runs this tick inserted."""
+    sent: int = 0
+    missed: dict[str, int] = field(default_factory=dict)
+    """Ticks that got no run, by reason."""
+    resent: int = 0
+    reclaimed: int = 0
+    timed_out: int = 0
+    more_due: bool = False
+    """The due batch was full: tick again at once."""
+    next_fire_at: datetime | None = None
+    """The earliest ``next_fire_at`` of any active job after this tick."""
+
+
+def new_beat_id() -> str:
+    return f"beat-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class Beat:
+    """One beat replica. Only the holder of the leader lease schedules anything."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        db: Engine | sessionmaker[Session],
+        registry: JobTypeRegistry,
+        dispatcher: Dispatcher,
+        clock: Clock,
+        beat_id: str | None = None,
+        *,
+        batch_size: int = 200,
+    ) -> None:
+        self.settings = settings
+        self.factory = db if isinstance(db, sessionmaker) else make_session_factory(db)
+        self.registry = registry
+        self.dispatcher = dispatcher
+        self.clock = clock
+        self.beat_id = beat_id or new_beat_id()
+        self.batch_size = batch_size
+        self.grace = timedelta(seconds=max(5.0, 2 * settings.beat_max_sleep_seconds))
+        self.lease = LeaderLease(
+            self.factory, holder=self.beat_id, lease_seconds=settings.beat_lease_seconds, clock=clock
+        )
+        self.repairs = Repairs(
+            factory=self.factory,
+            dispatcher=dispatcher,
+            registry=registry,
+            clock=clock,
+            actor=self.beat_id,
+            heartbeat_timeout=timedelta(seconds=settings.run_heartbeat_timeout),
+            resend_after=timedelta(seconds=settings.outbox_resend_after),
+            batch_size=batch_size,
+            write=self.fenced,
+        )
+        self.wakeups = WakeListener(dispatcher.broker.client)
+
+    @contextmanager
+    def fenced(self) -> Iterator[Session]:
+        """A write transaction that first checks this beat still holds the lease (else StaleLeader)."""
+        with self.factory() as session, session.begin():
+            self.lease.fence(session)
+            yield session
+
+    def tick(self) -> TickResult:
+        """One pass: lease, due jobs, outbox, repairs. Database errors propagate to the caller."""
+        started = time.perf_counter()
+        leader = self.lease.ensure()
+        BEAT_LEADER.set(1 if leader else 0)
+        result = TickResult(leader=leader, epoch=self.lease.epoch)
+        if not leader:
+            return result
+        try:
+            self._tick_as_leader(result)
+        except StaleLeader as exc:
+            log.warning("%s", exc.message)
+            BEAT_LEADER.set(0)
+            result.leader = False
+        BEAT_TICK.observe(time.perf_counter() - started)
+        return result
+
+    def _tick_as_leader(self, result: TickResult) -> None:
+        now = self.clock.now()
+        job_types = self.registry.names()
+        with self.fenced() as session:
+            jobs = select_due_jobs(session, now=now, job_types=job_types, limit=self.batch_size)
+            outcome = schedule_due_jobs(session, jobs, now=now, grace=self.grace, actor=self.beat_id)
+        # Committed: the runs exist whatever happens next. Count the misses, then send.
+        result.due_jobs = outcome.jobs
+        result.more_due = outcome.jobs >= self.batch_size
+        result.created = [r.run_id for r in outcome.new_runs]
+        result.missed = record_misses(outcome.misses)
+        result.sent = self._send_new(outcome.new_runs)
+        result.resent = resend_outbox(self.repairs, now)
+        result.timed_out = fail_overrunning(self.repairs, now)
+        result.reclaimed = reclaim_stale(self.repairs, now)
+        with self.factory() as session:
+            result.next_fire_at = earliest_fire(session, job_types=job_types)
+
+    def _send_new(self, runs: list[NewRun]) -> int:
+        sent = 0
+        for run in runs:
+            if run.hold:
+                log.info("run %s of job %s waits for the job's running run (BUFFER_ONE)", run.run_id, run.job_id,
+                         extra={"run_id": run.run_id, "job_id": run.job_id})
+                continue
+            if not send_run(
+                factory=self.factory, dispatcher=self.dispatcher, registry=self.registry, run_id=run.run_id,
+                clock=self.clock,
+            ):
+                continue  # recorded, not sent: the outbox sends it on a later tick
+            sent += 1
+            lag = (self.clock.now() - run.scheduled_for).total_seconds()
+            FIRE_LAG.labels(job_type=run.job_type).observe(max(0.0, lag))
+            log.info("run %s of job %s sent for tick %s", run.run_id, run.job_id, run.scheduled_for.isoformat(),
+                     extra={"run_id": run.run_id, "job_id": run.job_id})
+        return sent
+
+    def sleep_seconds(self, result: TickResult) -> float:
+        """Until the earliest fire, at most ``beat_max_sleep_seconds``; nothing when more is due."""
+        longest = self.settings.beat_max_sleep_seconds
+        if result.more_due:
+            return 0.0
+        if not result.leader or result.next_fire_at is None:
+            return longest
+        return max(0.0, min(longest, (result.next_fire_at - self.clock.now()).total_seconds()))
+
+    def run_forever(self, stop: threading.Event) -> None:
+        """Tick until ``stop`` is set, then release the lease. Outages are logged once and waited out."""
+        log.info("beat %s started (lease %s s, max sleep %s s)", self.beat_id, self.settings.beat_lease_seconds,
+                 self.settings.beat_max_sleep_seconds)
+        outage = _Outage()
+        try:
+            while not stop.is_set():
+                try:
+                    result = self.tick()
+                except (DBAPIError, DatabaseUnavailable) as exc:
+                    # The lease may be lost meanwhile: re-acquire it (same epoch if nobody took it).
+                    self.lease.forget()
+                    BEAT_LEADER.set(0)
+                    stop.wait(outage.failed(exc))
+                    continue
+                except Exception:
+                    log.exception("beat tick failed; retrying")
+                    stop.wait(outage.failed(None))
+                    continue
+                outage.recovered()
+                self.wakeups.wait(self.sleep_seconds(result), stop)
+        finally:
+            self.wakeups.close()
+            try:
+                self.lease.release()
+            except DBAPIError as exc:
+                log.warning("beat %s could not release the lease (it expires by itself): %s", self.beat_id,
+                            _first_line(exc))
+            BEAT_LEADER.set(0)
+            log.info("beat %s stopped", self.beat_id)
+
+
+class _Outage:
+    """Backoff and one log line per database outage."""
+
+    def __init__(self) -> None:
+        self.failures = 0
+        self.down = False
+
+    def failed(self, exc: BaseException | None) -> float:
+        self.failures += 1
+        if exc is not None and not self.down:
+            log.error("database unreachable, beat paused until it is back (SCHEDULER_DATABASE_URL): %s",
+                      _first_line(exc))
+            self.down = True
+        return float(min(MAX_DB_BACKOFF, 0.5 * 2 ** min(self.failures - 1, 6)))
+
+    def recovered(self) -> None:
+        if self.down:
+            log.info("database reachable again after %s failed tick(s); beat resumed", self.failures)
+        self.down = False
+        self.failures = 0
+
+
+def _first_line(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig).strip()
+    return text.splitlines()[0] if text else type(orig).__name__
+
+
+def run(settings: Settings) -> None:
+    """Run beat until SIGTERM or SIGINT (``python -m beat`` and ``scheduler beat``)."""
+    configure_logging(settings, process="beat")
+    engine = make_engine(settings.resolved_database_url)
+    registry = load_registry(settings)
+    url = redis_url(settings)
+    dispatcher = Dispatcher(make_broker(url), url)
+    beat = Beat(settings, engine, registry, dispatcher, SystemClock())
+    stop = threading.Event()
+
+    def _stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("beat %s got %s; stopping and releasing the lease", beat.beat_id, signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        beat.run_forever(stop)
+    finally:
+        engine.dispose()
+
+
+def main(settings: Settings | None = None) -> int:
+    """Entry point of ``python -m beat``; returns the exit status."""
+    run(settings or Settings())
+    return 0
