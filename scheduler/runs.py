@@ -237,7 +237,7 @@ def list_items(
 def item_counts(session: Session, run_id: int) -> dict[str, int]:
     outcome = col(RunItem.outcome)
     stmt = select(outcome, func.count()).where(col(RunItem.run_id) == run_id).group_by(outcome)
-    return dict(session.execute(stmt).tuples().all())
+    return {str(outcome_): int(count) for outcome_, count in session.execute(stmt).all()}
 
 
 def progress(run: JobRun) -> dict[str, Any]:

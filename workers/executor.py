@@ -1,0 +1,346 @@
+"""The run executor: the ``plan``, ``evaluate`` and ``apply`` steps of a run, each idempotent.
+
+The database is the truth and a message only says "look at run N now". Every step starts from the
+run's status and its chunks' marks, so a duplicated message is a no-op and a lost one is re-sent by
+beat. Job type code runs outside the executor's own transactions (SQLite allows one writer at a time).
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import nullcontext
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+from sqlmodel import col
+
+from scheduler.dispatch import Phase, RunStep
+from scheduler.errors import BrokerUnavailable
+from scheduler.jobtypes import JobType, RunContext
+from scheduler.lifecycle import transition
+from scheduler.metrics import START_LAG
+from scheduler.models import Job, JobRun, RunChunk, RunStatus
+from scheduler.runs import send_apply
+from workers.env import WorkerEnv
+from workers.finalize import (
+    error_planned_items,
+    fail_run,
+    finish_evaluation,
+    finish_if_applied,
+    runtime_exceeded,
+    submitted_at,
+)
+from workers.retry import original_as_of
+
+log = logging.getLogger(__name__)
+
+S = RunStatus
+FINAL_CHECK = -1
+"""``chunk_no`` of a step that only checks whether the phase is complete (beat sends it when reclaiming)."""
+
+
+def execute_step(env: WorkerEnv, run_id: int, phase: str, chunk_no: int = 0) -> None:
+    """Execute one step of a run; safe to call any number of times with the same arguments."""
+    beating = env.heartbeat.beating(run_id) if env.heartbeat is not None else nullcontext()
+    with beating:
+        if phase == Phase.PLAN:
+            plan_run(env, run_id)
+        elif phase == Phase.EVALUATE:
+            evaluate_chunk(env, run_id, chunk_no)
+        elif phase == Phase.APPLY:
+            apply_chunk(env, run_id, chunk_no)
+        else:
+            log.error("run %s: unknown step phase %r ignored", run_id, phase)
+
+
+def load_run(env: WorkerEnv, run_id: int) -> tuple[JobRun, Job] | None:
+    """The run and its job, detached from any session."""
+    with env.factory() as session:
+        run = session.get(JobRun, run_id)
+        if run is None:
+            log.warning("run %s does not exist; step ignored", run_id)
+            return None
+        job = session.get(Job, run.job_id)
+        assert job is not None
+        session.expunge_all()
+        return run, job
+
+
+def build_context(env: WorkerEnv, run: JobRun, job: Job) -> RunContext:
+    """What the job type sees: validated properties and the run's as-of instant."""
+    job_type = env.registry.get(run.job_type)
+    assert run.id is not None and job.id is not None
+    as_of = original_as_of(env.engine, run) if run.retry_of is not None else run.scheduled_for or run.created_at
+    return RunContext(
+        run_id=run.id,
+        job_id=job.id,
+        job_name=job.name,
+        trigger=run.trigger,
+        properties=job_type.validate_properties(job.properties),
+        run_properties=job_type.validate_run_properties(run.run_properties),
+        scheduled_for=run.scheduled_for,
+        as_of=as_of,
+        created_at=run.created_at,
+        retry_of=run.retry_of,
+        settings=env.settings,
+        engine=env.engine,
+        billing_engine=env.billing_engine,
+        clock=env.clock,
+        extra={"timezone": job.timezone, "preview": run.preview, "worker": env.worker_id},
+    )
+
+
+def describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:2000]
+
+
+# -- plan ------------------------------------------------------------------------------------------
+
+
+def plan_run(env: WorkerEnv, run_id: int) -> None:
+    """Take a ``CREATED`` run, split it into chunks and send one ``evaluate`` step per chunk."""
+    now = env.clock.now()
+    with env.factory() as session:
+        took = transition(
+            session, run_id, S.PROCESSING, actor=env.worker_id, expected=[S.CREATED], at=now, note="planning",
+            values={"started_at": now, "heartbeat_at": now, "worker": env.worker_id,
+                    "attempt": col(JobRun.attempt) + 1},
+        )
+        session.commit()
+    loaded = load_run(env, run_id)
+    if loaded is None:
+        return
+    run, job = loaded
+    if not took:
+        if run.status != S.PROCESSING or _has_chunks(env, run_id):
+            log.info("run %s: plan step ignored, run is %s", run_id, run.status)
+            return
+        log.info("run %s: re-planning a reclaimed run", run_id)
+        _stamp_worker(env, run_id)
+    elif run.scheduled_for is not None:
+        START_LAG.labels(job_type=run.job_type).observe(max(0.0, (now - run.scheduled_for).total_seconds()))
+    if _stop_if_over_runtime(env, run, job):
+        return
+    job_type = env.registry.get(run.job_type)
+    try:
+        specs = job_type.plan(build_context(env, run, job))
+    except Exception as exc:
+        log.exception("run %s: plan failed", run_id)
+        fail_run(env, run, job, f"planning failed: {describe(exc)}")
+        return
+    if not _record_chunks(env, run_id, specs):
+        log.info("run %s: another worker planned it first", run_id)
+        return
+    log.info("run %s: planned %d chunk(s)", run_id, len(specs))
+    if not specs:
+        _after_evaluation(env, run_id)
+        return
+    try:
+        for chunk_no in range(len(specs)):
+            env.dispatcher.send_step(job_type.queue, RunStep(run_id=run_id, phase=Phase.EVALUATE, chunk_no=chunk_no))
+    except BrokerUnavailable as exc:
+        log.warning("run %s: evaluate steps not all sent (beat re-sends them): %s", run_id, exc.message)
+
+
+def _has_chunks(env: WorkerEnv, run_id: int) -> bool:
+    with env.factory() as session:
+        return bool(session.scalar(select(func.count()).select_from(RunChunk).where(col(RunChunk.run_id) == run_id)))
+
+
+def _stamp_worker(env: WorkerEnv, run_id: int) -> None:
+    with env.factory() as session:
+        session.execute(
+            update(JobRun)
+            .where(col(JobRun.id) == run_id)
+            .values(worker=env.worker_id, heartbeat_at=env.clock.now(), attempt=col(JobRun.attempt) + 1)
+        )
+        session.commit()
+
+
+def insert_ignore(session: Session, table: Any, rows: list[dict[str, Any]]) -> None:
+    """Insert rows, ignoring those that clash with an existing key (both dialects)."""
+    if not rows:
+        return
+    dialect = session.get_bind().dialect.name
+    module: Any = postgresql if dialect == "postgresql" else sqlite
+    session.execute(module.insert(table).on_conflict_do_nothing(), rows)
+
+
+def _record_chunks(env: WorkerEnv, run_id: int, specs: list[dict[str, Any]]) -> bool:
+    """Write the chunks once: only the worker that moves ``chunks_total`` off zero writes them."""
+    with env.factory() as session:
+        claimed = session.execute(
+            update(JobRun)
+            .where(col(JobRun.id) == run_id, col(JobRun.status) == S.PROCESSING, col(JobRun.chunks_total) == 0)
+            .values(chunks_total=len(specs), chunks_done=0, heartbeat_at=env.clock.now())
+        )
+        if claimed.rowcount != 1:  # type: ignore[attr-defined]
+            session.rollback()
+            return False
+        insert_ignore(
+            session,
+            RunChunk.__table__,
+            [{"run_id": run_id, "chunk_no": k, "spec": spec, "items": 0} for k, spec in enumerate(specs)],
+        )
+        session.commit()
+    return True
+
+
+# -- evaluate --------------------------------------------------------------------------------------
+
+
+def evaluate_chunk(env: WorkerEnv, run_id: int, chunk_no: int) -> None:
+    """Stage chunk ``chunk_no``'s effects, then move the run on when every chunk is evaluated."""
+    loaded = load_run(env, run_id)
+    if loaded is None:
+        return
+    run, job = loaded
+    if run.status != S.PROCESSING:
+        log.info("run %s: evaluate step ignored, run is %s", run_id, run.status)
+        return
+    if _stop_if_over_runtime(env, run, job):
+        return
+    if chunk_no != FINAL_CHECK:
+        chunk = _chunk(env, run_id, chunk_no)
+        if chunk is None:
+            log.warning("run %s has no chunk %s; step ignored", run_id, chunk_no)
+        elif chunk.evaluated_at is None:
+            job_type = env.registry.get(run.job_type)
+            try:
+                staged = job_type.evaluate(build_context(env, run, job), chunk_no, chunk.spec)
+            except Exception as exc:
+                log.exception("run %s: evaluation of chunk %s failed", run_id, chunk_no)
+                fail_run(env, run, job, f"evaluation of chunk {chunk_no} failed: {describe(exc)}")
+                return
+            _mark_chunk(env, run_id, chunk_no, "evaluated_at", items=int(staged or 0), status=S.PROCESSING)
+    _after_evaluation(env, run_id)
+
+
+def _chunk(env: WorkerEnv, run_id: int, chunk_no: int) -> RunChunk | None:
+    with env.factory() as session:
+        chunk = session.get(RunChunk, (run_id, chunk_no))
+        if chunk is not None:
+            session.expunge(chunk)
+        return chunk
+
+
+def _mark_chunk(
+    env: WorkerEnv, run_id: int, chunk_no: int, column: str, *, status: RunStatus,
+    items: int | None = None, error: str | None = None,
+) -> bool:
+    """Stamp a chunk done for a phase (once) and count it on the run; ``False`` if it was already done."""
+    now = env.clock.now()
+    values: dict[str, Any] = {column: now}
+    if items is not None:
+        values["items"] = items
+    if error is not None:
+        values["error"] = error
+    with env.factory() as session:
+        if error is not None:
+            error_planned_items(session, run_id, error, chunk_no=chunk_no)
+        marked = session.execute(
+            update(RunChunk)
+            .where(col(RunChunk.run_id) == run_id, col(RunChunk.chunk_no) == chunk_no,
+                   getattr(RunChunk, column).is_(None))
+            .values(**values)
+        )
+        done = marked.rowcount == 1  # type: ignore[attr-defined]
+        if done:
+            session.execute(
+                update(JobRun)
+                .where(col(JobRun.id) == run_id, col(JobRun.status) == status)
+                .values(chunks_done=col(JobRun.chunks_done) + 1, heartbeat_at=now)
+            )
+        session.commit()
+    return done
+
+
+def _after_evaluation(env: WorkerEnv, run_id: int) -> None:
+    loaded = load_run(env, run_id)
+    if loaded is None:
+        return
+    run, job = loaded
+    if run.status != S.PROCESSING or _chunks_left(env, run_id, "evaluated_at"):
+        return
+    target = finish_evaluation(env, run, job, build_context_safely(env, run, job))
+    if target is S.SUBMITTED:
+        send_apply(factory=env.factory, dispatcher=env.dispatcher, registry=env.registry, run_id=run_id)
+
+
+def _chunks_left(env: WorkerEnv, run_id: int, column: str) -> int:
+    with env.factory() as session:
+        return int(
+            session.scalar(
+                select(func.count())
+                .select_from(RunChunk)
+                .where(col(RunChunk.run_id) == run_id, getattr(RunChunk, column).is_(None))
+            )
+            or 0
+        )
+
+
+def build_context_safely(env: WorkerEnv, run: JobRun, job: Job) -> RunContext | None:
+    try:
+        return build_context(env, run, job)
+    except Exception:
+        log.exception("run %s: cannot build the run context for its summary", run.id)
+        return None
+
+
+# -- apply -----------------------------------------------------------------------------------------
+
+
+def apply_chunk(env: WorkerEnv, run_id: int, chunk_no: int) -> None:
+    """Apply chunk ``chunk_no``'s staged items, then finalize the run when every chunk is applied."""
+    loaded = load_run(env, run_id)
+    if loaded is None:
+        return
+    run, job = loaded
+    if run.status != S.SUBMITTED:
+        log.info("run %s: apply step ignored, run is %s", run_id, run.status)
+        return
+    if _stop_if_over_runtime(env, run, job):
+        return
+    if chunk_no != FINAL_CHECK:
+        chunk = _chunk(env, run_id, chunk_no)
+        if chunk is None:
+            log.warning("run %s has no chunk %s; step ignored", run_id, chunk_no)
+        elif chunk.applied_at is None:
+            job_type: JobType = env.registry.get(run.job_type)
+            error: str | None = None
+            try:
+                job_type.apply(build_context(env, run, job), chunk_no, chunk.spec)
+            except Exception as exc:
+                log.exception("run %s: apply of chunk %s failed", run_id, chunk_no)
+                error = f"apply of chunk {chunk_no} failed: {describe(exc)}"
+            _mark_chunk(env, run_id, chunk_no, "applied_at", status=S.SUBMITTED, error=error)
+    if not _chunks_left(env, run_id, "applied_at"):
+        finish_if_applied(env, run_id, build_context_safely(env, run, job))
+
+
+# -- max runtime -----------------------------------------------------------------------------------
+
+
+def _stop_if_over_runtime(env: WorkerEnv, run: JobRun, job: Job) -> bool:
+    """Fail (or, once applying, finish with errors) a run past its job's ``max_runtime``."""
+    assert run.id is not None
+    started = submitted_at(env, run) if run.status == S.SUBMITTED else run.started_at
+    reason = runtime_exceeded(job, started, env.clock.now())
+    if reason is None:
+        return False
+    log.warning("run %s: %s", run.id, reason)
+    if run.status == S.PROCESSING:
+        fail_run(env, run, job, reason)
+        return True
+    with env.factory() as session:
+        error_planned_items(session, run.id, reason)
+        session.execute(
+            update(RunChunk)
+            .where(col(RunChunk.run_id) == run.id, col(RunChunk.applied_at).is_(None))
+            .values(applied_at=env.clock.now(), error=reason)
+        )
+        session.commit()
+    finish_if_applied(env, run.id, build_context_safely(env, run, job), error=reason)
+    return True

@@ -1,0 +1,199 @@
+"""The executor's status decisions: end of evaluation, final status, failures, runtime limit, metrics.
+
+Exactly one worker wins each of these transitions (a compare-and-set in ``transition()``); only the
+winner records metrics and sends notifications.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import func, select, text
+from sqlalchemy.orm import Session
+from sqlmodel import col
+
+from scheduler.jobtypes import RunContext
+from scheduler.lifecycle import transition
+from scheduler.metrics import ITEMS_TOTAL, JOB_LAST_SUCCESS, RUN_DURATION, RUNS_TOTAL
+from scheduler.models import ItemOutcome, Job, JobRun, RunEvent, RunItem, RunStatus
+from scheduler.runs import item_counts
+from workers.sql import SqlDialect
+
+if TYPE_CHECKING:
+    from workers.env import WorkerEnv
+
+log = logging.getLogger(__name__)
+
+S = RunStatus
+
+
+def error_planned_items(session: Session, run_id: int, message: str, *, chunk_no: int | None = None) -> int:
+    """Record the run's (or one chunk's) still-planned items as errors with ``message``."""
+    dialect = SqlDialect(session.get_bind().dialect.name)
+    where = "run_id = :run_id AND outcome = :planned"
+    params: dict[str, Any] = {"run_id": run_id, "planned": ItemOutcome.PLANNED, "error": ItemOutcome.ERROR,
+                              "message": message}
+    if chunk_no is not None:
+        where += " AND chunk_no = :chunk_no"
+        params["chunk_no"] = chunk_no
+    merged = dialect.json_merge("detail", [("error", dialect.text_param("message"))])
+    result = session.execute(text(f"UPDATE run_item SET outcome = :error, detail = {merged} WHERE {where}"), params)
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def run_summary(env: WorkerEnv, run: JobRun, ctx: RunContext | None) -> tuple[dict[str, Any], dict[str, int]]:
+    """The job type's summary plus item counts by outcome; a failing ``summarize`` is noted, not raised."""
+    assert run.id is not None
+    with env.factory() as session:
+        counts = item_counts(session, run.id)
+    summary: dict[str, Any] = {}
+    if ctx is not None:
+        try:
+            summary = dict(env.registry.get(run.job_type).summarize(ctx))
+        except Exception as exc:
+            log.exception("run %s: summarize failed", run.id)
+            summary = {"summary_error": f"{type(exc).__name__}: {exc}"}
+    summary["items"] = counts
+    return summary, counts
+
+
+def fail_run(env: WorkerEnv, run: JobRun, job: Job, error: str) -> bool:
+    """End a run that applied nothing as ``FAILED`` with ``error``; ``False`` if it had moved on."""
+    assert run.id is not None
+    summary, counts = run_summary(env, run, None)
+    now = env.clock.now()
+    with env.factory() as session:
+        won = transition(
+            session, run.id, S.FAILED, actor=env.worker_id, expected=[S.CREATED, S.PROCESSING], at=now,
+            note=error[:500], values={"error": error, "summary": summary, "heartbeat_at": now},
+        )
+        session.commit()
+    if won:
+        _terminal(env, run, job, S.FAILED, counts, now)
+    return won
+
+
+def finish_evaluation(env: WorkerEnv, run: JobRun, job: Job, ctx: RunContext | None) -> RunStatus | None:
+    """Every chunk is evaluated: stop at ``PREVIEW`` for review, or go on to ``SUBMITTED``.
+
+    Returns the status this call moved the run to, ``None`` when another worker did it first.
+    """
+    assert run.id is not None
+    summary, _ = run_summary(env, run, ctx)
+    now = env.clock.now()
+    review = job.requires_review or run.preview
+    target = S.PREVIEW if review else S.SUBMITTED
+    values: dict[str, Any] = {"summary": summary, "heartbeat_at": now}
+    if target is S.SUBMITTED:
+        values["chunks_done"] = 0
+    with env.factory() as session:
+        won = transition(
+            session, run.id, target, actor=env.worker_id, expected=[S.PROCESSING], at=now, values=values,
+            note="staged for review" if review else "evaluated; applying",
+        )
+        session.commit()
+    if not won:
+        return None
+    log.info("run %s: %s", run.id, target)
+    if target is S.PREVIEW:
+        _notify(env, run.id)
+    return target
+
+
+def finish_if_applied(env: WorkerEnv, run_id: int, ctx: RunContext | None, *, error: str | None = None) -> bool:
+    """Every chunk is applied: ``COMPLETED``, ``INCOMPLETE`` or ``FAILED`` by the items' outcomes."""
+    with env.factory() as session:
+        run = session.get(JobRun, run_id)
+        if run is None or run.status != S.SUBMITTED:
+            return False
+        job = session.get(Job, run.job_id)
+        assert job is not None
+        # An item the job type left planned was not applied: it is an error, not a silent success.
+        error_planned_items(session, run_id, error or "not applied by the job type")
+        session.commit()
+        session.expunge_all()
+    summary, counts = run_summary(env, run, ctx)
+    errored = counts.get(ItemOutcome.ERROR, 0)
+    applied = counts.get(ItemOutcome.OK, 0) + counts.get(ItemOutcome.SKIPPED, 0)
+    if not errored:
+        status, message = S.COMPLETED, None
+    else:
+        status = S.INCOMPLETE if applied else S.FAILED
+        message = error or _first_error(env, run_id, errored, errored + applied)
+    now = env.clock.now()
+    with env.factory() as session:
+        won = transition(
+            session, run_id, status, actor=env.worker_id, expected=[S.SUBMITTED], at=now,
+            values={"summary": summary, "error": message, "heartbeat_at": now},
+            note=message[:500] if message else "",
+        )
+        session.commit()
+    if won:
+        log.info("run %s: %s %s", run_id, status, counts)
+        _terminal(env, run, job, status, counts, now)
+    return won
+
+
+def _first_error(env: WorkerEnv, run_id: int, errored: int, total: int) -> str:
+    with env.factory() as session:
+        detail = session.scalar(
+            select(RunItem.detail)
+            .where(col(RunItem.run_id) == run_id, col(RunItem.outcome) == ItemOutcome.ERROR)
+            .order_by(col(RunItem.id))
+            .limit(1)
+        )
+    first = (detail or {}).get("error") or "unknown error"
+    return f"{errored} of {total} items failed; first: {first}"[:2000]
+
+
+def submitted_at(env: WorkerEnv, run: JobRun) -> datetime | None:
+    """When applying started: the submit of a reviewed preview, else the run's start."""
+    with env.factory() as session:
+        at = session.scalar(
+            select(func.max(RunEvent.at)).where(
+                col(RunEvent.run_id) == run.id,
+                col(RunEvent.from_status) == S.PREVIEW,
+                col(RunEvent.to_status) == S.SUBMITTED,
+            )
+        )
+    return at or run.started_at
+
+
+def runtime_exceeded(job: Job, started: datetime | None, now: datetime) -> str | None:
+    """The reason a run past its job's ``max_runtime`` must stop, or ``None``."""
+    if not job.max_runtime or started is None:
+        return None
+    elapsed = (now - started).total_seconds()
+    if elapsed <= job.max_runtime:
+        return None
+    return f"exceeded max_runtime of {job.max_runtime}s (running for {int(elapsed)}s)"
+
+
+def _terminal(env: WorkerEnv, run: JobRun, job: Job, status: RunStatus, counts: dict[str, int],
+              finished: datetime) -> None:
+    RUNS_TOTAL.labels(job_type=run.job_type, trigger=run.trigger, status=status).inc()
+    started = run.started_at
+    if started is not None:
+        RUN_DURATION.labels(job_type=run.job_type).observe(max(0.0, (finished - started).total_seconds()))
+    for outcome, count in counts.items():
+        ITEMS_TOTAL.labels(job_type=run.job_type, outcome=outcome).inc(count)
+    if status is S.COMPLETED:
+        JOB_LAST_SUCCESS.labels(job=job.name).set(finished.timestamp())
+    assert run.id is not None
+    _notify(env, run.id)
+
+
+def _notify(env: WorkerEnv, run_id: int) -> None:
+    """Mail the job's recipients if they asked for this event; best effort, never fails the run."""
+    if not env.settings.smtp_url:
+        return
+    from scheduler.notify import notify_run
+
+    try:
+        with env.factory() as session:
+            notify_run(settings=env.settings, session=session, run_id=run_id)
+    except Exception:
+        log.exception("run %s: notification failed", run_id)
+

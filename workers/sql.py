@@ -1,0 +1,113 @@
+"""Small SQL fragments that differ between PostgreSQL and SQLite, for hand-written set-based statements.
+
+The job types write their heavy statements as SQL text (one statement per chunk, not one per row);
+the few places where the two databases spell things differently go through :class:`SqlDialect`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+from sqlalchemy import Engine
+from sqlalchemy.engine import Connection
+
+T = TypeVar("T")
+
+# Keep expanding IN lists well under SQLite's 32,766 bound parameters.
+IN_LIST_BATCH = 5_000
+
+
+@dataclass(frozen=True)
+class SqlDialect:
+    """SQL spellings for one database: ``postgresql`` or ``sqlite``."""
+
+    name: str
+
+    @classmethod
+    def of(cls, bind: Engine | Connection) -> SqlDialect:
+        return cls(bind.dialect.name)
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.name == "postgresql"
+
+    def param(self, name: str, sql_type: str) -> str:
+        """A bound parameter with an explicit type where PostgreSQL cannot infer it."""
+        return f"CAST(:{name} AS {sql_type})" if self.is_postgres else f":{name}"
+
+    def text_param(self, name: str) -> str:
+        return self.param(name, "text")
+
+    def date_param(self, name: str) -> str:
+        return self.param(name, "date")
+
+    def days_between(self, later: str, earlier: str) -> str:
+        """Whole days from date ``earlier`` to date ``later``."""
+        if self.is_postgres:
+            return f"({later} - {earlier})"
+        return f"CAST(julianday({later}) - julianday({earlier}) AS INTEGER)"
+
+    def add_days(self, date_expr: str, days_expr: str) -> str:
+        if self.is_postgres:
+            return f"({date_expr} + CAST({days_expr} AS integer))"
+        return f"date({date_expr}, printf('%+d days', {days_expr}))"
+
+    def money_sum(self, expr: str) -> str:
+        """A sum of money; SQLite stores ``Numeric`` as binary floats, so round back to cents."""
+        return f"SUM({expr})" if self.is_postgres else f"ROUND(SUM({expr}), 2)"
+
+    def money_text(self, expr: str) -> str:
+        """Money as a string with two decimals (``'12.50'``)."""
+        if self.is_postgres:
+            return f"CAST(CAST({expr} AS numeric(18, 2)) AS text)"
+        return f"printf('%.2f', {expr})"
+
+    def json_object(self, pairs: Sequence[tuple[str, str]]) -> str:
+        """A JSON object from ``(key, sql expression)`` pairs."""
+        body = ", ".join(f"'{key}', {expr}" for key, expr in pairs)
+        return f"json_build_object({body})" if self.is_postgres else f"json_object({body})"
+
+    def json_parse(self, expr: str) -> str:
+        """A text expression holding JSON, embedded as JSON (not as a string) in a JSON object."""
+        return f"CAST({expr} AS json)" if self.is_postgres else f"json({expr})"
+
+    def json_merge(self, column: str, pairs: Sequence[tuple[str, str]]) -> str:
+        """``column`` (a JSON object) with the given keys set."""
+        if self.is_postgres:
+            body = ", ".join(f"'{key}', {expr}" for key, expr in pairs)
+            return f"CAST(CAST({column} AS jsonb) || jsonb_build_object({body}) AS json)"
+        body = ", ".join(f"'$.{key}', {expr}" for key, expr in pairs)
+        return f"json_set({column}, {body})"
+
+    def json_int(self, column: str, key: str) -> str:
+        """An integer field of a JSON object column."""
+        if self.is_postgres:
+            return f"CAST({column} ->> '{key}' AS integer)"
+        return f"CAST(json_extract({column}, '$.{key}') AS INTEGER)"
+
+    def series(self, alias: str, count_param: str) -> str:
+        """A ``FROM`` item yielding integers ``1..:count_param`` in column ``{alias}.i``."""
+        if self.is_postgres:
+            return f"generate_series(1, CAST(:{count_param} AS integer)) AS {alias}(i)"
+        return (
+            f"(WITH RECURSIVE seq(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM seq WHERE i < :{count_param}) "
+            f"SELECT i FROM seq) AS {alias}"
+        )
+
+    def zero_pad(self, expr: str, width: int) -> str:
+        if self.is_postgres:
+            return f"lpad(CAST({expr} AS text), {width}, '0')"
+        return f"printf('%0{width}d', {expr})"
+
+
+def batched(values: Sequence[T], size: int = IN_LIST_BATCH) -> Iterator[Sequence[T]]:
+    """``values`` in slices of at most ``size`` (for expanding ``IN`` lists)."""
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def same_database(a: Engine, b: Engine) -> bool:
+    """True when two engines point at the same database (so one statement may join both)."""
+    return a is b or a.url.render_as_string(hide_password=False) == b.url.render_as_string(hide_password=False)
