@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from scheduler.dispatch import Phase, RunStep
-from scheduler.errors import BrokerUnavailable
+from scheduler.errors import BrokerUnavailable, RunNotFound
 from scheduler.jobtypes import JobType, RunContext
 from scheduler.lifecycle import transition
 from scheduler.metrics import START_LAG
@@ -103,11 +103,15 @@ def plan_run(env: WorkerEnv, run_id: int) -> None:
     """Take a ``CREATED`` run, split it into chunks and send one ``evaluate`` step per chunk."""
     now = env.clock.now()
     with env.factory() as session:
-        took = transition(
-            session, run_id, S.PROCESSING, actor=env.worker_id, expected=[S.CREATED], at=now, note="planning",
-            values={"started_at": now, "heartbeat_at": now, "worker": env.worker_id,
-                    "attempt": col(JobRun.attempt) + 1},
-        )
+        try:
+            took = transition(
+                session, run_id, S.PROCESSING, actor=env.worker_id, expected=[S.CREATED], at=now,
+                note="planning", values={"started_at": now, "heartbeat_at": now, "worker": env.worker_id,
+                                         "attempt": col(JobRun.attempt) + 1},
+            )
+        except RunNotFound:
+            log.warning("run %s does not exist; plan step ignored", run_id)
+            return
         session.commit()
     loaded = load_run(env, run_id)
     if loaded is None:
