@@ -186,7 +186,7 @@ def job_names(session: Session, job_ids: list[int]) -> dict[int, str]:
     if not job_ids:
         return {}
     rows = session.execute(select(col(Job.id), col(Job.name)).where(col(Job.id).in_(set(job_ids))))
-    return {job_id: name for job_id, name in rows.tuples() if job_id is not None}
+    return {job_id: name for job_id, name in rows.all() if job_id is not None}
 
 
 def iso_utc(moment: datetime) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import redis
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 from starlette.exceptions import StarletteDeprecationWarning
@@ -39,11 +39,15 @@ DEAD_REDIS = "redis://127.0.0.1:1/0"
 
 
 class FakeProperties(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     threshold: int = Field(ge=0, description="required: smallest amount to act on")
     label: str = "fake"
 
 
 class FakeRunProperties(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     as_of: date | None = None
 
 
