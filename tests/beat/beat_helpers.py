@@ -41,6 +41,10 @@ class SwitchableDispatcher(Dispatcher):
             steps.append((run_id, phase, chunk_no))
         return steps
 
+    def close(self) -> None:
+        for broker in (self.live, self.dead):
+            broker.client.connection_pool.disconnect()
+
     def drain(self, queue: str) -> list[Step]:
         """The waiting messages, removed from the queue."""
         steps = self.queued(queue)

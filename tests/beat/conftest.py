@@ -37,6 +37,7 @@ def dispatcher(redis_url: str, job_type: FakeJobType) -> Iterator[SwitchableDisp
     d = SwitchableDispatcher(redis_url)
     yield d
     d.drain(job_type.queue)
+    d.close()
 
 
 @pytest.fixture
