@@ -1,0 +1,139 @@
+"""Health probes, metrics, the OpenAPI contract, and error answers that are never a bare 500."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from fastapi import FastAPI
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import Engine
+from test_api_support import (  # noqa: F401  (fixtures are used by name)
+    TestClient,
+    assert_error,
+    client_fixture,
+    create_job,
+    create_run,
+    dead_dispatcher_fixture,
+    down_client_fixture,
+    fake_registry,
+    live_dispatcher_fixture,
+    move_run,
+)
+
+from scheduler.api.app import create_app
+from scheduler.clock import FrozenClock
+from scheduler.dispatch import Dispatcher
+from scheduler.models import RunStatus
+from scheduler.settings import Settings
+
+
+def test_healthz_and_readyz(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok", "checks": {}}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "ready", "checks": {"database": "ok", "redis": "ok"}}
+
+
+def test_readyz_names_the_database_setting_when_the_database_is_unreachable(
+    tmp_path: Path, live_dispatcher: Dispatcher
+) -> None:
+    settings = Settings(data_dir=tmp_path, database_url="postgresql://nobody@127.0.0.1:1/none")
+    client = TestClient(create_app(settings, registry=fake_registry(), dispatcher=live_dispatcher))
+    body = assert_error(client.get("/readyz"), 503, "database_unavailable")
+    assert body["details"] == {"setting": "SCHEDULER_DATABASE_URL"}
+    # A request needing the database answers 503 naming the setting too, not a 500
+    body = assert_error(client.get("/api/v1/jobs"), 503, "database_unavailable")
+    assert "SCHEDULER_DATABASE_URL" in body["message"]
+    assert client.get("/healthz").status_code == 200
+
+
+def test_healthz_stays_up_while_redis_is_down(down_client: TestClient) -> None:
+    assert down_client.get("/healthz").status_code == 200
+    assert_error(down_client.get("/readyz"), 503, "broker_unavailable")
+
+
+def _gauge(text: str) -> dict[tuple[str, str], float]:
+    values: dict[tuple[str, str], float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name == "scheduler_runs_in_status":
+            for sample in family.samples:
+                values[(sample.labels["job_type"], sample.labels["status"])] = sample.value
+    return values
+
+
+def test_metrics_count_runs_in_each_status_at_scrape_time(client: TestClient, engine: Engine) -> None:
+    job = create_job(client)
+    runs = [create_run(client, job["id"])["id"] for _ in range(3)]
+    move_run(engine, runs[0], RunStatus.PROCESSING)
+    move_run(engine, runs[1], RunStatus.CANCELLED)
+    response = client.get("/metrics")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    gauge = _gauge(response.text)
+    assert gauge[("fake", "CREATED")] == 1
+    assert gauge[("fake", "PROCESSING")] == 1
+    assert gauge[("fake", "PREVIEW")] == 0
+    assert gauge[("nopreview", "CREATED")] == 0
+    assert ("fake", "CANCELLED") not in gauge  # terminal statuses are counted by scheduler_runs_total
+    # A later scrape reflects the database at that time, not a running tally
+    move_run(engine, runs[2], RunStatus.CANCELLED)
+    assert _gauge(client.get("/metrics").text)[("fake", "CREATED")] == 0
+
+
+def test_unexpected_errors_are_a_logged_500_without_internals(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = client.app
+    assert isinstance(app, FastAPI)
+
+    def explode() -> None:
+        raise RuntimeError("secret internals")
+
+    app.add_api_route("/boom", explode)
+    quiet = TestClient(app, raise_server_exceptions=False)
+    body = assert_error(quiet.get("/boom"), 500, "internal_error")
+    assert "secret" not in body["message"]
+    assert any("unexpected error" in r.getMessage() for r in caplog.records)
+
+
+def test_unknown_paths_and_methods_answer_the_error_shape(client: TestClient) -> None:
+    assert_error(client.get("/api/v1/nothing"), 404, "not_found")
+    assert_error(client.delete("/api/v1/jobs"), 405, "method_not_allowed")
+
+
+def test_create_app_connects_to_nothing(tmp_path: Path) -> None:
+    # Unreachable services must not matter until a request needs them.
+    settings = Settings(data_dir=tmp_path, database_url="postgresql://nobody@127.0.0.1:1/none",
+                        redis_url="redis://127.0.0.1:1/0")
+    app = create_app(settings, clock=FrozenClock(datetime(2026, 6, 1, tzinfo=UTC)))
+    assert TestClient(app).get("/healthz").status_code == 200
+
+
+def test_openapi_is_the_contract(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    paths = spec["paths"]
+    for path, method in [
+        ("/api/v1/job-types", "get"), ("/api/v1/jobs", "post"), ("/api/v1/jobs", "get"),
+        ("/api/v1/jobs/{job_id}", "get"), ("/api/v1/jobs/{job_id}/pause", "post"),
+        ("/api/v1/jobs/{job_id}/resume", "post"), ("/api/v1/jobs/{job_id}/archive", "post"),
+        ("/api/v1/jobs/{job_id}/next-fires", "get"), ("/api/v1/runs", "post"), ("/api/v1/runs", "get"),
+        ("/api/v1/runs/{run_id}", "get"), ("/api/v1/runs/{run_id}/items", "get"),
+        ("/api/v1/runs/{run_id}/submit", "post"), ("/api/v1/runs/{run_id}/delete", "post"),
+        ("/api/v1/runs/{run_id}/cancel", "post"), ("/api/v1/runs/{run_id}/retry", "post"),
+        ("/api/v1/keys", "post"), ("/api/v1/keys", "get"), ("/api/v1/keys/{key_id}/revoke", "post"),
+        ("/healthz", "get"), ("/readyz", "get"), ("/metrics", "get"), ("/login", "post"), ("/logout", "post"),
+    ]:
+        operation = paths[path][method]
+        assert operation["summary"] and operation["tags"], (path, method)
+    create = paths["/api/v1/jobs"]["post"]
+    assert create["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("/JobCreate")
+    assert create["responses"]["201"]["content"]["application/json"]["schema"]["$ref"].endswith("/JobPublic")
+    assert create["responses"]["422"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorBody")
+    run_create = paths["/api/v1/runs"]["post"]
+    assert {"200", "201", "409"} <= set(run_create["responses"])
+    assert any(p["name"] == "Idempotency-Key" for p in run_create["parameters"])
+    assert "text/csv" in paths["/api/v1/runs"]["get"]["responses"]["200"]["content"]
+    detail = spec["components"]["schemas"]["RunDetail"]["properties"]
+    for field in ("id", "job_id", "job_name", "status", "progress", "item_counts", "events", "actions"):
+        assert field in detail
