@@ -1,0 +1,31 @@
+"""The ``dramatiq`` CLI's entry module: ``python -m dramatiq workers.actors --queues dunning``.
+
+Importing it builds :class:`~scheduler.settings.Settings` from the ``SCHEDULER_*`` environment,
+sets the Redis broker and declares the actors (see :mod:`workers.steps`). Nothing else imports
+this module; databases are opened in each worker process on its first message.
+"""
+
+from __future__ import annotations
+
+import dramatiq
+
+from scheduler.dispatch import Dispatcher, make_broker, redis_url
+from scheduler.jobtypes import load_registry
+from scheduler.logs import configure_logging
+from scheduler.settings import Settings
+from workers.env import WorkerEnv, build_env
+from workers.steps import LazyEnv, declare_actors
+
+settings = Settings()
+configure_logging(settings, process="worker")
+registry = load_registry(settings)
+url = redis_url(settings)
+broker = make_broker(url)
+dramatiq.set_broker(broker)
+
+
+def _build_env() -> WorkerEnv:
+    return build_env(settings, dispatcher=Dispatcher(broker, url), registry=registry)
+
+
+actors = declare_actors(broker, registry, LazyEnv(_build_env))

@@ -1,0 +1,68 @@
+"""``scheduler worker``: run a worker pool by exec-ing the ``dramatiq`` CLI on :mod:`workers.actors`."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from scheduler.dispatch import SCHEDULER_QUEUE, redis_url
+from scheduler.errors import InvalidInput
+from scheduler.jobtypes import load_registry
+from scheduler.settings import Settings
+
+
+def settings_env(settings: Settings, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment that gives a child process these settings (``SCHEDULER_*``)."""
+    env = dict(os.environ if base is None else base)
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        key = f"SCHEDULER_{name.upper()}"
+        env[key] = json.dumps(value) if isinstance(value, list | dict) else str(value)
+    env["SCHEDULER_DATA_DIR"] = str(Path(settings.data_dir).resolve())
+    env["SCHEDULER_DATABASE_URL"] = settings.resolved_database_url
+    env["SCHEDULER_BILLING_DATABASE_URL"] = settings.resolved_billing_database_url
+    return env
+
+
+def worker_queues(settings: Settings, queues: Sequence[str] | None) -> list[str]:
+    """The queues to consume: those named, or every job type's plus ``scheduler``; unknown names are refused."""
+    known = [*load_registry(settings).queues(), SCHEDULER_QUEUE]
+    if not queues:
+        return known
+    unknown = sorted(set(queues) - set(known))
+    if unknown:
+        raise InvalidInput(
+            f"unknown queue(s) {', '.join(unknown)}; known queues: {', '.join(known)}",
+            details={"queues": unknown, "known": known},
+        )
+    return list(dict.fromkeys(queues))
+
+
+def worker_command(queues: Sequence[str], processes: int, threads: int) -> list[str]:
+    return [
+        sys.executable, "-m", "dramatiq", "workers.actors",
+        "--processes", str(processes), "--threads", str(threads), "--queues", *queues,
+    ]
+
+
+def run_worker(
+    settings: Settings,
+    *,
+    queues: Sequence[str] | None = None,
+    processes: int | None = None,
+    threads: int | None = None,
+) -> Any:
+    """Replace this process with ``dramatiq workers.actors`` on ``queues``; returns only on error.
+
+    The Redis URL is resolved first (starting the embedded server when none is configured), so every
+    worker process talks to the same Redis.
+    """
+    chosen = worker_queues(settings, queues)
+    resolved = settings.model_copy(update={"redis_url": redis_url(settings)})
+    argv = worker_command(chosen, processes or settings.worker_processes, threads or settings.worker_threads)
+    os.execve(sys.executable, argv, settings_env(resolved))
