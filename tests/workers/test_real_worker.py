@@ -36,7 +36,7 @@ def private_db(url: str) -> str:
     """The same Redis server, another database index, so other test suites' flushes cannot touch ours."""
     parts = urlsplit(url)
     if parts.scheme == "unix":
-        return urlunsplit(parts._replace(query=f"db={TEST_REDIS_DB}"))
+        return f"{url.split('?', 1)[0]}?db={TEST_REDIS_DB}"
     return urlunsplit(parts._replace(path=f"/{TEST_REDIS_DB}"))
 
 
