@@ -1,4 +1,4 @@
-"""The FastAPI application: REST API under ``/api/v1``, health probes, metrics, login cookie.
+"""The FastAPI application: REST API under ``/api/v1``, the page at ``/``, probes, metrics, login.
 
 ``create_app`` connects to nothing: the engine, the job type registry and the dispatcher are
 built from the settings on first use unless given (tests pass their own), and live in
@@ -21,6 +21,7 @@ from scheduler.clock import Clock
 from scheduler.dispatch import Dispatcher
 from scheduler.jobtypes import JobTypeRegistry
 from scheduler.settings import Settings
+from scheduler.web import router as page_router
 
 API_PREFIX = "/api/v1"
 
@@ -73,4 +74,5 @@ def create_app(
     app.include_router(api)
     app.include_router(login.router)
     app.include_router(health.router)
+    app.include_router(page_router)
     return app
