@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from typing import Annotated, cast
 
 from fastapi import Depends, Request
+from fastapi.security import APIKeyCookie, APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from scheduler import auth
@@ -34,13 +35,11 @@ def get_db(services: ServicesDep) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_db)]
 
 
-def _header_token(request: Request) -> str | None:
-    authorization = request.headers.get("authorization", "")
-    scheme, _, value = authorization.partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
-        return value.strip()
-    api_key = request.headers.get("x-api-key", "").strip()
-    return api_key or None
+# Declared for the OpenAPI contract (and the docs' Authorize button); the checks are below.
+_bearer = HTTPBearer(auto_error=False, description="an API key: `Authorization: Bearer sch_...`")
+_api_key = APIKeyHeader(name="X-Api-Key", auto_error=False, description="an API key, as a header")
+_cookie = APIKeyCookie(name=auth.SESSION_COOKIE, auto_error=False,
+                       description="set by POST /login; changes also need the X-CSRF-Token header")
 
 
 async def _csrf_form_field(request: Request) -> str | None:
@@ -59,14 +58,16 @@ def get_principal(
     session: SessionDep,
     services: ServicesDep,
     form_csrf: Annotated[str | None, Depends(_csrf_form_field)],
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    api_key: Annotated[str | None, Depends(_api_key)],
+    cookie: Annotated[str | None, Depends(_cookie)],
 ) -> Principal:
     """Who the request acts as; 401 without a valid key once any key exists."""
     if not services.keys_exist(session):
         return ANONYMOUS_ADMIN
-    token = _header_token(request)
-    if token is not None:
+    token = (bearer.credentials.strip() if bearer else "") or (api_key or "").strip()
+    if token:
         return auth.principal_of(auth.verify(session, token))
-    cookie = request.cookies.get(auth.SESSION_COOKIE)
     if not cookie:
         raise MissingCredentials()
     principal = auth.principal_of(auth.verify(session, cookie))

@@ -134,6 +134,8 @@ def test_openapi_is_the_contract(client: TestClient) -> None:
     assert {"200", "201", "409"} <= set(run_create["responses"])
     assert any(p["name"] == "Idempotency-Key" for p in run_create["parameters"])
     assert "text/csv" in paths["/api/v1/runs"]["get"]["responses"]["200"]["content"]
+    assert set(spec["components"]["securitySchemes"]) == {"HTTPBearer", "APIKeyHeader", "APIKeyCookie"}
+    assert paths["/api/v1/jobs"]["post"]["security"]
     detail = spec["components"]["schemas"]["RunDetail"]["properties"]
     for field in ("id", "job_id", "job_name", "status", "progress", "item_counts", "events", "actions"):
         assert field in detail
