@@ -140,9 +140,13 @@ def reclaim_stale(ctx: Repairs, now: datetime) -> int:
         .order_by(last_sign)
         .limit(ctx.batch_size)
     )
+    with ctx.factory() as session:
+        candidates = session.execute(stmt).all()
+    if not candidates:
+        return 0
     claimed = []
     with ctx.write() as session:
-        for row in session.execute(stmt).all():
+        for row in candidates:
             # Claim by bumping the heartbeat, unless the worker heart-beat meanwhile: one re-send
             # per timeout, not one per tick.
             result = session.execute(

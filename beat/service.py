@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 from types import FrameType
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
 
 from beat.lease import LeaderLease
@@ -226,8 +226,10 @@ class _Outage:
     def failed(self, exc: BaseException | None) -> float:
         self.failures += 1
         if exc is not None and not self.down:
-            log.error("database unreachable, beat paused until it is back (SCHEDULER_DATABASE_URL): %s",
-                      _first_line(exc))
+            reason = _first_line(exc)
+            if isinstance(exc, ProgrammingError) or "no such table" in reason:
+                reason += " (is the database migrated? run `scheduler migrate`)"
+            log.error("database unreachable, beat paused until it is back (SCHEDULER_DATABASE_URL): %s", reason)
             self.down = True
         return float(min(MAX_DB_BACKOFF, 0.5 * 2 ** min(self.failures - 1, 6)))
 

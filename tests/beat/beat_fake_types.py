@@ -37,7 +37,8 @@ class FakeJobType(JobType):
 
 def fake_type(queue: str) -> FakeJobType:
     """The fake type on its own queue, so tests sharing a Redis never read each other's messages."""
-    return type("QueuedFakeJobType", (FakeJobType,), {"queue": queue})()
+    queued: type[FakeJobType] = type("QueuedFakeJobType", (FakeJobType,), {"queue": queue})
+    return queued()
 
 
 FAKE = FakeJobType()

@@ -56,7 +56,7 @@ def runs_of(factory: sessionmaker[Session], job_id: int) -> list[JobRun]:
     with factory() as session:
         stmt = (
             select(JobRun)
-            .where(JobRun.job_id == job_id)
+            .where(JobRun.job_id == job_id)  # type: ignore[arg-type]
             .order_by(JobRun.scheduled_for, JobRun.id)  # type: ignore[arg-type]
         )
         return list(session.scalars(stmt))

@@ -15,7 +15,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from beat.service import Beat
-from scheduler.clock import FrozenClock
+from scheduler.clock import Clock, FrozenClock
 from scheduler.db import make_session_factory
 from scheduler.jobtypes import JobTypeRegistry
 from scheduler.models import Job, JobRun, RunChunk, RunTrigger
@@ -66,7 +66,7 @@ def make_beat(
 ) -> Callable[..., Beat]:
     """Beats on the test database; each may have its own id and clock."""
 
-    def make(beat_id: str = "beat-a", *, beat_clock: FrozenClock | None = None, **kwargs: Any) -> Beat:
+    def make(beat_id: str = "beat-a", *, beat_clock: Clock | None = None, **kwargs: Any) -> Beat:
         return Beat(beat_settings, factory, beat_registry, dispatcher, beat_clock or clock, beat_id, **kwargs)
 
     return make
@@ -104,6 +104,7 @@ def add_run(factory: sessionmaker[Session], job_type: FakeJobType, clock: Frozen
 
     def add(job: Job, *, status: str, chunks: list[tuple[bool, bool]] | None = None, **fields: Any) -> JobRun:
         created_at = fields.pop("created_at", clock.now() - timedelta(hours=1))
+        assert job.id is not None
         with factory() as session:
             run = JobRun(
                 job_id=job.id, job_type=job_type.name, trigger=RunTrigger.MANUAL, status=status,

@@ -118,7 +118,7 @@ def test_run_forever_schedules_every_second_and_releases_the_lease(
     now = datetime.now(UTC)
     add_job(next_fire_at=now.replace(microsecond=0) + timedelta(seconds=1), cron="* * * * * ?",
             overlap_policy=OverlapPolicy.ALLOW)
-    beat = make_beat("beat-live", beat_clock=SystemClock())  # type: ignore[arg-type]
+    beat = make_beat("beat-live", beat_clock=SystemClock())
     stop = threading.Event()
     thread = threading.Thread(target=beat.run_forever, args=(stop,))
     thread.start()
