@@ -1,0 +1,130 @@
+"""GL apply: post a chunk's staged lines into ``gl_entries``, each document once across all runs.
+
+Per chunk, in one transaction: check the staged lines still balance; one ``INSERT … SELECT … ON CONFLICT
+DO NOTHING`` posts them (lines another run collected first are left out, as are documents voided since
+the preview); the lines this run now owns in the range are read back, checked to balance and recorded
+on the chunk's items; the chunk's staged lines are dropped. Applying a chunk twice posts nothing more
+and records the same outcomes.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import text, update
+from sqlalchemy.engine import Connection
+from sqlmodel import col
+
+from scheduler.jobtypes import RunContext
+from scheduler.models import ItemOutcome, RunItem
+from workers.gl.journal import AccountTotal, check_balanced, chunk_totals
+from workers.gl.sources import Chunk, Source, typed
+from workers.sql import same_database
+
+POSTED_COLUMNS = "run_id, source_type, source_id, line_no, account_id, gl_account, debit, credit, entry_date"
+RANGE = "run_id = :run_id AND source_type = :source_type AND source_id BETWEEN :first_id AND :last_id"
+IN_CHUNK = "s.run_id = :run_id AND s.source_type = :source_type AND s.source_id BETWEEN :first_id AND :last_id"
+
+
+def posting_insert(source: Source) -> str:
+    """Staged lines of the chunk into the ledger; a line some run already posted is left out."""
+    recheck = f"JOIN {source.table} src ON src.id = s.source_id AND {source.condition} " if source.recheck else ""
+    return (
+        f"INSERT INTO gl_entries ({POSTED_COLUMNS}, posted_at) "
+        f"SELECT {', '.join('s.' + c.strip() for c in POSTED_COLUMNS.split(','))}, :now "
+        f"FROM gl_staged s {recheck}WHERE {IN_CHUNK} "
+        # One order for every run, so two runs posting overlapping ranges wait for each other, never deadlock.
+        "ORDER BY s.source_id, s.line_no "
+        "ON CONFLICT (source_type, source_id, line_no) DO NOTHING"
+    )
+
+
+def apply_chunk(ctx: RunContext, chunk_no: int, spec: dict[str, Any]) -> None:
+    chunk = Chunk.from_spec(spec)
+    with ctx.engine.connect() as conn:
+        planned = _planned_items(conn, ctx.run_id, chunk_no)
+    if not planned:
+        return
+    now = ctx.clock.now()
+    params = chunk.params(ctx.run_id)
+    same_db = same_database(ctx.engine, ctx.billing_engine)
+    with ctx.billing_engine.begin() as conn:
+        staged = chunk_totals(conn, "gl_staged", ctx.run_id, chunk)
+        check_balanced(conn, "gl_staged", ctx.run_id, chunk, staged, where=f"chunk {chunk_no} ({chunk.label})")
+        conn.execute(typed(posting_insert(chunk.source)), {**params, "now": now})
+        posted = chunk_totals(conn, "gl_entries", ctx.run_id, chunk)
+        check_balanced(conn, "gl_entries", ctx.run_id, chunk, posted, where=f"posted chunk {chunk_no} ({chunk.label})")
+        shortfall = any(posted.get(a, _NONE).lines < t.lines for a, t in staged.items())
+        reasons = _skip_reasons(conn, params) if shortfall else {}
+        conn.execute(text(f"DELETE FROM gl_staged WHERE {RANGE}"), params)
+        if same_db:
+            _record_outcomes(conn, planned, posted, reasons, now)
+    if not same_db:
+        with ctx.engine.begin() as conn:
+            _record_outcomes(conn, planned, posted, reasons, now)
+
+
+_NONE = AccountTotal(gl_account="", documents=0, lines=0, debit=Decimal("0.00"), credit=Decimal("0.00"))
+
+
+def _planned_items(conn: Connection, run_id: int, chunk_no: int) -> dict[int, dict[str, Any]]:
+    rows = conn.execute(
+        text("SELECT id, detail FROM run_item WHERE run_id = :run_id AND chunk_no = :chunk_no AND outcome = :planned"),
+        {"run_id": run_id, "chunk_no": chunk_no, "planned": ItemOutcome.PLANNED},
+    ).all()
+    return {r.id: json.loads(r.detail) if isinstance(r.detail, str) else dict(r.detail) for r in rows}
+
+
+def _skip_reasons(conn: Connection, params: dict[str, Any]) -> dict[str, str]:
+    """Per GL account, why some staged lines were not posted by this run."""
+    rows = conn.execute(
+        text(
+            "SELECT s.gl_account, "
+            "SUM(CASE WHEN g.run_id IS NOT NULL AND g.run_id <> :run_id THEN 1 ELSE 0 END) AS elsewhere, "
+            "SUM(CASE WHEN g.run_id IS NULL THEN 1 ELSE 0 END) AS dropped "
+            "FROM gl_staged s LEFT JOIN gl_entries g ON g.source_type = s.source_type "
+            f"AND g.source_id = s.source_id AND g.line_no = s.line_no WHERE {IN_CHUNK} GROUP BY s.gl_account"
+        ),
+        params,
+    ).all()
+    reasons: dict[str, str] = {}
+    for r in rows:
+        parts = []
+        if r.elsewhere:
+            parts.append(f"{r.elsewhere} line(s) already collected by another run")
+        if r.dropped:
+            parts.append(f"{r.dropped} line(s) of documents no longer collectable (voided since the preview)")
+        if parts:
+            reasons[r.gl_account] = "; ".join(parts)
+    return reasons
+
+
+def _record_outcomes(
+    conn: Connection, planned: dict[int, dict[str, Any]], posted: dict[str, AccountTotal], reasons: dict[str, str],
+    now: datetime,
+) -> None:
+    """Each item ``ok`` with what this run posted on its account, or ``skipped`` when it posted nothing."""
+    # A handful of items per chunk (one per GL account): plain updates of their JSON detail.
+    for item_id, detail in planned.items():
+        account = str(detail["gl_account"])
+        mine = posted.get(account, _NONE)
+        skipped_lines = max(0, int(detail.get("lines", 0)) - mine.lines)
+        new_detail = {
+            **detail,
+            "posted_documents": mine.documents,
+            "posted_lines": mine.lines,
+            "posted_debit": str(mine.debit),
+            "posted_credit": str(mine.credit),
+            "skipped_lines": skipped_lines,
+        }
+        if skipped_lines:
+            new_detail["reason"] = reasons.get(account, "already collected by another run")
+        outcome = ItemOutcome.OK if mine.lines else ItemOutcome.SKIPPED
+        conn.execute(
+            update(RunItem)
+            .where(col(RunItem.id) == item_id, col(RunItem.outcome) == ItemOutcome.PLANNED)
+            .values(outcome=outcome, applied_at=now, detail=new_detail)
+        )

@@ -1,0 +1,117 @@
+"""Journal totals per GL account over a chunk's lines, the balance check, and the run items they make.
+
+A run's items are one per (chunk, GL account) with the account's totals, so even a run of a
+million documents has a few hundred items; the lines themselves stay in ``gl_staged`` (until
+applied) and ``gl_entries`` (once posted), both queryable by ``run_id``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+
+from scheduler.models import ItemOutcome, RunItem
+from workers.gl.properties import JournalUnbalanced
+from workers.gl.sources import Chunk
+from workers.sql import SqlDialect
+
+CENT = Decimal("0.01")
+
+
+def money(value: Any) -> Decimal:
+    return Decimal(str(value if value is not None else 0)).quantize(CENT)
+
+
+@dataclass(frozen=True, kw_only=True)
+class AccountTotal:
+    """The lines of a batch on one GL account."""
+
+    gl_account: str
+    documents: int
+    lines: int
+    debit: Decimal
+    credit: Decimal
+
+
+def chunk_totals(conn: Connection, table: str, run_id: int, chunk: Chunk) -> dict[str, AccountTotal]:
+    """Per GL account: the run's lines in ``table`` (``gl_staged`` or ``gl_entries``) for the chunk's range."""
+    d = SqlDialect.of(conn)
+    rows = conn.execute(
+        text(
+            "SELECT gl_account, COUNT(*) AS lines, COUNT(DISTINCT source_id) AS documents, "
+            f"{d.money_text(d.money_sum('debit'))} AS debit, {d.money_text(d.money_sum('credit'))} AS credit "
+            f"FROM {table} WHERE run_id = :run_id AND source_type = :source_type "
+            "AND source_id BETWEEN :first_id AND :last_id GROUP BY gl_account ORDER BY gl_account"
+        ),
+        chunk.params(run_id),
+    ).all()
+    return {
+        r.gl_account: AccountTotal(gl_account=r.gl_account, documents=int(r.documents), lines=int(r.lines),
+                                   debit=money(r.debit), credit=money(r.credit))
+        for r in rows
+    }
+
+
+def check_balanced(conn: Connection, table: str, run_id: int, chunk: Chunk, totals: dict[str, AccountTotal],
+                   where: str) -> None:
+    """Raise :class:`JournalUnbalanced` when the batch's debits and credits differ, naming a document."""
+    debit = sum((t.debit for t in totals.values()), Decimal("0.00"))
+    credit = sum((t.credit for t in totals.values()), Decimal("0.00"))
+    if debit == credit:
+        return
+    d = SqlDialect.of(conn)
+    first = conn.execute(
+        text(
+            f"SELECT source_id, {d.money_text(d.money_sum('debit'))} AS debit, "
+            f"{d.money_text(d.money_sum('credit'))} AS credit FROM {table} "
+            "WHERE run_id = :run_id AND source_type = :source_type AND source_id BETWEEN :first_id AND :last_id "
+            f"GROUP BY source_id HAVING {d.money_sum('debit')} <> {d.money_sum('credit')} "
+            "ORDER BY source_id LIMIT 1"
+        ),
+        chunk.params(run_id),
+    ).first()
+    detail = (f"first unbalanced document: {chunk.source.source_type} {first.source_id} "
+              f"(debit {first.debit}, credit {first.credit})") if first is not None else ""
+    raise JournalUnbalanced(where, debit, credit, detail)
+
+
+def item_key(chunk: Chunk, gl_account: str) -> str:
+    return f"{chunk.label}:{gl_account}"
+
+
+def staged_items(run_id: int, chunk_no: int, chunk: Chunk, totals: dict[str, AccountTotal]) -> list[dict[str, Any]]:
+    """The run items of a chunk: one ``planned`` item per GL account with its staged totals."""
+    return [
+        {
+            "run_id": run_id,
+            "chunk_no": chunk_no,
+            "item_key": item_key(chunk, t.gl_account),
+            "outcome": ItemOutcome.PLANNED,
+            "detail": {
+                "collector": chunk.collector.value,
+                "source_type": chunk.source.source_type.value,
+                "first_id": chunk.first_id,
+                "last_id": chunk.last_id,
+                "gl_account": t.gl_account,
+                "documents": t.documents,
+                "lines": t.lines,
+                "debit": str(t.debit),
+                "credit": str(t.credit),
+            },
+        }
+        for t in totals.values()
+    ]
+
+
+def insert_items(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Insert run items, ignoring those already there (a chunk evaluated twice stages them once)."""
+    if not rows:
+        return
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    module: Any = postgresql if conn.dialect.name == "postgresql" else sqlite
+    conn.execute(module.insert(RunItem.__table__).on_conflict_do_nothing(), rows)

@@ -1,0 +1,205 @@
+"""Where each collector's documents come from, and the SQL that turns a keyset range of them into lines.
+
+A document is *uncollected* when it qualifies (kind, status, a non-zero amount, dated up to the run's
+as-of) and ``gl_entries`` has no line of it. Each becomes a two-line entry: line 1 on the posting's
+debit account, line 2 on its credit account, for the document's amount (a negative amount, e.g. a
+refund, swaps the sides). :func:`journal_lines` is the one place that says so.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Date, bindparam, text
+from sqlalchemy.sql.elements import TextClause
+
+from scheduler.db import UTCDateTime
+from scheduler.jobtypes import RunContext
+from workers.billing.gl_tables import GLSourceType
+from workers.billing.tables import InvoiceKind, InvoiceStatus
+from workers.gl.properties import GLCollector, GLPosting, GLProperties, GLRunProperties
+from workers.sql import SqlDialect
+
+LINE_COLUMNS = "run_id, source_type, source_id, line_no, account_id, gl_account, debit, credit, entry_date"
+
+
+def utc_date(d: SqlDialect, column: str) -> str:
+    """The UTC calendar date of an aware timestamp column (SQLite stores naive UTC)."""
+    if d.is_postgres:
+        return f"CAST(({column} AT TIME ZONE 'UTC') AS date)"
+    return f"date({column})"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Source:
+    """One collector's documents, as SQL over the alias ``src``."""
+
+    collector: GLCollector
+    source_type: GLSourceType
+    table: str
+    condition: str
+    """Which rows of ``table`` are this collector's documents (may change: re-checked at apply)."""
+    amount: str
+    cutoff: str
+    """Dated up to the run's as-of: uses ``:as_of`` (an instant) or ``:as_of_date`` (a date)."""
+    entry_date: Callable[[SqlDialect], str]
+    recheck: bool = False
+    """Whether a document may stop qualifying after it is staged (an invoice voided since the preview)."""
+
+    def uncollected(self) -> str:
+        """``FROM … WHERE …`` of this collector's documents not yet in ``gl_entries``, up to the as-of."""
+        return (
+            f"FROM {self.table} src WHERE {self.condition} AND {self.amount} <> 0 AND {self.cutoff} "
+            "AND NOT EXISTS (SELECT 1 FROM gl_entries g "
+            f"WHERE g.source_type = '{self.source_type}' AND g.source_id = src.id)"
+        )
+
+
+def _invoices(kind: InvoiceKind, collector: GLCollector, source_type: GLSourceType) -> Source:
+    return Source(
+        collector=collector,
+        source_type=source_type,
+        table="invoices",
+        condition=f"src.kind = '{kind}' AND src.status <> '{InvoiceStatus.VOID}'",
+        amount="src.amount",
+        cutoff="src.issued_on <= :as_of_date",
+        entry_date=lambda _d: "src.issued_on",
+        recheck=True,
+    )
+
+
+SOURCES: dict[GLCollector, Source] = {
+    GLCollector.INVOICES: _invoices(InvoiceKind.INVOICE, GLCollector.INVOICES, GLSourceType.INVOICE),
+    GLCollector.PAYMENTS: Source(
+        collector=GLCollector.PAYMENTS,
+        source_type=GLSourceType.PAYMENT,
+        table="payments",
+        condition="1 = 1",
+        amount="src.amount",
+        cutoff="src.received_at <= :as_of",
+        entry_date=lambda d: utc_date(d, "src.received_at"),
+    ),
+    GLCollector.LATE_FEES: _invoices(InvoiceKind.LATE_FEE, GLCollector.LATE_FEES, GLSourceType.LATE_FEE),
+    GLCollector.WRITE_OFFS: Source(
+        collector=GLCollector.WRITE_OFFS,
+        source_type=GLSourceType.WRITE_OFF,
+        table="dunning_actions",
+        condition="src.write_off_amount IS NOT NULL",
+        amount="src.write_off_amount",
+        cutoff="src.applied_at <= :as_of",
+        entry_date=lambda d: utc_date(d, "src.applied_at"),
+    ),
+}
+
+SOURCE_BY_TYPE: dict[str, Source] = {s.source_type.value: s for s in SOURCES.values()}
+
+
+@dataclass(frozen=True, kw_only=True)
+class JournalLine:
+    """One line of a document's entry: SQL expressions over the document's amount ``doc.amount``."""
+
+    line_no: int
+    gl_account: str
+    debit: str
+    credit: str
+
+
+def journal_lines(source: Source, posting: GLPosting) -> list[JournalLine]:
+    """The balanced two-line entry of ``source``'s documents under ``posting``."""
+    positive = "CASE WHEN doc.amount > 0 THEN doc.amount ELSE 0 END"
+    negative = "CASE WHEN doc.amount < 0 THEN -doc.amount ELSE 0 END"
+    return [
+        JournalLine(line_no=1, gl_account=posting.debit, debit=positive, credit=negative),
+        JournalLine(line_no=2, gl_account=posting.credit, debit=negative, credit=positive),
+    ]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Chunk:
+    """A keyset range of one collector's document ids (a run's chunk spec)."""
+
+    collector: GLCollector
+    first_id: int
+    last_id: int
+    documents: int
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any]) -> Chunk:
+        return cls(collector=GLCollector(spec["collector"]), first_id=int(spec["first_id"]),
+                   last_id=int(spec["last_id"]), documents=int(spec.get("documents", 0)))
+
+    def spec(self) -> dict[str, Any]:
+        return {"collector": self.collector.value, "source_type": self.source.source_type.value,
+                "first_id": self.first_id, "last_id": self.last_id, "documents": self.documents}
+
+    @property
+    def source(self) -> Source:
+        return SOURCES[self.collector]
+
+    @property
+    def label(self) -> str:
+        return f"{self.source.source_type}:{self.first_id}-{self.last_id}"
+
+    def params(self, run_id: int) -> dict[str, Any]:
+        return {"run_id": run_id, "source_type": self.source.source_type.value,
+                "first_id": self.first_id, "last_id": self.last_id}
+
+
+def staging_insert(d: SqlDialect, source: Source, lines: list[JournalLine]) -> tuple[str, dict[str, Any]]:
+    """One ``INSERT … SELECT`` staging the lines of a chunk's uncollected documents for a run."""
+    params: dict[str, Any] = {}
+    accounts, debits, credits = [], [], []
+    for line in lines:
+        params[f"gl_{line.line_no}"] = line.gl_account
+        accounts.append(f"WHEN {line.line_no} THEN {d.text_param(f'gl_{line.line_no}')}")
+        debits.append(f"WHEN {line.line_no} THEN {line.debit}")
+        credits.append(f"WHEN {line.line_no} THEN {line.credit}")
+    numbers = " UNION ALL ".join(f"SELECT {line.line_no} AS line_no" for line in lines)
+    sql = (
+        f"INSERT INTO gl_staged ({LINE_COLUMNS}) "
+        f"SELECT :run_id, '{source.source_type}', doc.id, l.line_no, doc.account_id, "
+        f"CASE l.line_no {' '.join(accounts)} END, "
+        f"CASE l.line_no {' '.join(debits)} END, "
+        f"CASE l.line_no {' '.join(credits)} END, "
+        "doc.entry_date "
+        f"FROM (SELECT src.id, src.account_id, {source.amount} AS amount, {source.entry_date(d)} AS entry_date "
+        f"{source.uncollected()} AND src.id BETWEEN :first_id AND :last_id) doc "
+        f"CROSS JOIN ({numbers}) l "
+        # SQLite needs a WHERE before ON CONFLICT in INSERT … SELECT (else ON reads as a join).
+        "WHERE 1 = 1 "
+        "ON CONFLICT (run_id, source_type, source_id, line_no) DO NOTHING"
+    )
+    return sql, params
+
+
+def typed(sql: str) -> TextClause:
+    """``text(sql)`` with the as-of and posting-time parameters typed (SQLite gets ISO strings)."""
+    types = {"as_of": UTCDateTime(), "as_of_date": Date(), "now": UTCDateTime()}
+    used = [bindparam(name, type_=t) for name, t in types.items() if re.search(rf":{name}\b", sql)]
+    return text(sql).bindparams(*used)
+
+
+def properties(ctx: RunContext) -> tuple[GLProperties, GLRunProperties]:
+    assert isinstance(ctx.properties, GLProperties)
+    assert isinstance(ctx.run_properties, GLRunProperties)
+    return ctx.properties, ctx.run_properties
+
+
+def as_of(ctx: RunContext) -> datetime:
+    """The run's cut-off instant: its ``as_of`` property, else its tick (or creation time)."""
+    _, run_props = properties(ctx)
+    return (run_props.as_of or ctx.as_of).astimezone(UTC)
+
+
+def as_of_date(ctx: RunContext) -> date:
+    """The last issue date collected: the as-of instant's date in the job's time zone."""
+    return as_of(ctx).astimezone(ZoneInfo(str(ctx.extra.get("timezone") or "UTC"))).date()
+
+
+def cutoff_params(ctx: RunContext) -> dict[str, Any]:
+    return {"as_of": as_of(ctx), "as_of_date": as_of_date(ctx)}
