@@ -1,0 +1,133 @@
+"""ERP transfer apply: send a chunk's staged records as one batch, then record who has what.
+
+Per chunk: one query reads the planned items, one checks the delivery ledger for them (a record
+delivered since the preview is ``skipped``; one this run already recorded — a step delivered again
+after a crash — is ``ok`` without sending). The rest go out as one batch; once the target accepted
+it, the delivery rows are written (insert-or-ignore on the unique key) *before* the items are marked,
+so a crash in between re-sends the same batch under the same ``Idempotency-Key`` and records nothing twice.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import bindparam, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+from scheduler.db import UTCDateTime
+from scheduler.jobtypes import RunContext
+from scheduler.models import ItemOutcome
+from workers.billing.erp_tables import erp_deliveries
+from workers.erp.datasets import SOURCES
+from workers.erp.properties import HttpTarget, target_key
+from workers.erp.scope import properties
+from workers.erp.send import Batch, HttpSender, Outcome, write_batch
+from workers.erp.stage import record_id_of
+from workers.sql import SqlDialect, batched
+
+
+def apply_chunk(ctx: RunContext, chunk_no: int, spec: dict[str, Any], sender: HttpSender) -> None:
+    props, _ = properties(ctx)
+    with ctx.engine.connect() as conn:
+        items = _planned_items(conn, ctx.run_id, chunk_no)
+    if not items:
+        return
+    key = target_key(props.target)
+    ids = {record_id_of(k): k for k in items}
+    with ctx.billing_engine.connect() as conn:
+        delivered = _deliveries(conn, key, str(props.dataset), sorted(ids))
+    ok: list[str] = []
+    skipped: dict[str, list[str]] = defaultdict(list)
+    to_send: list[int] = []
+    for record_id in sorted(ids):
+        by_run = delivered.get(record_id)
+        if by_run is None:
+            to_send.append(record_id)
+        elif by_run == ctx.run_id:
+            ok.append(ids[record_id])
+        else:
+            skipped[f"already delivered to this target by run {by_run}"].append(ids[record_id])
+    batch_no = int(spec["batch_no"])
+    outcome: Outcome | None = None
+    outcome_detail: dict[str, Any] = {}
+    if to_send:
+        batch = Batch(
+            run_id=ctx.run_id, batch_no=batch_no, dataset=str(props.dataset), fields=SOURCES[props.dataset].fields,
+            records=[items[ids[i]]["record"] for i in to_send], format=props.format,
+            idempotency_key=str(spec.get("idempotency_key") or f"{ctx.run_id}:{batch_no}"),
+        )
+        if isinstance(props.target, HttpTarget):
+            outcome = sender.send(props.target, batch)
+        else:
+            outcome = write_batch(props.target, ctx.settings.resolved_files_root, batch)
+        if outcome.delivered:
+            _record_deliveries(ctx, key, str(props.dataset), to_send, batch_no, ctx.clock.now())
+        outcome_detail = {**outcome.detail(), "idempotency_key": batch.idempotency_key}
+    now = ctx.clock.now()
+    with ctx.engine.begin() as conn:
+        for reason, keys in skipped.items():
+            _mark(conn, ctx.run_id, chunk_no, keys, ItemOutcome.SKIPPED, {"reason": reason}, now)
+        _mark(conn, ctx.run_id, chunk_no, ok, ItemOutcome.OK, {}, now)
+        if outcome is not None:
+            sent = [ids[i] for i in to_send]
+            state = ItemOutcome.OK if outcome.delivered else ItemOutcome.ERROR
+            _mark(conn, ctx.run_id, chunk_no, sent, state, outcome_detail, now)
+
+
+def _planned_items(conn: Connection, run_id: int, chunk_no: int) -> dict[str, dict[str, Any]]:
+    rows = conn.execute(
+        text("SELECT item_key, detail FROM run_item WHERE run_id = :run_id AND chunk_no = :chunk_no "
+             "AND outcome = :planned"),
+        {"run_id": run_id, "chunk_no": chunk_no, "planned": ItemOutcome.PLANNED},
+    ).all()
+    return {r.item_key: json.loads(r.detail) if isinstance(r.detail, str) else r.detail for r in rows}
+
+
+def _deliveries(conn: Connection, key: str, dataset: str, record_ids: list[int]) -> dict[int, int]:
+    """Which of ``record_ids`` the target already has, and the run that delivered each."""
+    statement = text(
+        "SELECT record_id, run_id FROM erp_deliveries WHERE target_key = :target_key AND dataset = :dataset "
+        "AND record_id IN :record_ids"
+    ).bindparams(bindparam("record_ids", expanding=True))
+    found: dict[int, int] = {}
+    for part in batched(record_ids):
+        for row in conn.execute(statement, {"target_key": key, "dataset": dataset, "record_ids": list(part)}):
+            found[int(row.record_id)] = int(row.run_id)
+    return found
+
+
+def _record_deliveries(
+    ctx: RunContext, key: str, dataset: str, record_ids: list[int], batch_no: int, now: datetime
+) -> None:
+    rows = [{"target_key": key, "dataset": dataset, "record_id": record_id, "run_id": ctx.run_id,
+             "batch_no": batch_no, "delivered_at": now} for record_id in record_ids]
+    with ctx.billing_engine.begin() as conn:
+        module: Any = postgresql if conn.dialect.name == "postgresql" else sqlite
+        conn.execute(module.insert(erp_deliveries).on_conflict_do_nothing(), rows)
+
+
+def _mark(
+    conn: Connection, run_id: int, chunk_no: int, keys: list[str], outcome: ItemOutcome, facts: dict[str, Any],
+    now: datetime,
+) -> None:
+    """Set the outcome of still-planned items ``keys``, merging ``facts`` into their detail."""
+    if not keys:
+        return
+    d = SqlDialect.of(conn)
+    params: dict[str, Any] = {"run_id": run_id, "chunk_no": chunk_no, "planned": ItemOutcome.PLANNED,
+                              "outcome": outcome, "now": now}
+    pairs: list[tuple[str, str]] = []
+    for n, (name, value) in enumerate(sorted(facts.items())):
+        params[f"fact_{n}"] = json.dumps(value)
+        pairs.append((name, d.json_parse(d.text_param(f"fact_{n}"))))
+    detail = f", detail = {d.json_merge('detail', pairs)}" if pairs else ""
+    statement = text(
+        f"UPDATE run_item SET outcome = :outcome, applied_at = :now{detail} "
+        "WHERE run_id = :run_id AND chunk_no = :chunk_no AND outcome = :planned AND item_key IN :keys"
+    ).bindparams(bindparam("now", type_=UTCDateTime()), bindparam("keys", expanding=True))
+    for part in batched(sorted(keys)):
+        conn.execute(statement, {**params, "keys": list(part)})

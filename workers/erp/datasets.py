@@ -1,0 +1,109 @@
+"""What each dataset exports: its table, the day a record belongs to, and the fields sent for it.
+
+Every statement reads a record set (a keyset range or a list of ids) in one query; money is formatted
+by the database (two decimals), dates and instants by Python from typed columns, so both databases
+produce the same strings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import Date
+from sqlalchemy.engine import Row
+
+from scheduler.db import UTCDateTime
+from workers.erp.properties import ErpDataset
+from workers.sql import SqlDialect
+
+
+@dataclass(frozen=True, kw_only=True)
+class Source:
+    """One dataset: ``r`` is its table; ``day`` is the date column or the instant column of its records."""
+
+    dataset: ErpDataset
+    table: str
+    day_column: str
+    day_is_instant: bool
+    cycle_column: str | None
+    fields: tuple[str, ...]
+
+    def select(self, d: SqlDialect) -> str:
+        """``SELECT`` list and ``FROM`` clause (with joins) giving ``fields`` by name."""
+        return _SELECTS[self.dataset](d)
+
+    def typed_columns(self) -> dict[str, Any]:
+        return {name: _TYPES[name] for name in self.fields if name in _TYPES}
+
+
+_TYPES: dict[str, Any] = {
+    "issued_on": Date(),
+    "due_on": Date(),
+    "entry_date": Date(),
+    "received_at": UTCDateTime(),
+    "posted_at": UTCDateTime(),
+}
+
+
+def _invoices(d: SqlDialect) -> str:
+    return (
+        "SELECT r.id, r.number, a.account_number, r.kind, r.status, r.issued_on, r.due_on, "
+        f"{d.money_text('r.amount')} AS amount, {d.money_text('r.balance')} AS balance "
+        "FROM invoices r JOIN accounts a ON a.id = r.account_id"
+    )
+
+
+def _payments(d: SqlDialect) -> str:
+    return (
+        "SELECT r.id, a.account_number, i.number AS invoice_number, "
+        f"{d.money_text('r.amount')} AS amount, r.received_at "
+        "FROM payments r JOIN accounts a ON a.id = r.account_id LEFT JOIN invoices i ON i.id = r.invoice_id"
+    )
+
+
+def _gl_journal(d: SqlDialect) -> str:
+    return (
+        "SELECT r.id, r.run_id, r.source_type, r.source_id, r.line_no, a.account_number, r.gl_account, "
+        f"{d.money_text('r.debit')} AS debit, {d.money_text('r.credit')} AS credit, r.entry_date, r.posted_at "
+        "FROM gl_entries r LEFT JOIN accounts a ON a.id = r.account_id"
+    )
+
+
+_SELECTS = {ErpDataset.INVOICES: _invoices, ErpDataset.PAYMENTS: _payments, ErpDataset.GL_JOURNAL: _gl_journal}
+
+SOURCES: dict[ErpDataset, Source] = {
+    ErpDataset.INVOICES: Source(
+        dataset=ErpDataset.INVOICES, table="invoices", day_column="issued_on", day_is_instant=False,
+        cycle_column=None,
+        fields=("id", "number", "account_number", "kind", "status", "issued_on", "due_on", "amount", "balance"),
+    ),
+    ErpDataset.PAYMENTS: Source(
+        dataset=ErpDataset.PAYMENTS, table="payments", day_column="received_at", day_is_instant=True,
+        cycle_column=None,
+        fields=("id", "account_number", "invoice_number", "amount", "received_at"),
+    ),
+    ErpDataset.GL_JOURNAL: Source(
+        dataset=ErpDataset.GL_JOURNAL, table="gl_entries", day_column="entry_date", day_is_instant=False,
+        cycle_column="run_id",
+        fields=("id", "run_id", "source_type", "source_id", "line_no", "account_number", "gl_account", "debit",
+                "credit", "entry_date", "posted_at"),
+    ),
+}
+
+
+def as_text(value: Any) -> str | None:
+    """A field value as the string sent to the ERP (``None`` stays ``None``)."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.isoformat().replace("+00:00", "Z")
+    if isinstance(value, date):
+        return value.isoformat()
+    return str(value)
+
+
+def record_fields(source: Source, row: Row[Any]) -> dict[str, str | None]:
+    mapping = row._mapping
+    return {name: as_text(mapping[name]) for name in source.fields}

@@ -1,0 +1,178 @@
+"""Which records a run transfers: its date range (rolling or explicit), bill cycle run, and not-yet-delivered.
+
+The range is decided once, when the run is planned, and travels in every chunk spec, so the run's
+evaluation, apply and summary all see the same range; a retry reuses its original run's range.
+A rolling range starts where the job's last ``COMPLETED`` rolling run ended (its summary's
+``range_end``), or at the job's inception date, and ends on the run's as-of date. The boundary day
+is read again by the next run; the delivery ledger keeps that from sending anything twice.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Date, bindparam, text
+from sqlalchemy.sql.elements import BindParameter
+
+from scheduler.db import UTCDateTime
+from scheduler.jobtypes import RunContext
+from scheduler.models import RunStatus
+from workers.erp.datasets import Source
+from workers.erp.properties import ErpProperties, ErpRunProperties
+from workers.sql import SqlDialect
+
+
+class RangeKind(enum.StrEnum):
+    ROLLING = "rolling"
+    """From the end of the job's last completed rolling run (or its inception date) to the run's date."""
+    EXPLICIT = "explicit"
+    """The run's own date range and/or bill cycle run."""
+
+
+class UnsupportedScope(ValueError):
+    """A run property the job's dataset cannot honour."""
+
+
+def properties(ctx: RunContext) -> tuple[ErpProperties, ErpRunProperties]:
+    assert isinstance(ctx.properties, ErpProperties)
+    assert isinstance(ctx.run_properties, ErpRunProperties)
+    return ctx.properties, ctx.run_properties
+
+
+def zone(ctx: RunContext) -> ZoneInfo:
+    return ZoneInfo(str(ctx.extra.get("timezone") or "UTC"))
+
+
+def as_of_date(ctx: RunContext) -> date:
+    """The run's as-of instant as a date in the job's time zone."""
+    return ctx.as_of.astimezone(zone(ctx)).date()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Scope:
+    """The records of one run: days ``start``..``end`` (inclusive, either open) and a bill cycle run."""
+
+    kind: RangeKind
+    start: date | None = None
+    end: date | None = None
+    bill_cycle_run_id: int | None = None
+
+    def spec(self) -> dict[str, Any]:
+        return {
+            "range_kind": str(self.kind),
+            "range_start": self.start.isoformat() if self.start else None,
+            "range_end": self.end.isoformat() if self.end else None,
+            "bill_cycle_run_id": self.bill_cycle_run_id,
+        }
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any]) -> Scope:
+        start, end = spec.get("range_start"), spec.get("range_end")
+        return cls(
+            kind=RangeKind(spec.get("range_kind") or RangeKind.EXPLICIT),
+            start=date.fromisoformat(start) if start else None,
+            end=date.fromisoformat(end) if end else None,
+            bill_cycle_run_id=spec.get("bill_cycle_run_id"),
+        )
+
+    @property
+    def empty(self) -> bool:
+        return self.start is not None and self.end is not None and self.start > self.end
+
+    def condition(self, source: Source, tz: ZoneInfo) -> tuple[str, dict[str, Any], list[BindParameter[Any]]]:
+        """A SQL condition on ``r`` (the dataset's table) with its parameters and typed binds."""
+        if self.empty:
+            return "1 = 0", {}, []
+        parts: list[str] = []
+        params: dict[str, Any] = {}
+        binds: list[BindParameter[Any]] = []
+        column = f"r.{source.day_column}"
+        if source.day_is_instant:
+            # Days are the job's local days: [start 00:00, end + 1 day 00:00) in its zone, compared in UTC.
+            if self.start is not None:
+                parts.append(f"{column} >= :day_from")
+                params["day_from"] = _midnight(self.start, tz)
+                binds.append(bindparam("day_from", type_=UTCDateTime()))
+            if self.end is not None:
+                parts.append(f"{column} < :day_until")
+                params["day_until"] = _midnight(self.end + timedelta(days=1), tz)
+                binds.append(bindparam("day_until", type_=UTCDateTime()))
+        else:
+            if self.start is not None:
+                parts.append(f"{column} >= :day_from")
+                params["day_from"] = self.start
+                binds.append(bindparam("day_from", type_=Date()))
+            if self.end is not None:
+                parts.append(f"{column} <= :day_to")
+                params["day_to"] = self.end
+                binds.append(bindparam("day_to", type_=Date()))
+        if self.bill_cycle_run_id is not None:
+            if source.cycle_column is None:
+                raise UnsupportedScope(
+                    f"bill_cycle_run_id: {source.dataset} records carry no bill cycle run; use a date range"
+                )
+            parts.append(f"r.{source.cycle_column} = :bill_cycle_run_id")
+            params["bill_cycle_run_id"] = self.bill_cycle_run_id
+        return " AND ".join(parts) or "1 = 1", params, binds
+
+
+def _midnight(day: date, tz: ZoneInfo) -> datetime:
+    return datetime.combine(day, time(0), tzinfo=tz).astimezone(UTC)
+
+
+NOT_DELIVERED = (
+    "NOT EXISTS (SELECT 1 FROM erp_deliveries dl WHERE dl.target_key = :target_key "
+    "AND dl.dataset = :dataset AND dl.record_id = r.id)"
+)
+"""The anti-join that leaves out records already delivered to the target (uses the unique index)."""
+
+
+def resolve_scope(ctx: RunContext) -> Scope:
+    """The run's scope: its original run's (a retry), its own properties, or the rolling range."""
+    props, run_props = properties(ctx)
+    if ctx.retry_of is not None:
+        original = first_chunk_spec(ctx, ctx.retry_of)
+        if original is not None:
+            return Scope.from_spec(original)
+    if run_props.explicit:
+        return Scope(kind=RangeKind.EXPLICIT, start=run_props.date_from, end=run_props.date_to,
+                     bill_cycle_run_id=run_props.bill_cycle_run_id)
+    starts = [d for d in (props.inception_date, last_rolling_end(ctx)) if d is not None]
+    return Scope(kind=RangeKind.ROLLING, start=max(starts) if starts else None, end=as_of_date(ctx))
+
+
+def first_chunk_spec(ctx: RunContext, run_id: int) -> dict[str, Any] | None:
+    with ctx.engine.connect() as conn:
+        spec = conn.execute(
+            text("SELECT spec FROM run_chunk WHERE run_id = :run_id AND chunk_no = 0"), {"run_id": run_id}
+        ).scalar()
+    if spec is None:
+        return None
+    return json.loads(spec) if isinstance(spec, str) else dict(spec)
+
+
+def last_rolling_end(ctx: RunContext) -> date | None:
+    """``range_end`` of the job's latest completed rolling run, from the run summaries."""
+    d = SqlDialect.of(ctx.engine)
+    kind, end = _json_text(d, "summary", "range_kind"), _json_text(d, "summary", "range_end")
+    with ctx.engine.connect() as conn:
+        value = conn.execute(
+            text(
+                f"SELECT MAX({end}) FROM job_run WHERE job_id = :job_id AND status = :completed "
+                f"AND id <> :run_id AND {kind} = :rolling"
+            ),
+            {"job_id": ctx.job_id, "completed": RunStatus.COMPLETED, "run_id": ctx.run_id,
+             "rolling": RangeKind.ROLLING},
+        ).scalar()
+    return date.fromisoformat(value) if value else None
+
+
+def _json_text(d: SqlDialect, column: str, key: str) -> str:
+    if d.is_postgres:
+        return f"(CAST({column} AS jsonb) ->> '{key}')"
+    return f"json_extract({column}, '$.{key}')"

@@ -1,0 +1,156 @@
+"""ERP transfer planning and evaluation: one chunk per batch of records, one statement per chunk.
+
+``plan`` cuts the run's not-yet-delivered records into keyset batches of ``batch_size`` with one
+window query (a retry batches its original run's failed records instead, keeping a batch that may
+have reached the target under its original ``Idempotency-Key``). ``evaluate`` reads a batch's
+records — still leaving out any delivered since — and stages one ``planned`` item per record.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from typing import Any
+
+from sqlalchemy import bindparam, func, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+from sqlmodel import SQLModel, col
+
+from scheduler.jobtypes import RunContext
+from scheduler.models import ItemOutcome, JobRun, RunItem
+from workers.erp.datasets import SOURCES, record_fields
+from workers.erp.properties import FileTarget, target_key
+from workers.erp.scope import NOT_DELIVERED, Scope, properties, resolve_scope, zone
+from workers.retry import failed_item_keys
+from workers.sql import SqlDialect
+
+
+def item_key(dataset: str, record_id: int) -> str:
+    return f"{dataset}:{record_id}"
+
+
+def record_id_of(key: str) -> int:
+    return int(key.rsplit(":", 1)[1])
+
+
+def plan_chunks(ctx: RunContext) -> list[dict[str, Any]]:
+    """The run's batches as chunk specs; always at least one, so the run's range is kept even when empty."""
+    props, _ = properties(ctx)
+    if isinstance(props.target, FileTarget):
+        props.target.resolve(ctx.settings.resolved_files_root)
+    if not props.auto_send:
+        hold_for_review(ctx)
+    scope = resolve_scope(ctx)
+    retry = retry_batches(ctx, props.batch_size)
+    if retry is not None:
+        specs = [{"record_ids": ids, "records": len(ids), "idempotency_key": key} for ids, key in retry]
+    else:
+        specs = keyset_batches(ctx, scope)
+    if not specs:
+        specs = [{"records": 0}]
+    return [{**scope.spec(), "batch_no": n, **spec} for n, spec in enumerate(specs, start=1)]
+
+
+def hold_for_review(ctx: RunContext) -> None:
+    """A job that does not auto-send stages every run for review: the run stops at PREVIEW until submitted."""
+    with ctx.engine.begin() as conn:
+        conn.execute(update(JobRun).where(col(JobRun.id) == ctx.run_id, col(JobRun.preview).is_(False))
+                     .values(preview=True))
+
+
+def keyset_batches(ctx: RunContext, scope: Scope) -> list[dict[str, Any]]:
+    props, _ = properties(ctx)
+    source = SOURCES[props.dataset]
+    condition, params, binds = scope.condition(source, zone(ctx))
+    statement = text(
+        "SELECT bucket, MIN(id) AS first_id, MAX(id) AS last_id, COUNT(*) AS records FROM ("
+        " SELECT r.id, (ROW_NUMBER() OVER (ORDER BY r.id) - 1) / :batch_size AS bucket"
+        f" FROM {source.table} r WHERE {condition} AND {NOT_DELIVERED}"
+        ") numbered GROUP BY bucket ORDER BY bucket"
+    ).bindparams(*binds)
+    params.update(batch_size=props.batch_size, target_key=target_key(props.target), dataset=str(props.dataset))
+    with ctx.billing_engine.connect() as conn:
+        rows = conn.execute(statement, params).all()
+    return [{"first_id": r.first_id, "last_id": r.last_id, "records": r.records} for r in rows]
+
+
+def retry_batches(ctx: RunContext, batch_size: int) -> list[tuple[list[int], str | None]] | None:
+    """A retry's batches of failed record ids, or ``None`` to redo the original run's whole range.
+
+    Records of a batch whose fate is uncertain (no answer after the last try) keep their batch and its
+    ``Idempotency-Key``, so a target that did take it answers from its record instead of taking it twice.
+    """
+    keys = failed_item_keys(ctx)
+    if keys is None:
+        return None
+    assert ctx.retry_of is not None
+    with ctx.engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT item_key, detail FROM run_item WHERE run_id = :run_id AND outcome = :error"),
+            {"run_id": ctx.retry_of, "error": ItemOutcome.ERROR},
+        ).all()
+    uncertain: dict[str, list[int]] = defaultdict(list)
+    fresh: list[int] = []
+    for row in rows:
+        detail = json.loads(row.detail) if isinstance(row.detail, str) else dict(row.detail or {})
+        record_id = record_id_of(row.item_key)
+        key = detail.get("idempotency_key")
+        if detail.get("uncertain") and key:
+            uncertain[str(key)].append(record_id)
+        else:
+            fresh.append(record_id)
+    batches: list[tuple[list[int], str | None]] = [(sorted(ids), key) for key, ids in sorted(uncertain.items())]
+    fresh.sort()
+    batches += [(fresh[i : i + batch_size], None) for i in range(0, len(fresh), batch_size)]
+    return batches
+
+
+def evaluate_chunk(ctx: RunContext, chunk_no: int, spec: dict[str, Any]) -> int:
+    """Stage the batch's records not yet delivered to the target; returns how many the chunk has staged."""
+    props, _ = properties(ctx)
+    source = SOURCES[props.dataset]
+    d = SqlDialect.of(ctx.billing_engine)
+    params: dict[str, Any] = {"target_key": target_key(props.target), "dataset": str(props.dataset)}
+    binds: list[Any] = []
+    if spec.get("record_ids"):
+        where = "r.id IN :record_ids"
+        params["record_ids"] = [int(i) for i in spec["record_ids"]]
+        binds.append(bindparam("record_ids", expanding=True))
+    elif spec.get("first_id") is not None:
+        condition, scope_params, binds = Scope.from_spec(spec).condition(source, zone(ctx))
+        where = f"r.id BETWEEN :first_id AND :last_id AND {condition}"
+        params.update(scope_params, first_id=spec["first_id"], last_id=spec["last_id"])
+    else:
+        return 0
+    statement = (
+        text(f"{source.select(d)} WHERE {where} AND {NOT_DELIVERED} ORDER BY r.id")
+        .bindparams(*binds)
+        .columns(**source.typed_columns())
+    )
+    with ctx.billing_engine.connect() as conn:
+        rows = conn.execute(statement, params).all()
+    batch_no = int(spec["batch_no"])
+    items = [
+        {"run_id": ctx.run_id, "chunk_no": chunk_no, "item_key": item_key(source.dataset, int(row.id)),
+         "outcome": ItemOutcome.PLANNED, "detail": {"batch_no": batch_no, "record": record_fields(source, row)}}
+        for row in rows
+    ]
+    with ctx.engine.begin() as conn:
+        if items:
+            conn.execute(_insert_ignore(conn), items)
+        return _staged_count(conn, ctx.run_id, chunk_no)
+
+
+def _insert_ignore(conn: Connection) -> Any:
+    module: Any = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return module.insert(SQLModel.metadata.tables["run_item"]).on_conflict_do_nothing()
+
+
+def _staged_count(conn: Connection, run_id: int, chunk_no: int) -> int:
+    return int(
+        conn.execute(
+            select(func.count()).select_from(RunItem)
+            .where(col(RunItem.run_id) == run_id, col(RunItem.chunk_no) == chunk_no)
+        ).scalar_one()
+    )
