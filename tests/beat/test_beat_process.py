@@ -66,7 +66,7 @@ def test_two_beat_processes_make_exactly_one_run_per_tick(
 ) -> None:
     # Given two beats, one of which leads
     logs = [path for _, path in beat_processes]
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while not any("is now the leader" in p.read_text(errors="replace") for p in logs):
         assert time.monotonic() < deadline, "no beat became leader:\n" + "\n".join(p.read_text() for p in logs)
         assert all(p.poll() is None for p, _ in beat_processes), "a beat exited:\n" + "\n".join(
@@ -82,7 +82,9 @@ def test_two_beat_processes_make_exactly_one_run_per_tick(
             job_type=FAKE.name,
             cron="* * * * * ?",
             next_fire_at=first_tick,
-            misfire_policy=MisfirePolicy.ONCE,
+            # ALL: a beat stalled by a loaded machine catches up instead of coalescing, so a gap
+            # can only mean a lost tick
+            misfire_policy=MisfirePolicy.ALL,
             overlap_policy=OverlapPolicy.ALLOW,  # no worker runs here: runs stay CREATED
         )
         session.add(job)
@@ -98,7 +100,7 @@ def test_two_beat_processes_make_exactly_one_run_per_tick(
     for process, _ in beat_processes:
         assert process.wait(15) == 0
 
-    # Then every tick from the first on has exactly one run, sent on time
+    # Then every tick from the first on has exactly one run, sent within the grace period
     with Session(pg_engine) as session:
         runs = list(session.scalars(select(JobRun).where(JobRun.job_id == job_id).order_by(JobRun.scheduled_for)))  # type: ignore[arg-type]
     ticks = [r.scheduled_for for r in runs if r.scheduled_for is not None]
@@ -109,7 +111,7 @@ def test_two_beat_processes_make_exactly_one_run_per_tick(
     assert {r.status for r in runs} == {RunStatus.CREATED}
     for run in runs:
         assert run.enqueued_at is not None and run.scheduled_for is not None
-        assert run.enqueued_at - run.scheduled_for < timedelta(seconds=2)
+        assert run.enqueued_at - run.scheduled_for < timedelta(seconds=5)
     leaders = [p for p in logs if "is now the leader" in p.read_text(errors="replace")]
     assert 1 <= len(leaders) <= 2  # the standby may take over during shutdown
     assert len({r.created_by for r in runs}) == 1
