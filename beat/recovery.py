@@ -27,7 +27,7 @@ from scheduler.jobtypes import JobTypeRegistry
 from scheduler.lifecycle import transition
 from scheduler.metrics import RECLAIMED_RUNS, RESENT_RUNS, RUNS_TOTAL
 from scheduler.models import OverlapPolicy, RunStatus
-from scheduler.runs import send_apply, send_run
+from scheduler.runs import record_event, send_apply, send_run
 
 log = logging.getLogger(__name__)
 
@@ -81,12 +81,9 @@ def resend_outbox(ctx: Repairs, now: datetime) -> int:
             break  # Redis is down (send_run said so) or the run just started: try again next tick
         sent += 1
         RESENT_RUNS.inc()
-        log.info(
-            "run %s re-sent from the outbox (%s)",
-            run_id,
-            "never sent" if enqueued_at is None else "sent at " + enqueued_at.isoformat() + " but not started",
-            extra={"run_id": run_id},
-        )
+        why = "never sent" if enqueued_at is None else "sent at " + enqueued_at.isoformat() + " but not started"
+        _audit(ctx, run_id, RunStatus.CREATED, "re-sent from the outbox: " + why, now)
+        log.info("run %s re-sent from the outbox (%s)", run_id, why, extra={"run_id": run_id})
     return sent
 
 
@@ -165,6 +162,7 @@ def reclaim_stale(ctx: Repairs, now: datetime) -> int:
             break
         reclaimed += 1
         RECLAIMED_RUNS.inc()
+        _audit(ctx, row.id, row.status, "stale (no heartbeat): re-sent " + steps, now)
         log.warning(
             "run %s (%s) stale since %s: re-sent %s",
             row.id, row.status, row.heartbeat_at.isoformat() if row.heartbeat_at else "start", steps,
@@ -200,6 +198,11 @@ def _resend_steps(ctx: Repairs, run_id: int, status: str, job_type: str) -> str 
     if steps[0].phase == Phase.PLAN:
         return "the plan step"
     return "evaluate chunk(s) " + ", ".join(str(s.chunk_no) for s in steps)
+
+
+def _audit(ctx: Repairs, run_id: int, status: str, note: str, now: datetime) -> None:
+    with ctx.factory() as session, session.begin():
+        record_event(session, run_id, actor=ctx.actor, note=note, status=status, at=now)
 
 
 def _unclaim(ctx: Repairs, claims: list[tuple[int, datetime | None]], now: datetime) -> None:

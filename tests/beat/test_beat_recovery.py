@@ -54,6 +54,9 @@ def test_run_recorded_while_redis_is_down_is_sent_on_a_later_tick(
     assert dispatcher.drain(job_type.queue) == [(run_id, Phase.PLAN, 0)]
     assert run_row(factory, run_id).enqueued_at == clock.now()
     assert any(f"run {run_id} re-sent" in m for m in caplog.messages)
+    note = events_of(factory, run_id)[-1]
+    assert (note.from_status, note.to_status, note.actor) == (RunStatus.CREATED, RunStatus.CREATED, "beat-a")
+    assert note.note == "re-sent from the outbox: never sent"
     clock.advance(3 * SECOND)
     assert beat.tick().resent == 0
     assert len(runs_of(factory, job.id or 0)) == 1
@@ -117,6 +120,7 @@ def test_stale_processing_run_gets_only_its_unevaluated_chunks(
     assert dispatcher.drain(job_type.queue) == [(stale.id, Phase.EVALUATE, 0), (stale.id, Phase.EVALUATE, 2)]
     assert metric("scheduler_reclaimed_runs_total") == before + 1
     assert any(f"run {stale.id} (PROCESSING) stale" in m for m in caplog.messages)
+    assert events_of(factory, stale.id or 0)[-1].note == "stale (no heartbeat): re-sent evaluate chunk(s) 0, 2"
     # The heartbeat is bumped: not re-sent on every tick, only after another timeout
     assert run_row(factory, stale.id or 0).heartbeat_at == clock.now()
     assert run_row(factory, fresh.id or 0).heartbeat_at == clock.now() - 10 * SECOND
