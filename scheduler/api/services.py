@@ -14,6 +14,7 @@ from scheduler.db import make_engine, make_session_factory
 from scheduler.dispatch import Dispatcher, make_broker, redis_url
 from scheduler.errors import SchedulerError
 from scheduler.jobtypes import JobTypeRegistry, load_registry
+from scheduler.runs import send_apply, send_run
 from scheduler.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,24 @@ class Services:
             self.dispatcher.wake_beat()
         except SchedulerError as exc:
             log.warning("could not wake beat: %s", exc.message)
+
+    def _available_dispatcher(self, run_id: int) -> Dispatcher | None:
+        try:
+            return self.dispatcher
+        except SchedulerError as exc:
+            log.warning("broker unavailable, run %s waits for beat to re-send: %s", run_id, exc.message)
+            return None
+
+    def send_run(self, run_id: int) -> None:
+        """Send a committed run; with Redis down it stays CREATED and beat's outbox sends it later."""
+        if (dispatcher := self._available_dispatcher(run_id)) is not None:
+            send_run(factory=self.session_factory, dispatcher=dispatcher, registry=self.registry, run_id=run_id,
+                     clock=self.clock)
+
+    def send_apply(self, run_id: int) -> None:
+        """Send a submitted run's apply steps; with Redis down beat reclaims the run later."""
+        if (dispatcher := self._available_dispatcher(run_id)) is not None:
+            send_apply(factory=self.session_factory, dispatcher=dispatcher, registry=self.registry, run_id=run_id)
 
     def close(self) -> None:
         if self._owns_engine and self._engine is not None:

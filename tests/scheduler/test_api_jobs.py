@@ -19,11 +19,12 @@ from test_api_support import (  # noqa: F401  (fixtures are used by name)
     down_client_fixture,
     job_body,
     live_dispatcher_fixture,
+    queued_messages,
 )
 
 from scheduler.clock import FrozenClock
 from scheduler.dispatch import WAKE_CHANNEL
-from scheduler.models import Job, JobEvent
+from scheduler.models import Job, JobEvent, JobRun
 
 
 def test_job_types_publish_their_property_templates(client: TestClient) -> None:
@@ -250,3 +251,32 @@ def test_creating_a_job_while_redis_is_down_still_works(down_client: TestClient,
     job = create_job(down_client)
     assert job["status"] == "ACTIVE"
     assert count(engine, Job) == 1
+
+
+def test_backfill_creates_and_sends_runs_once_per_tick(
+    client: TestClient, engine: Engine, redis_client: redis.Redis
+) -> None:
+    # Given an hourly job and a frozen clock at 2026-06-01 12:00 UTC
+    job = create_job(client, name="hourly", cron="0 * * * *")
+    body = {"start": "2026-06-01T08:00:00Z", "end": "2026-06-01T10:00:00Z", "mode": "MISSING"}
+
+    # When the past three hours are backfilled twice
+    first = client.post(f"/api/v1/jobs/{job['id']}/backfill", json=body)
+    second = client.post(f"/api/v1/jobs/{job['id']}/backfill", json=body)
+
+    # Then three runs exist, each sent once, and the second call created nothing
+    assert first.status_code == 201, first.text
+    assert first.json()["ticks"] == 3 and len(first.json()["created"]) == 3
+    assert second.json() == {"ticks": 3, "created": [], "unchanged": 3}
+    assert count(engine, JobRun, col(JobRun.trigger) == "BACKFILL") == 3
+    assert len(queued_messages(redis_client, "fake_q")) == 3
+
+
+def test_backfill_refuses_a_future_range_and_an_unordered_one(client: TestClient) -> None:
+    job = create_job(client, name="hourly", cron="0 * * * *")
+    future = client.post(f"/api/v1/jobs/{job['id']}/backfill",
+                         json={"start": "2026-06-01T08:00:00Z", "end": "2026-07-01T00:00:00Z"})
+    assert_error(future, 422, "invalid_input")
+    unordered = client.post(f"/api/v1/jobs/{job['id']}/backfill",
+                            json={"start": "2026-06-01T10:00:00Z", "end": "2026-06-01T08:00:00Z"})
+    assert_error(unordered, 422)

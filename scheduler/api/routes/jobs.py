@@ -5,13 +5,15 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Query
+from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
-from scheduler.api.deps import Admin, ServicesDep, SessionDep, Viewer
+from scheduler.api.deps import Admin, Operator, ServicesDep, SessionDep, Viewer
 from scheduler.api.errors import ERROR_RESPONSES, error_doc
 from scheduler.api.schemas import ActionNote, FireTime, JobDetail, NextFires, Page, id_cursor, iso_utc
 from scheduler.api.services import Services
 from scheduler.auth import Principal
+from scheduler.backfill import BackfillRequest, backfill
 from scheduler.cron import CronSchedule
 from scheduler.jobs import JobCreate, JobPublic, change_job_status, create_job, get_job, list_jobs
 from scheduler.models import JobStatus
@@ -114,3 +116,21 @@ def next_fires(
         for f in schedule.next_fires(services.clock.now(), count)
     ]
     return NextFires(description=schedule.describe(), timezone=job.timezone, fires=fires)
+
+
+class BackfillAnswer(BaseModel):
+    ticks: int = Field(description="ticks of the job's schedule in the range")
+    created: list[int] = Field(description="ids of the runs created")
+    unchanged: int = Field(description="ticks that got no new run (already run, or not matching the mode)")
+
+
+@router.post("/{job_id}/backfill", status_code=201, summary="Create runs for the ticks of a past range",
+             responses={**NOT_FOUND, **error_doc(409, "The job is archived")})
+def post_backfill(job_id: int, request: BackfillRequest, session: SessionDep, services: ServicesDep,
+                  principal: Operator) -> BackfillAnswer:
+    """Through the same unique ledger as beat: a backfill never duplicates a scheduled run; audited on the job."""
+    result = backfill(session=session, job_id=job_id, request=request, actor=principal.actor, clock=services.clock)
+    session.commit()
+    for run_id in result.created:
+        services.send_run(run_id)
+    return BackfillAnswer(ticks=result.ticks, created=result.created, unchanged=result.unchanged)

@@ -24,8 +24,7 @@ from scheduler.api.errors import ERROR_RESPONSES, ErrorBody, MalformedRequest, e
 from scheduler.api.schemas import ActionNote, Page, RunDetail, RunItemPublic, RunPublic, id_cursor, iso_utc, job_names
 from scheduler.api.services import Services
 from scheduler.auth import Principal
-from scheduler.dispatch import Dispatcher
-from scheduler.errors import InvalidInput, ServiceUnavailable
+from scheduler.errors import InvalidInput
 from scheduler.models import ItemOutcome, JobRun, RunStatus, RunTrigger
 from scheduler.runs import (
     RunCreate,
@@ -37,8 +36,6 @@ from scheduler.runs import (
     list_items,
     list_runs,
     retry_run,
-    send_apply,
-    send_run,
 )
 
 log = logging.getLogger(__name__)
@@ -55,21 +52,6 @@ CSV_COLUMNS = (
     "error", "summary",
 )
 CSV_PAGE = 500
-
-
-def _dispatcher(services: Services) -> Dispatcher | None:
-    try:
-        return services.dispatcher
-    except ServiceUnavailable as exc:
-        log.warning("broker unavailable, runs wait for beat's outbox: %s", exc.message)
-        return None
-
-
-def _send_run(services: Services, run_id: int) -> None:
-    dispatcher = _dispatcher(services)
-    if dispatcher is not None:
-        send_run(factory=services.session_factory, dispatcher=dispatcher, registry=services.registry,
-                 run_id=run_id, clock=services.clock)
 
 
 @router.post(
@@ -99,7 +81,7 @@ def post_run(
                                      idempotency_key=idempotency_key)
     assert run.id is not None
     if created:
-        _send_run(services, run.id)
+        services.send_run(run.id)
     else:
         response.status_code = 200
     return RunDetail.build(session, get_run(session, run.id))
@@ -245,10 +227,7 @@ def _act(action: str, run_id: int, body: ActionNote | None, session: Session, se
                note=body.note if body else "")
     session.commit()  # end the read transaction before other sessions write (SQLite)
     if action == "submit":
-        dispatcher = _dispatcher(services)
-        if dispatcher is not None:
-            send_apply(factory=services.session_factory, dispatcher=dispatcher, registry=services.registry,
-                       run_id=run_id)
+        services.send_apply(run_id)
     return RunDetail.build(session, get_run(session, run_id))
 
 
@@ -279,5 +258,5 @@ def retry(run_id: int, session: SessionDep, services: ServicesDep, principal: Op
     """A new run (trigger RETRY, `retry_of` = this run) for the failed items only."""
     run = retry_run(session=session, run_id=run_id, actor=principal.actor, clock=services.clock)
     assert run.id is not None
-    _send_run(services, run.id)
+    services.send_run(run.id)
     return RunDetail.build(session, get_run(session, run.id))
