@@ -13,12 +13,20 @@ from workers_testkit import Drain
 
 from scheduler.clock import FrozenClock
 from scheduler.errors import InvalidProperties
+from scheduler.jobtypes import JobTypeRegistry
 from scheduler.models import RunStatus
 from workers.env import WorkerEnv
+from workers.erp import JOB_TYPE
 from workers.erp.send import write_atomically
 
 S = RunStatus
 OUTBOX = {"kind": "file", "directory": "erp/outbox"}
+
+
+@pytest.fixture
+def registry() -> JobTypeRegistry:
+    """Just this job type, so the tests do not depend on the other types installed."""
+    return JobTypeRegistry([JOB_TYPE])
 
 
 @pytest.fixture

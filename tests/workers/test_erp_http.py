@@ -28,12 +28,20 @@ from sqlalchemy import Engine
 from workers_testkit import Drain
 
 from scheduler.clock import FrozenClock
+from scheduler.jobtypes import JobTypeRegistry
 from scheduler.models import RunStatus
 from workers.env import WorkerEnv
+from workers.erp import JOB_TYPE
 
 S = RunStatus
 MAY: dict[str, Any] = {"date_from": "2026-05-01", "date_to": "2026-05-31"}
 MAY_INVOICES = ["INV-0501", "INV-0510", "LF-0515", "INV-0520", "INV-0531"]
+
+
+@pytest.fixture
+def registry() -> JobTypeRegistry:
+    """Just this job type, so the tests do not depend on the other types installed."""
+    return JobTypeRegistry([JOB_TYPE])
 
 
 @pytest.fixture

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from scheduler.errors import InvalidProperties
+from scheduler.jobtypes import ENTRY_POINT_GROUP
 from workers.billing.demo_erp import DEMO_JOB, prepare_outbox
 from workers.erp import JOB_TYPE, ErpProperties, FileTarget, HttpTarget, target_key
 
@@ -108,3 +110,9 @@ def test_the_demo_job_is_valid_and_writes_under_the_files_root(tmp_path: Path) -
     assert DEMO_JOB["job_type"] == JOB_TYPE.name
     outbox = prepare_outbox(tmp_path / "files")
     assert outbox.is_dir() and valid.target.resolve(tmp_path / "files") == outbox.resolve()
+
+
+def test_registered_through_the_job_types_entry_point() -> None:
+    (entry,) = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == "erp_transfer"]
+    assert entry.value == "workers.erp:JOB_TYPE"
+    assert entry.load() is JOB_TYPE

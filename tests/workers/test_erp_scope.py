@@ -21,12 +21,20 @@ from sqlalchemy import Engine, insert
 from workers_testkit import Drain
 
 from scheduler.clock import FrozenClock
+from scheduler.jobtypes import JobTypeRegistry
 from scheduler.models import RunStatus
 from workers.billing.gl_tables import gl_entries
 from workers.env import WorkerEnv
+from workers.erp import JOB_TYPE
 
 S = RunStatus
 OUTBOX = {"kind": "file", "directory": "erp/outbox"}
+
+
+@pytest.fixture
+def registry() -> JobTypeRegistry:
+    """Just this job type, so the tests do not depend on the other types installed."""
+    return JobTypeRegistry([JOB_TYPE])
 
 
 @pytest.fixture
