@@ -1,0 +1,232 @@
+"""Apply one file: post its mediated events and daily totals once, keep its rejects, move it aside.
+
+In one billing transaction: claim the file in ``usage_files`` (its checksum is unique, so a second
+apply — by this run or any other — changes nothing), classify the staged records again against
+current data (an event mediated or an account suspended since the preview is filtered now), insert
+the events (``usage_events``, keyed by event id), add the per-account, meter and day totals to
+``usage_daily``, and keep the rejects. Then the file is moved to the archive directory and the
+staging table is dropped. Each step is idempotent, so a re-delivered apply finishes the work.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import bindparam, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
+
+from scheduler.db import UTCDateTime
+from scheduler.jobtypes import RunContext
+from scheduler.models import ItemOutcome
+from workers.billing.usage_tables import RejectKind
+from workers.mediation import classify, items, staging
+from workers.mediation.evaluate import properties
+from workers.mediation.files import archive, resolve_dirs
+from workers.mediation.properties import MediationProperties
+from workers.sql import same_database
+
+log = logging.getLogger(__name__)
+
+Out = ItemOutcome
+ATTEMPTS = 5
+RETRYABLE = {"40001", "40P01"}  # serialization failure, deadlock (PostgreSQL)
+
+
+class StagingLost(RuntimeError):
+    """The staged records of a file are missing; nothing was applied and the file stays for the next run."""
+
+
+class _Raced(Exception):
+    """Another transaction mediated some of the file's events meanwhile: classify again."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Claim:
+    file_id: int
+    run_id: int
+    fresh: bool
+
+
+def apply_file(ctx: RunContext, chunk_no: int, spec: dict[str, Any]) -> None:
+    props, _ = properties(ctx)
+    name = str(spec["file"])
+    stage = staging.table_name(ctx.run_id, chunk_no)
+    with ctx.engine.connect() as conn:
+        found = conn.execute(
+            text("SELECT outcome, detail FROM run_item WHERE run_id = :run_id AND item_key = :key"),
+            {"run_id": ctx.run_id, "key": items.file_key(name)},
+        ).first()
+    if found is None or found.outcome not in (Out.PLANNED, Out.OK):
+        staging.drop(ctx.billing_engine, stage)  # skipped or unreadable at evaluation: nothing to apply
+        return
+    detail = _json(found.detail)
+    if found.outcome == Out.PLANNED:
+        detail = _post(ctx, props, chunk_no, name, stage, detail)
+    if detail.get("applied_by_run", ctx.run_id) == ctx.run_id and "archived_as" not in detail:
+        _archive(ctx, props, name, detail)
+    staging.drop(ctx.billing_engine, stage)
+
+
+def _post(ctx: RunContext, props: MediationProperties, chunk_no: int, name: str, stage: str,
+          detail: dict[str, Any]) -> dict[str, Any]:
+    """The billing transaction (retried when it races another), then the items' outcomes."""
+    same_db = same_database(ctx.engine, ctx.billing_engine)
+    now = ctx.clock.now()
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            with ctx.billing_engine.begin() as conn:
+                detail = _post_once(conn, ctx, props, chunk_no, name, stage, detail, now)
+                if same_db:
+                    _record(conn, ctx, chunk_no, name, detail, now, source_conn=conn)
+            break
+        except _Raced:
+            log.info("run %s: %s raced another apply (attempt %d); classifying again", ctx.run_id, name, attempt)
+        except DBAPIError as exc:
+            if getattr(exc.orig, "sqlstate", None) not in RETRYABLE or attempt == ATTEMPTS:
+                raise
+            log.info("run %s: %s: %s (attempt %d); retrying", ctx.run_id, name, exc.orig, attempt)
+    else:
+        raise RuntimeError(f"{name}: gave up after {ATTEMPTS} attempts racing other applies")
+    if not same_db:
+        with ctx.billing_engine.connect() as billing, ctx.engine.begin() as conn:
+            _record(conn, ctx, chunk_no, name, detail, now, source_conn=billing)
+    return detail
+
+
+def _post_once(conn: Connection, ctx: RunContext, props: MediationProperties, chunk_no: int, name: str,
+               stage: str, detail: dict[str, Any], now: datetime) -> dict[str, Any]:
+    claim = _claim(conn, ctx, props, name, detail, now)
+    if claim.run_id != ctx.run_id:
+        return {**detail, "applied_by_run": claim.run_id, "file_id": claim.file_id,
+                "reason": f"already processed by run {claim.run_id}"}
+    if not claim.fresh:
+        return {**detail, **_applied_counts(conn, claim.file_id), "file_id": claim.file_id}
+    staged = staging.count(conn, stage)
+    if staged != detail.get("records"):
+        raise StagingLost(
+            f"{name}: {detail.get('records')} records were staged but {staged or 0} remain (was the database "
+            "restarted?); nothing was applied and the file stays in place for the next run"
+        )
+    classify.classify(conn, stage, props.prices)
+    counted = classify.totals(conn, {m.meter: m.unit for m in props.meters})
+    params = {"run_id": ctx.run_id, "file_id": claim.file_id}
+    inserted = conn.execute(text(
+        "INSERT INTO usage_events (event_id, account_id, meter, quantity, amount, occurred_at, usage_day, "
+        "file_id, line_no, run_id) SELECT event_id, account_id, meter, quantity, amount, occurred_at, usage_day, "
+        ":file_id, line_no, :run_id FROM usage_classified WHERE reason IS NULL "
+        "ON CONFLICT (event_id) DO NOTHING"
+    ), params).rowcount
+    if inserted != counted.mediated:
+        raise _Raced()
+    _add_daily(conn)
+    conn.execute(text(
+        "INSERT INTO usage_rejects (file_id, run_id, line_no, event_id, account_number, meter, kind, reason, "
+        f"message) SELECT :file_id, :run_id, line_no, SUBSTR(event_id, 1, 100), SUBSTR(account_number, 1, 64), "
+        f"SUBSTR(meter, 1, 64), {classify.kind_sql()}, reason, message FROM usage_classified "
+        "WHERE reason IS NOT NULL"
+    ), params)
+    conn.execute(text(
+        "UPDATE usage_files SET records = :records, mediated = :mediated, filtered = :filtered, failed = :failed, "
+        "amount = :amount WHERE id = :file_id"
+    ), {"file_id": claim.file_id, "records": counted.records, "mediated": counted.mediated,
+        "filtered": counted.filtered, "failed": counted.failed, "amount": str(counted.amount)})
+    classify.drop(conn)
+    changes = {key: {"previewed": detail.get(key), "applied": value}
+               for key, value in (("mediated", counted.mediated), ("filtered", counted.filtered))
+               if detail.get(key) != value}
+    updated = {**detail, **counted.as_detail(), "file_id": claim.file_id}
+    if changes:
+        updated["changed_since_evaluation"] = changes
+    return updated
+
+
+def _claim(conn: Connection, ctx: RunContext, props: MediationProperties, name: str, detail: dict[str, Any],
+           now: datetime) -> Claim:
+    """Record the file as processed by this run, unless a run (this one included) already did."""
+    claimed = conn.execute(
+        text(
+            "INSERT INTO usage_files (checksum, name, size_bytes, format, job_id, run_id, records, mediated, "
+            "filtered, failed, amount, processed_at) VALUES (:checksum, :name, :size, :format, :job_id, :run_id, "
+            "0, 0, 0, 0, 0, :now) ON CONFLICT (checksum) DO NOTHING RETURNING id"
+        ).bindparams(bindparam("now", type_=UTCDateTime())),
+        {"checksum": detail["checksum"], "name": detail.get("path", name), "size": detail.get("size_bytes", 0),
+         "format": str(props.format), "job_id": ctx.job_id, "run_id": ctx.run_id, "now": now},
+    ).first()
+    if claimed is not None:
+        return Claim(file_id=int(claimed.id), run_id=ctx.run_id, fresh=True)
+    row = conn.execute(text("SELECT id, run_id FROM usage_files WHERE checksum = :checksum"),
+                       {"checksum": detail["checksum"]}).one()
+    return Claim(file_id=int(row.id), run_id=int(row.run_id), fresh=False)
+
+
+def _add_daily(conn: Connection) -> None:
+    """Add the file's mediated totals per account, meter and UTC day (sorted, so concurrent applies queue)."""
+    if conn.dialect.name == "postgresql":
+        quantity, amount = "SUM(quantity)", "SUM(amount)"
+        add = "usage_daily.{0} + excluded.{0}"
+    else:
+        quantity, amount = "ROUND(SUM(quantity), 6)", "ROUND(SUM(amount), 6)"
+        add = "ROUND(usage_daily.{0} + excluded.{0}, 6)"
+    conn.execute(text(
+        "INSERT INTO usage_daily (account_id, meter, usage_day, events, quantity, amount) "
+        f"SELECT account_id, meter, usage_day, COUNT(*), {quantity}, {amount} FROM usage_classified "
+        "WHERE reason IS NULL GROUP BY account_id, meter, usage_day ORDER BY account_id, meter, usage_day "
+        "ON CONFLICT (account_id, meter, usage_day) DO UPDATE SET events = usage_daily.events + excluded.events, "
+        f"quantity = {add.format('quantity')}, amount = {add.format('amount')}"
+    ))
+
+
+def _applied_counts(conn: Connection, file_id: int) -> dict[str, Any]:
+    row = conn.execute(text("SELECT records, mediated, filtered, failed, amount FROM usage_files WHERE id = :id"),
+                       {"id": file_id}).one()
+    return {"records": row.records, "mediated": row.mediated, "filtered": row.filtered, "failed": row.failed,
+            "amount": str(classify.decimal(row.amount))}
+
+
+def _record(conn: Connection, ctx: RunContext, chunk_no: int, name: str, detail: dict[str, Any], now: datetime,
+            *, source_conn: Connection) -> None:
+    """The items' outcomes: the file ok (or skipped), each reject error (failed) or skipped (filtered)."""
+    by_other = detail.get("applied_by_run", ctx.run_id) != ctx.run_id
+    items.update_file_item(conn, run_id=ctx.run_id, name=name, outcome=Out.SKIPPED if by_other else Out.OK,
+                           detail=detail, applied_at=now)
+    if by_other:
+        items.settle_chunk(conn, run_id=ctx.run_id, chunk_no=chunk_no, outcome=Out.SKIPPED, applied_at=now,
+                           reason=f"the file was processed by run {detail['applied_by_run']} meanwhile")
+        return
+    common = {"source": "usage_rejects", "where": "usage_rejects.file_id = :file_id", "run_id": ctx.run_id,
+              "chunk_no": chunk_no, "name": name, "applied_at": now, "params": {"file_id": detail["file_id"]}}
+    if source_conn is conn:
+        outcome = (f"CASE WHEN usage_rejects.kind = '{RejectKind.FAILED}' THEN '{Out.ERROR}' "
+                   f"ELSE '{Out.SKIPPED}' END")
+        items.insert_select_rejects(conn, outcome_sql=outcome, **common)
+    else:
+        for batch in items.reject_rows(source_conn, outcome=None, **common):
+            items.put_items(conn, batch, upsert=True)
+    # Rejected at evaluation but mediated now (e.g. the account was reinstated since the preview).
+    items.settle_chunk(conn, run_id=ctx.run_id, chunk_no=chunk_no, outcome=Out.OK, applied_at=now,
+                       reason="mediated: the reason found at evaluation no longer held when applied")
+
+
+def _archive(ctx: RunContext, props: MediationProperties, name: str, detail: dict[str, Any]) -> None:
+    """Move the applied file aside and note where on ``usage_files`` and the file's item."""
+    moved = archive(resolve_dirs(ctx.settings, props), name, str(detail["checksum"]))
+    if moved.archived_as is not None:
+        with ctx.billing_engine.begin() as conn:
+            conn.execute(text("UPDATE usage_files SET archived_as = :archived_as WHERE id = :id"),
+                         {"archived_as": moved.archived_as, "id": detail["file_id"]})
+        update = {"archived_as": moved.archived_as}
+    else:
+        log.warning("run %s: %s applied but not archived: %s", ctx.run_id, name, moved.problem)
+        update = {"archive_problem": moved.problem}
+    with ctx.engine.begin() as conn:
+        items.update_file_item(conn, run_id=ctx.run_id, name=name, outcome=Out.OK, detail={**detail, **update},
+                               applied_at=ctx.clock.now())
+
+
+def _json(value: Any) -> dict[str, Any]:
+    return dict(json.loads(value) if isinstance(value, str) else value or {})

@@ -1,0 +1,141 @@
+"""Plan (one chunk per input file) and evaluate (import, normalize, mediate, rate; stage, apply nothing).
+
+Evaluate streams the file into its staging table, classifies every record set-based, and stages the
+file's item (counts, per-meter totals) plus one item per rejected record, all ``planned``. A file
+already processed (same checksum) is ``skipped``; a file that cannot be read as a whole is an
+``error`` item, and the other files of the run go on.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sqlalchemy import text
+
+from scheduler.jobtypes import RunContext
+from scheduler.models import ItemOutcome
+from workers.mediation import classify, items, staging
+from workers.mediation.files import list_files, resolve_dirs, source_file
+from workers.mediation.properties import MediationProperties, MediationRunProperties
+from workers.mediation.records import Normalizer, ReadStats, SourceError, file_checksum, read_records
+from workers.retry import failed_item_keys
+from workers.sql import same_database
+
+log = logging.getLogger(__name__)
+
+Out = ItemOutcome
+
+
+def properties(ctx: RunContext) -> tuple[MediationProperties, MediationRunProperties]:
+    assert isinstance(ctx.properties, MediationProperties)
+    assert isinstance(ctx.run_properties, MediationRunProperties)
+    return ctx.properties, ctx.run_properties
+
+
+def plan_files(ctx: RunContext) -> list[dict[str, Any]]:
+    """One chunk per matching file in the source directory (a retry: only the files that errored)."""
+    props, run_props = properties(ctx)
+    staging.sweep(ctx.billing_engine, ctx.engine, keep_run=ctx.run_id)
+    names = list_files(resolve_dirs(ctx.settings, props), props.pattern)
+    if run_props.files is not None:
+        wanted = set(run_props.files)
+        names = [n for n in names if n in wanted]
+    retry_keys = failed_item_keys(ctx)
+    if retry_keys is not None:
+        # Failed records are bad data: only a corrected file (a new checksum) can fix them.
+        errored = {k for k in retry_keys if k.startswith(items.FILE_PREFIX)}
+        names = [n for n in names if items.file_key(n) in errored]
+    if len(names) > props.max_files:
+        log.info("run %s: %d files match; taking the first %d", ctx.run_id, len(names), props.max_files)
+    return [{"file": name} for name in names[: props.max_files]]
+
+
+def processed_by(ctx: RunContext, checksum: str) -> tuple[int, str] | None:
+    """``(run_id, name)`` of the run that applied a file with this checksum, if any."""
+    with ctx.billing_engine.connect() as conn:
+        row = conn.execute(text("SELECT run_id, name FROM usage_files WHERE checksum = :checksum"),
+                           {"checksum": checksum}).first()
+    return (int(row.run_id), str(row.name)) if row is not None else None
+
+
+def evaluate_file(ctx: RunContext, chunk_no: int, spec: dict[str, Any]) -> int:
+    """Stage one file's effects; returns how many items the chunk staged."""
+    props, _ = properties(ctx)
+    name = str(spec["file"])
+    stage = staging.table_name(ctx.run_id, chunk_no)
+    base: dict[str, Any] = {"item": "file", "file": name, "format": str(props.format)}
+    with ctx.engine.begin() as conn:
+        items.clear_chunk(conn, ctx.run_id, chunk_no)  # a re-delivered evaluation starts over
+    try:
+        dirs = resolve_dirs(ctx.settings, props)
+        base["path"] = dirs.relative(dirs.source / name)
+        path = source_file(dirs, name)
+        if path is None:
+            return _file_item(ctx, chunk_no, name, Out.SKIPPED, {**base, "reason": "no longer in the source directory"})
+        checksum = file_checksum(path)
+        earlier = processed_by(ctx, checksum)
+        if earlier is not None:
+            reason = f"already processed by run {earlier[0]} (as {earlier[1]})"
+            return _file_item(ctx, chunk_no, name, Out.SKIPPED, {**base, "checksum": checksum, "reason": reason})
+        stats = _stage(ctx, props, stage, path)
+        if stats.checksum != checksum:
+            raise SourceError("the file changed while it was read; the next run reads it again")
+    except (SourceError, OSError) as exc:
+        staging.drop(ctx.billing_engine, stage)
+        message = str(exc) if isinstance(exc, SourceError) else f"cannot read the file: {exc}"
+        log.warning("run %s: file %s: %s", ctx.run_id, name, message)
+        return _file_item(ctx, chunk_no, name, Out.ERROR, {**base, "error": message})
+    detail = {**base, "checksum": stats.checksum, "size_bytes": stats.size_bytes, "lines": stats.lines}
+    return _classify_and_stage(ctx, props, chunk_no, name, stage, detail)
+
+
+def _stage(ctx: RunContext, props: MediationProperties, stage: str, path: Any) -> ReadStats:
+    """Import and normalize: stream the file into its staging table (``COPY`` on PostgreSQL)."""
+    stats = ReadStats()
+    exact = ctx.billing_engine.dialect.name != "postgresql"
+    normalizer = Normalizer(props.prices, exact=exact)
+    with ctx.billing_engine.begin() as conn, path.open("rb") as handle:
+        staging.create(conn, stage)
+        staging.load(conn, stage, read_records(handle, props.format, normalizer, stats))
+    return stats
+
+
+def _classify_and_stage(
+    ctx: RunContext, props: MediationProperties, chunk_no: int, name: str, stage: str, detail: dict[str, Any],
+) -> int:
+    """Mediate and rate against current data; stage the file item and one item per reject."""
+    units = {m.meter: m.unit for m in props.meters}
+    where = "usage_classified.reason IS NOT NULL"
+    common = {"source": classify.CLASSIFIED, "where": where, "run_id": ctx.run_id, "chunk_no": chunk_no,
+              "name": name, "applied_at": None}
+    if same_database(ctx.engine, ctx.billing_engine):
+        with ctx.billing_engine.begin() as conn:
+            classify.classify(conn, stage, props.prices)
+            counted = classify.totals(conn, units)
+            items.insert_select_rejects(conn, outcome_sql=f"'{Out.PLANNED}'", **common)
+            classify.drop(conn)
+            _put_file_item(conn, ctx.run_id, chunk_no, name, {**detail, **counted.as_detail()})
+            return items.chunk_count(conn, ctx.run_id, chunk_no)
+    with ctx.billing_engine.begin() as billing, ctx.engine.begin() as conn:
+        classify.classify(billing, stage, props.prices)
+        counted = classify.totals(billing, units)
+        for batch in items.reject_rows(billing, outcome=Out.PLANNED, **common):
+            items.put_items(conn, batch)
+        classify.drop(billing)
+        _put_file_item(conn, ctx.run_id, chunk_no, name, {**detail, **counted.as_detail()})
+        return items.chunk_count(conn, ctx.run_id, chunk_no)
+
+
+def _put_file_item(conn: Any, run_id: int, chunk_no: int, name: str, detail: dict[str, Any]) -> None:
+    items.put_items(conn, [{"run_id": run_id, "chunk_no": chunk_no, "item_key": items.file_key(name),
+                            "outcome": Out.PLANNED, "detail": detail, "applied_at": None}])
+
+
+def _file_item(ctx: RunContext, chunk_no: int, name: str, outcome: str, detail: dict[str, Any]) -> int:
+    """Stage a file's only item (skipped or error); returns the chunk's item count."""
+    applied_at = ctx.clock.now() if outcome == Out.SKIPPED else None
+    with ctx.engine.begin() as conn:
+        items.put_items(conn, [{"run_id": ctx.run_id, "chunk_no": chunk_no, "item_key": items.file_key(name),
+                                "outcome": outcome, "detail": detail, "applied_at": applied_at}], upsert=True)
+        return items.chunk_count(conn, ctx.run_id, chunk_no)

@@ -1,0 +1,153 @@
+"""The run items of a mediation run: one per file (``file:<name>``) and one per rejected record (``<name>:<line>``).
+
+File items carry the file's counts; record items carry file, line, event id, ``kind`` (FAILED or
+FILTERED), ``code`` and a readable ``reason``. Reject items are written set-based: ``INSERT … SELECT``
+when the billing tables share the scheduler's database, else batched multi-row inserts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, bindparam, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+from scheduler.db import UTCDateTime
+from scheduler.models import ItemOutcome, RunItem
+from workers.billing.usage_tables import RejectKind
+from workers.mediation.classify import kind_sql
+from workers.sql import SqlDialect
+
+FILE_PREFIX = "file:"
+BATCH = 5_000
+Out = ItemOutcome
+
+
+def key_name(name: str) -> str:
+    """A file name short enough for an item key (long names keep a hash of the whole)."""
+    if len(name) <= 150:
+        return name
+    return f"{name[:130]}~{hashlib.sha256(name.encode()).hexdigest()[:12]}"
+
+
+def file_key(name: str) -> str:
+    return f"{FILE_PREFIX}{key_name(name)}"
+
+
+def record_prefix(name: str) -> str:
+    return f"{key_name(name)}:"
+
+
+def outcome_of(kind: str) -> str:
+    """Failed records are errors (the run ends INCOMPLETE); filtered ones are skipped."""
+    return Out.ERROR if kind == RejectKind.FAILED else Out.SKIPPED
+
+
+def _insert(conn: Connection, *, upsert: bool) -> Any:
+    module: Any = postgresql if conn.dialect.name == "postgresql" else sqlite
+    statement = module.insert(RunItem.__table__)
+    if not upsert:
+        return statement.on_conflict_do_nothing()
+    return statement.on_conflict_do_update(
+        index_elements=["run_id", "item_key"],
+        set_={"outcome": statement.excluded.outcome, "detail": statement.excluded.detail,
+              "applied_at": statement.excluded.applied_at, "chunk_no": statement.excluded.chunk_no},
+    )
+
+
+def put_items(conn: Connection, rows: list[dict[str, Any]], *, upsert: bool = False) -> None:
+    """Insert (or, with ``upsert``, replace) run items given as dicts of ``run_item`` columns."""
+    for start in range(0, len(rows), BATCH):
+        conn.execute(_insert(conn, upsert=upsert), rows[start:start + BATCH])
+
+
+def clear_chunk(conn: Connection, run_id: int, chunk_no: int) -> None:
+    conn.execute(text("DELETE FROM run_item WHERE run_id = :run_id AND chunk_no = :chunk_no"),
+                 {"run_id": run_id, "chunk_no": chunk_no})
+
+
+def chunk_count(conn: Connection, run_id: int, chunk_no: int) -> int:
+    return int(conn.execute(text("SELECT COUNT(*) FROM run_item WHERE run_id = :run_id AND chunk_no = :chunk_no"),
+                            {"run_id": run_id, "chunk_no": chunk_no}).scalar_one())
+
+
+def record_detail_sql(d: SqlDialect, source: str) -> str:
+    """The JSON detail of a reject item, from a row of ``source`` (classified records or ``usage_rejects``)."""
+    return d.json_object([
+        ("item", "'record'"),
+        ("file", d.text_param("file")),
+        ("line", f"{source}.line_no"),
+        ("event_id", f"{source}.event_id"),
+        ("account_number", f"{source}.account_number"),
+        ("meter", f"{source}.meter"),
+        ("kind", kind_sql(f"{source}.reason")),
+        ("code", f"{source}.reason"),
+        ("reason", f"{source}.message"),
+    ])
+
+
+def insert_select_rejects(
+    conn: Connection, *, source: str, where: str, run_id: int, chunk_no: int, name: str,
+    outcome_sql: str, applied_at: datetime | None, params: dict[str, Any] | None = None,
+) -> None:
+    """One ``INSERT … SELECT`` of reject items from ``source`` (same database only); replaces existing ones."""
+    d = SqlDialect.of(conn)
+    statement = text(
+        "INSERT INTO run_item (run_id, chunk_no, item_key, outcome, detail, applied_at) "
+        f"SELECT :run_id, :chunk_no, {d.text_param('prefix')} || CAST({source}.line_no AS TEXT), {outcome_sql}, "
+        f"{record_detail_sql(d, source)}, :applied_at FROM {source} WHERE {where} "
+        "ON CONFLICT (run_id, item_key) DO UPDATE SET outcome = excluded.outcome, detail = excluded.detail, "
+        "applied_at = excluded.applied_at"
+    ).bindparams(bindparam("applied_at", type_=UTCDateTime()))
+    conn.execute(statement, {"run_id": run_id, "chunk_no": chunk_no, "prefix": record_prefix(name), "file": name,
+                             "applied_at": applied_at, **(params or {})})
+
+
+def reject_rows(
+    conn: Connection, *, source: str, where: str, run_id: int, chunk_no: int, name: str,
+    outcome: str | None, applied_at: datetime | None, params: dict[str, Any] | None = None,
+) -> Iterator[list[dict[str, Any]]]:
+    """Reject items read from ``source`` in batches, for a scheduler database of its own."""
+    d = SqlDialect.of(conn)
+    result = conn.execution_options(yield_per=BATCH).execute(
+        text(f"SELECT {source}.line_no AS line_no, {record_detail_sql(d, source)} AS detail, "
+             f"{kind_sql(f'{source}.reason')} AS kind FROM {source} WHERE {where}"),
+        {"file": name, **(params or {})},
+    )
+    prefix = record_prefix(name)
+    for partition in result.partitions():
+        yield [
+            {"run_id": run_id, "chunk_no": chunk_no, "item_key": f"{prefix}{r.line_no}",
+             "outcome": outcome or outcome_of(r.kind), "applied_at": applied_at,
+             "detail": json.loads(r.detail) if isinstance(r.detail, str) else r.detail}
+            for r in partition
+        ]
+
+
+def update_file_item(conn: Connection, *, run_id: int, name: str, outcome: str, detail: dict[str, Any],
+                     applied_at: datetime | None) -> None:
+    conn.execute(
+        text("UPDATE run_item SET outcome = :outcome, detail = :detail, applied_at = :applied_at "
+             "WHERE run_id = :run_id AND item_key = :key").bindparams(
+            bindparam("detail", type_=JSON()), bindparam("applied_at", type_=UTCDateTime())),
+        {"outcome": outcome, "detail": detail, "applied_at": applied_at, "run_id": run_id, "key": file_key(name)},
+    )
+
+
+def settle_chunk(conn: Connection, *, run_id: int, chunk_no: int, outcome: str, reason: str,
+                 applied_at: datetime) -> None:
+    """Give every still-planned item of the chunk ``outcome``, with ``reason`` added to its detail."""
+    d = SqlDialect.of(conn)
+    conn.execute(
+        text(f"UPDATE run_item SET outcome = :outcome, applied_at = :applied_at, "
+             f"detail = {d.json_merge('detail', [('reason', d.text_param('reason'))])} "
+             "WHERE run_id = :run_id AND chunk_no = :chunk_no AND outcome = :planned").bindparams(
+            bindparam("applied_at", type_=UTCDateTime())),
+        {"outcome": outcome, "applied_at": applied_at, "reason": reason, "run_id": run_id, "chunk_no": chunk_no,
+         "planned": Out.PLANNED},
+    )
