@@ -24,7 +24,7 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     api_host: str = "127.0.0.1"
     api_port: int = 8000
-    beat_lease_seconds: float = 10.0
+    beat_lease_seconds: float = 8.0
     beat_max_sleep_seconds: float = 1.0
     run_heartbeat_timeout: float = 30.0
     outbox_resend_after: float = 30.0
