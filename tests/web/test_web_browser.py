@@ -331,8 +331,21 @@ def test_login_with_an_api_key_then_act_with_the_csrf_cookie(
     heading(browser, "Guarded job")
     click_button(browser, "Pause")
     wait(browser, ec.text_to_be_present_in_element((By.TAG_NAME, "h1"), "PAUSED"))
+    history = browser.find_elements(By.XPATH, "//section[h2='Status history']//tbody/tr")
+    assert "key:finance-ops" in history[-1].text and "PAUSED" in history[-1].text
+    assert [b.text for b in browser.find_elements(By.CSS_SELECTOR, ".title-row button")] == ["Resume", "Archive"]
+
     with web_sessions() as session:
         assert session.get(Job, job_id).status == "PAUSED"  # type: ignore[union-attr]
+
+    # And archiving, once confirmed, hides the job from Setup
+    click_button(browser, "Archive")
+    click_button(browser, "Confirm archive")
+    wait(browser, ec.text_to_be_present_in_element((By.TAG_NAME, "h1"), "ARCHIVED"))
+    assert browser.find_elements(By.CSS_SELECTOR, ".title-row button") == []
+    browser.find_element(By.LINK_TEXT, "Setup").click()
+    heading(browser, "Setup")
+    assert "Guarded job" not in browser.find_element(By.TAG_NAME, "main").text
 
     # And logging out brings the key prompt back
     click_button(browser, "Log out")

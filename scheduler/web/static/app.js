@@ -579,18 +579,22 @@ async function route() {
   for (const [pattern, view] of routes) {
     const match = path.match(pattern);
     if (!match) continue;
-    const view_el = h("div", { class: "view" });
+    const viewEl = h("div", { class: "view" });
     const shown = flash;
     flash = null;
     try {
-      await view(view_el, { params, id: match[1] ? Number(match[1]) : null, token });
+      await view(viewEl, { params, id: match[1] ? Number(match[1]) : null, token });
     } catch (err) {
       if (err instanceof ApiError && err.status === 401) return; // the login view took over
-      replace(view_el, h("h1", {}, "Something went wrong"), notice(err.message || String(err), "error"));
+      replace(viewEl, h("h1", {}, "Something went wrong"), notice(err.message || String(err), "error"));
     }
     if (token !== viewToken) return;
-    if (shown) view_el.prepend(notice(shown.text, shown.kind));
-    replace(main, view_el);
+    if (shown) viewEl.prepend(notice(shown.text, shown.kind));
+    replace(main, viewEl);
+    // A new view: say where we are (title, focus) for keyboard and screen-reader users.
+    document.title = `${viewEl.querySelector("h1")?.textContent.trim() || "Scheduler"} — Scheduler`;
+    window.scrollTo(0, 0);
+    main.focus({ preventScroll: true });
     return;
   }
   go("#/setup");
@@ -969,7 +973,14 @@ async function viewJob(root, { id, token }) {
           ["Last scheduled tick", fmtTime(job.last_scheduled_for)],
         ])),
       h("section", { class: "card", "aria-labelledby": "fires-h" }, h("h2", { id: "fires-h" }, "Next fire times"),
-        firesSection)));
+        firesSection)),
+    h("section", { class: "card", "aria-labelledby": "job-events-h" }, h("h2", { id: "job-events-h" }, "Status history"),
+      table("!Status history", ["At", "From", "To", "Actor", "Note"], (job.events || []).map((e) => h("tr", {},
+        h("td", {}, fmtTime(e.at)),
+        h("td", {}, e.from_status ? badge(e.from_status) : "—"),
+        h("td", {}, badge(e.to_status)),
+        h("td", {}, e.actor),
+        h("td", {}, e.note || ""))), { empty: "No status changes recorded." })));
 }
 
 // Job or run properties as a readable nested list (arrays of objects become small tables).
