@@ -332,13 +332,20 @@ def test_preview_stops_with_the_staged_journal_and_posts_it_after_submit(
     assert staged_count(billing_engine) == 0
 
 
+@pytest.mark.parametrize("review", [True, False], ids=["reviewed", "unattended"])
 def test_a_duplicated_apply_message_posts_nothing_twice(
     env: WorkerEnv, billing_engine: Engine, ledger: dict[str, int], gl_job: Callable[..., Job],
-    gl_run: Callable[..., int], drain: Drain, clock: FrozenClock, dispatcher: RecordingDispatcher,
+    gl_run: Callable[..., int], drain: Drain, clock: FrozenClock, dispatcher: RecordingDispatcher, review: bool,
 ) -> None:
-    run_id = gl_run(gl_job(), preview=True)
-    drain()
-    submit(env, clock, run_id)
+    run_id = gl_run(gl_job(), preview=review)
+    if review:
+        drain()
+        submit(env, clock, run_id)
+    else:
+        # Run up to the end of evaluation: the apply steps are then queued
+        while not any(step.phase == "apply" for _, step in dispatcher.steps):
+            _, step = dispatcher.steps.popleft()
+            execute_step(env, step.run_id, step.phase, step.chunk_no)
     # Every apply message delivered twice, the second copies after the first round
     dispatcher.steps.extend(list(dispatcher.steps))
     drain()
@@ -411,6 +418,28 @@ def test_two_runs_planned_before_either_applies_post_each_document_once(
     assert one.summary["items"] == {"skipped": 12}
     reasons = {d["reason"] for _, d in items_of(env, first).values()}
     assert reasons == {"1 line(s) already collected by another run", "2 line(s) already collected by another run"}
+
+
+def test_two_unattended_runs_evaluated_before_either_applies_post_each_document_once(
+    env: WorkerEnv, billing_engine: Engine, ledger: dict[str, int], gl_job: Callable[..., Job],
+    gl_run: Callable[..., int], drain: Drain, dispatcher: RecordingDispatcher,
+) -> None:
+    # Given two runs without review, both planned and evaluated before either applies (steps run in order)
+    first, second = gl_run(gl_job("GL one")), gl_run(gl_job("GL two"))
+    drain()
+    phases = [(step.run_id, step.phase) for _, step in dispatcher.sent]
+    last_evaluate = max(i for i, (_, phase) in enumerate(phases) if phase == "evaluate")
+    first_apply = min(i for i, (_, phase) in enumerate(phases) if phase == "apply")
+    assert last_evaluate < first_apply
+    # Then each document is posted once, by the first run to apply; the other skipped all of it
+    assert set(posted(billing_engine)) == expected_lines(ledger)
+    one, two = run_of(env, first), run_of(env, second)
+    assert (one.status, two.status) == (S.COMPLETED, S.COMPLETED)
+    assert one.summary["accounts"] == EXPECTED_ACCOUNTS and two.summary["staged_lines"] == 16
+    assert (two.summary["lines"], two.summary["skipped_lines"], two.summary["items"]) == (0, 16, {"skipped": 12})
+    assert {d["reason"] for _, d in items_of(env, second).values()} == {
+        "already collected by another run (or no longer collectable)"
+    }
 
 
 def test_two_runs_applying_at_the_same_time_post_each_document_once(
@@ -486,14 +515,15 @@ def corrupt_credit(source: Any, posting: Any) -> list[JournalLine]:
     return [debit_line, broken]
 
 
+@pytest.mark.parametrize("review", [True, False], ids=["reviewed", "unattended"])
 def test_an_unbalanced_mapping_fails_the_run_and_posts_nothing(
     env: WorkerEnv, billing_engine: Engine, ledger: dict[str, int], gl_job: Callable[..., Job],
-    gl_run: Callable[..., int], drain: Drain, monkeypatch: pytest.MonkeyPatch,
+    gl_run: Callable[..., int], drain: Drain, monkeypatch: pytest.MonkeyPatch, review: bool,
 ) -> None:
     # Given a mapping that loses a cent on the credit side of payments
     monkeypatch.setattr(gl_evaluate, "journal_lines", corrupt_credit)
     job = gl_job()
-    run_id = gl_run(job)
+    run_id = gl_run(job, preview=review)
     drain()
     # Then the run fails naming the batch and the first unbalanced document, and nothing is posted
     run = run_of(env, run_id)
@@ -502,7 +532,8 @@ def test_an_unbalanced_mapping_fails_the_run_and_posts_nothing(
     assert "debits 130.00 != credits 129.98" in (run.error or "")
     assert f"first unbalanced document: PAYMENT {ledger['PAY-1']} (debit 100.00, credit 99.99)" in (run.error or "")
     assert posted(billing_engine) == []
-    assert staged_count(billing_engine, run_id) > 0  # the chunks evaluated before it, until purged
+    # A reviewed run keeps the chunks it staged before the bad one until the next run purges them
+    assert (staged_count(billing_engine, run_id) > 0) is review
     # When the mapping is mended, the next run collects everything and drops the failed run's staging
     monkeypatch.undo()
     again = gl_run(job)
@@ -516,8 +547,8 @@ def test_an_unbalanced_staged_row_fails_the_run_and_posts_nothing(
     env: WorkerEnv, billing_engine: Engine, ledger: dict[str, int], gl_job: Callable[..., Job],
     gl_run: Callable[..., int], drain: Drain,
 ) -> None:
-    # Given a stray line already staged for the run in its last chunk (the write-off)
-    run_id = gl_run(gl_job())
+    # Given a stray line already staged for a preview run in its last chunk (the write-off)
+    run_id = gl_run(gl_job(), preview=True)
     with billing_engine.begin() as conn:
         conn.execute(insert(gl_staged).values(
             run_id=run_id, source_type="WRITE_OFF", source_id=ledger["WO-1"], line_no=3, account_id=ledger["B"],

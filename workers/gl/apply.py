@@ -1,10 +1,11 @@
-"""GL apply: post a chunk's staged lines into ``gl_entries``, each document once across all runs.
+"""GL apply: post a chunk's lines into ``gl_entries``, each document once across all runs.
 
-Per chunk, in one transaction: check the staged lines still balance; one ``INSERT … SELECT … ON CONFLICT
-DO NOTHING`` posts them (lines another run collected first are left out, as are documents voided since
-the preview); the lines this run now owns in the range are read back, checked to balance and recorded
-on the chunk's items; the chunk's staged lines are dropped. Applying a chunk twice posts nothing more
-and records the same outcomes.
+Per chunk, in one transaction: one ``INSERT … SELECT … ON CONFLICT DO NOTHING`` posts the lines — the
+reviewed ones from ``gl_staged`` (checked to still balance; documents voided since the preview are
+left out), or, for a run without review, straight from the documents. Lines another run posted first
+are left out by the unique key. The lines this run owns in the range are then read back, checked to
+balance and recorded on the chunk's items, and the chunk's staged lines are dropped (the posted ones
+stay queryable by ``run_id``). Applying a chunk twice posts nothing more and records the same outcomes.
 """
 
 from __future__ import annotations
@@ -20,25 +21,24 @@ from sqlmodel import col
 
 from scheduler.jobtypes import RunContext
 from scheduler.models import ItemOutcome, RunItem
-from workers.gl.journal import AccountTotal, check_balanced, chunk_totals
-from workers.gl.sources import Chunk, Source, typed
+from workers.gl.evaluate import chunk_lines
+from workers.gl.journal import AccountTotal, batch_totals, check_balanced, insert_lines, large_batch
+from workers.gl.sources import LINE_COLUMNS, POSTED_KEY, Chunk, Source, direct_posting, stored_lines
 from workers.sql import same_database
 
-POSTED_COLUMNS = "run_id, source_type, source_id, line_no, account_id, gl_account, debit, credit, entry_date"
 RANGE = "run_id = :run_id AND source_type = :source_type AND source_id BETWEEN :first_id AND :last_id"
 IN_CHUNK = "s.run_id = :run_id AND s.source_type = :source_type AND s.source_id BETWEEN :first_id AND :last_id"
 
 
 def posting_insert(source: Source) -> str:
-    """Staged lines of the chunk into the ledger; a line some run already posted is left out."""
+    """The chunk's staged lines into the ledger; a line some run already posted is left out."""
     recheck = f"JOIN {source.table} src ON src.id = s.source_id AND {source.condition} " if source.recheck else ""
     return (
-        f"INSERT INTO gl_entries ({POSTED_COLUMNS}, posted_at) "
-        f"SELECT {', '.join('s.' + c.strip() for c in POSTED_COLUMNS.split(','))}, :now "
+        f"INSERT INTO gl_entries ({LINE_COLUMNS}, posted_at) "
+        f"SELECT {', '.join('s.' + c.strip() for c in LINE_COLUMNS.split(','))}, :now "
         f"FROM gl_staged s {recheck}WHERE {IN_CHUNK} "
         # One order for every run, so two runs posting overlapping ranges wait for each other, never deadlock.
-        "ORDER BY s.source_id, s.line_no "
-        "ON CONFLICT (source_type, source_id, line_no) DO NOTHING"
+        "ORDER BY s.source_id, s.line_no"
     )
 
 
@@ -49,17 +49,26 @@ def apply_chunk(ctx: RunContext, chunk_no: int, spec: dict[str, Any]) -> None:
     if not planned:
         return
     now = ctx.clock.now()
-    params = chunk.params(ctx.run_id)
+    select_sql, params = chunk_lines(ctx, chunk)
+    params["now"] = now
     same_db = same_database(ctx.engine, ctx.billing_engine)
     with ctx.billing_engine.begin() as conn:
-        staged = chunk_totals(conn, "gl_staged", ctx.run_id, chunk)
-        check_balanced(conn, "gl_staged", ctx.run_id, chunk, staged, where=f"chunk {chunk_no} ({chunk.label})")
-        conn.execute(typed(posting_insert(chunk.source)), {**params, "now": now})
-        posted = chunk_totals(conn, "gl_entries", ctx.run_id, chunk)
-        check_balanced(conn, "gl_entries", ctx.run_id, chunk, posted, where=f"posted chunk {chunk_no} ({chunk.label})")
-        shortfall = any(posted.get(a, _NONE).lines < t.lines for a, t in staged.items())
-        reasons = _skip_reasons(conn, params) if shortfall else {}
-        conn.execute(text(f"DELETE FROM gl_staged WHERE {RANGE}"), params)
+        large_batch(conn)
+        reasons: dict[str, str] = {}
+        if chunk.staged:
+            staged_sql = stored_lines("gl_staged")
+            staged = batch_totals(conn, staged_sql, params)
+            check_balanced(conn, staged_sql, params, staged, chunk=chunk, where=f"chunk {chunk_no} ({chunk.label})")
+            insert_lines(conn, posting_insert(chunk.source), POSTED_KEY, params)
+        else:
+            insert_lines(conn, direct_posting(select_sql), POSTED_KEY, params)
+        posted_sql = stored_lines("gl_entries")
+        posted = batch_totals(conn, posted_sql, params)
+        check_balanced(conn, posted_sql, params, posted, chunk=chunk, where=f"posted chunk {chunk_no} ({chunk.label})")
+        if chunk.staged:
+            if any(posted.get(a, _NONE).lines < t.lines for a, t in staged.items()):
+                reasons = _skip_reasons(conn, params)
+            conn.execute(text(f"DELETE FROM gl_staged WHERE {RANGE}"), params)
         if same_db:
             _record_outcomes(conn, planned, posted, reasons, now)
     if not same_db:
@@ -121,7 +130,7 @@ def _record_outcomes(
             "skipped_lines": skipped_lines,
         }
         if skipped_lines:
-            new_detail["reason"] = reasons.get(account, "already collected by another run")
+            new_detail["reason"] = reasons.get(account, "already collected by another run (or no longer collectable)")
         outcome = ItemOutcome.OK if mine.lines else ItemOutcome.SKIPPED
         conn.execute(
             update(RunItem)

@@ -1,9 +1,15 @@
-"""GL planning and evaluation: keyset chunks of uncollected documents, one staging statement per chunk.
+"""GL planning and evaluation: keyset chunks of uncollected documents, one set-based statement per chunk.
 
 ``plan`` cuts each configured collector's uncollected documents into id ranges of ``chunk_size`` with
-one window query per collector. ``evaluate`` stages a chunk's journal lines into ``gl_staged`` with
-one ``INSERT … SELECT``, checks that they balance (an unbalanced chunk fails the run before anything
-is applied) and records one ``planned`` run item per GL account with the account's totals.
+one window query per collector. ``evaluate`` works out a chunk's journal lines, checks that they
+balance (an unbalanced chunk fails the run before anything is applied) and records one ``planned``
+run item per GL account with the account's totals.
+
+A run that stops for review (a preview, or a job that requires review) *stages* its lines in
+``gl_staged`` with one ``INSERT … SELECT``: the reviewer sees exactly the journal that submit posts.
+A run that needs no review only totals the lines (one aggregate ``SELECT``) and apply posts them
+straight from the documents, so a large unattended run writes each line once, not three times
+(staged, posted, unstaged).
 """
 
 from __future__ import annotations
@@ -15,9 +21,20 @@ from sqlalchemy import bindparam, select, text
 from sqlmodel import col
 
 from scheduler.jobtypes import RunContext
-from scheduler.models import JobRun, RunStatus
-from workers.gl.journal import check_balanced, chunk_totals, insert_items, staged_items
-from workers.gl.sources import SOURCES, Chunk, cutoff_params, journal_lines, properties, staging_insert, typed
+from scheduler.models import Job, JobRun, RunStatus
+from workers.gl.journal import batch_totals, check_balanced, insert_items, insert_lines, large_batch, staged_items
+from workers.gl.sources import (
+    SOURCES,
+    STAGED_KEY,
+    Chunk,
+    cutoff_params,
+    journal_lines,
+    line_select,
+    properties,
+    staging_insert,
+    stored_lines,
+    typed,
+)
 from workers.sql import SqlDialect, same_database
 
 log = logging.getLogger(__name__)
@@ -29,6 +46,7 @@ def plan_chunks(ctx: RunContext) -> list[dict[str, Any]]:
     """Keyset ranges of ``chunk_size`` uncollected documents, collector by collector."""
     props, _ = properties(ctx)
     purge_finished_staging(ctx)
+    staged = needs_review(ctx)
     chunk_size = max(1, ctx.settings.chunk_size)
     specs: list[dict[str, Any]] = []
     with ctx.billing_engine.connect() as conn:
@@ -44,25 +62,44 @@ def plan_chunks(ctx: RunContext) -> list[dict[str, Any]]:
                 {**cutoff_params(ctx), "chunk_size": chunk_size},
             ).all()
             specs.extend(
-                Chunk(collector=collector, first_id=r.first_id, last_id=r.last_id, documents=r.documents).spec()
+                Chunk(collector=collector, first_id=r.first_id, last_id=r.last_id, documents=r.documents,
+                      staged=staged).spec()
                 for r in rows
             )
     return specs
 
 
-def evaluate_chunk(ctx: RunContext, chunk_no: int, spec: dict[str, Any]) -> int:
-    """Stage the chunk's lines and its per-account items; returns how many items the chunk has."""
+def needs_review(ctx: RunContext) -> bool:
+    """Whether the run stops at PREVIEW (a preview run, or its job requires review)."""
+    if ctx.extra.get("preview"):
+        return True
+    with ctx.engine.connect() as conn:
+        return bool(conn.execute(select(Job.requires_review).where(col(Job.id) == ctx.job_id)).scalar())
+
+
+def chunk_lines(ctx: RunContext, chunk: Chunk) -> tuple[str, dict[str, Any]]:
+    """The ``SELECT`` of the chunk's journal lines from its documents, with every parameter it needs."""
     props, _ = properties(ctx)
-    chunk = Chunk.from_spec(spec)
     lines = journal_lines(chunk.source, props.gl_accounts.posting(chunk.collector))
-    d = SqlDialect.of(ctx.billing_engine)
-    sql, params = staging_insert(d, chunk.source, lines)
+    sql, params = line_select(SqlDialect.of(ctx.billing_engine), chunk.source, lines)
+    return sql, {**params, **chunk.params(ctx.run_id), **cutoff_params(ctx)}
+
+
+def evaluate_chunk(ctx: RunContext, chunk_no: int, spec: dict[str, Any]) -> int:
+    """Work out (and, for review, stage) the chunk's lines and per-account items; returns the chunk's items."""
+    chunk = Chunk.from_spec(spec)
+    select_sql, params = chunk_lines(ctx, chunk)
     same_db = same_database(ctx.engine, ctx.billing_engine)
     with ctx.billing_engine.begin() as conn:
-        conn.execute(typed(sql), {**params, **chunk.params(ctx.run_id), **cutoff_params(ctx)})
-        totals = chunk_totals(conn, "gl_staged", ctx.run_id, chunk)
+        large_batch(conn)
+        if chunk.staged:
+            insert_lines(conn, staging_insert(select_sql), STAGED_KEY, params)
+            lines_sql = stored_lines("gl_staged")
+        else:
+            lines_sql = select_sql
+        totals = batch_totals(conn, lines_sql, params)
         # Raising rolls the staging back; the executor fails the run, so nothing is ever applied.
-        check_balanced(conn, "gl_staged", ctx.run_id, chunk, totals, where=f"chunk {chunk_no} ({chunk.label})")
+        check_balanced(conn, lines_sql, params, totals, chunk=chunk, where=f"chunk {chunk_no} ({chunk.label})")
         items = staged_items(ctx.run_id, chunk_no, chunk, totals)
         if same_db:
             insert_items(conn, items)

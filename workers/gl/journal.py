@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
 
 from scheduler.models import ItemOutcome, RunItem
 from workers.gl.properties import JournalUnbalanced
-from workers.gl.sources import Chunk
+from workers.gl.sources import Chunk, typed
 from workers.sql import SqlDialect
 
 CENT = Decimal("0.01")
@@ -37,17 +37,16 @@ class AccountTotal:
     credit: Decimal
 
 
-def chunk_totals(conn: Connection, table: str, run_id: int, chunk: Chunk) -> dict[str, AccountTotal]:
-    """Per GL account: the run's lines in ``table`` (``gl_staged`` or ``gl_entries``) for the chunk's range."""
+def batch_totals(conn: Connection, lines_sql: str, params: dict[str, Any]) -> dict[str, AccountTotal]:
+    """Per GL account: count and sums of the journal lines ``lines_sql`` selects."""
     d = SqlDialect.of(conn)
     rows = conn.execute(
-        text(
+        typed(
             "SELECT gl_account, COUNT(*) AS lines, COUNT(DISTINCT source_id) AS documents, "
             f"{d.money_text(d.money_sum('debit'))} AS debit, {d.money_text(d.money_sum('credit'))} AS credit "
-            f"FROM {table} WHERE run_id = :run_id AND source_type = :source_type "
-            "AND source_id BETWEEN :first_id AND :last_id GROUP BY gl_account ORDER BY gl_account"
+            f"FROM ({lines_sql}) batch GROUP BY gl_account ORDER BY gl_account"
         ),
-        chunk.params(run_id),
+        params,
     ).all()
     return {
         r.gl_account: AccountTotal(gl_account=r.gl_account, documents=int(r.documents), lines=int(r.lines),
@@ -56,8 +55,8 @@ def chunk_totals(conn: Connection, table: str, run_id: int, chunk: Chunk) -> dic
     }
 
 
-def check_balanced(conn: Connection, table: str, run_id: int, chunk: Chunk, totals: dict[str, AccountTotal],
-                   where: str) -> None:
+def check_balanced(conn: Connection, lines_sql: str, params: dict[str, Any], totals: dict[str, AccountTotal], *,
+                   chunk: Chunk, where: str) -> None:
     """Raise :class:`JournalUnbalanced` when the batch's debits and credits differ, naming a document."""
     debit = sum((t.debit for t in totals.values()), Decimal("0.00"))
     credit = sum((t.credit for t in totals.values()), Decimal("0.00"))
@@ -65,18 +64,37 @@ def check_balanced(conn: Connection, table: str, run_id: int, chunk: Chunk, tota
         return
     d = SqlDialect.of(conn)
     first = conn.execute(
-        text(
+        typed(
             f"SELECT source_id, {d.money_text(d.money_sum('debit'))} AS debit, "
-            f"{d.money_text(d.money_sum('credit'))} AS credit FROM {table} "
-            "WHERE run_id = :run_id AND source_type = :source_type AND source_id BETWEEN :first_id AND :last_id "
+            f"{d.money_text(d.money_sum('credit'))} AS credit FROM ({lines_sql}) batch "
             f"GROUP BY source_id HAVING {d.money_sum('debit')} <> {d.money_sum('credit')} "
             "ORDER BY source_id LIMIT 1"
         ),
-        chunk.params(run_id),
+        params,
     ).first()
     detail = (f"first unbalanced document: {chunk.source.source_type} {first.source_id} "
               f"(debit {first.debit}, credit {first.credit})") if first is not None else ""
     raise JournalUnbalanced(where, debit, credit, detail)
+
+
+def large_batch(conn: Connection) -> None:
+    """Give this transaction room to sort and hash a chunk's lines in memory (PostgreSQL)."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("SET LOCAL work_mem = '64MB'")
+
+
+def insert_lines(conn: Connection, insert_sql: str, on_conflict: str, params: dict[str, Any]) -> None:
+    """Run a set-based insert of lines; only if some of them already exist, run it again skipping those.
+
+    A plain ``INSERT`` costs half an ``INSERT … ON CONFLICT DO NOTHING`` on PostgreSQL (no speculative
+    insertion into every index), and a conflict is the exception: a chunk applied again, or two runs
+    posting the same documents at once (the unique key still decides; the later one waits, then skips).
+    """
+    try:
+        with conn.begin_nested():
+            conn.execute(typed(insert_sql), params)
+    except IntegrityError:
+        conn.execute(typed(f"{insert_sql} {on_conflict}"), params)
 
 
 def item_key(chunk: Chunk, gl_account: str) -> str:

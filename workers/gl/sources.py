@@ -127,15 +127,19 @@ class Chunk:
     first_id: int
     last_id: int
     documents: int
+    staged: bool
+    """Stage the lines in ``gl_staged`` for review (preview runs); else post them straight at apply."""
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any]) -> Chunk:
         return cls(collector=GLCollector(spec["collector"]), first_id=int(spec["first_id"]),
-                   last_id=int(spec["last_id"]), documents=int(spec.get("documents", 0)))
+                   last_id=int(spec["last_id"]), documents=int(spec.get("documents", 0)),
+                   staged=bool(spec.get("staged", True)))
 
     def spec(self) -> dict[str, Any]:
         return {"collector": self.collector.value, "source_type": self.source.source_type.value,
-                "first_id": self.first_id, "last_id": self.last_id, "documents": self.documents}
+                "first_id": self.first_id, "last_id": self.last_id, "documents": self.documents,
+                "staged": self.staged}
 
     @property
     def source(self) -> Source:
@@ -150,8 +154,8 @@ class Chunk:
                 "first_id": self.first_id, "last_id": self.last_id}
 
 
-def staging_insert(d: SqlDialect, source: Source, lines: list[JournalLine]) -> tuple[str, dict[str, Any]]:
-    """One ``INSERT … SELECT`` staging the lines of a chunk's uncollected documents for a run."""
+def line_select(d: SqlDialect, source: Source, lines: list[JournalLine]) -> tuple[str, dict[str, Any]]:
+    """A ``SELECT`` of the journal lines (``LINE_COLUMNS``) of a chunk's uncollected documents, for ``:run_id``."""
     params: dict[str, Any] = {}
     accounts, debits, credits = [], [], []
     for line in lines:
@@ -161,20 +165,46 @@ def staging_insert(d: SqlDialect, source: Source, lines: list[JournalLine]) -> t
         credits.append(f"WHEN {line.line_no} THEN {line.credit}")
     numbers = " UNION ALL ".join(f"SELECT {line.line_no} AS line_no" for line in lines)
     sql = (
-        f"INSERT INTO gl_staged ({LINE_COLUMNS}) "
-        f"SELECT :run_id, '{source.source_type}', doc.id, l.line_no, doc.account_id, "
-        f"CASE l.line_no {' '.join(accounts)} END, "
-        f"CASE l.line_no {' '.join(debits)} END, "
-        f"CASE l.line_no {' '.join(credits)} END, "
-        "doc.entry_date "
+        f"SELECT :run_id AS run_id, '{source.source_type}' AS source_type, doc.id AS source_id, "
+        "l.line_no AS line_no, doc.account_id AS account_id, "
+        f"CASE l.line_no {' '.join(accounts)} END AS gl_account, "
+        f"CASE l.line_no {' '.join(debits)} END AS debit, "
+        f"CASE l.line_no {' '.join(credits)} END AS credit, "
+        "doc.entry_date AS entry_date "
         f"FROM (SELECT src.id, src.account_id, {source.amount} AS amount, {source.entry_date(d)} AS entry_date "
         f"{source.uncollected()} AND src.id BETWEEN :first_id AND :last_id) doc "
-        f"CROSS JOIN ({numbers}) l "
-        # SQLite needs a WHERE before ON CONFLICT in INSERT … SELECT (else ON reads as a join).
-        "WHERE 1 = 1 "
-        "ON CONFLICT (run_id, source_type, source_id, line_no) DO NOTHING"
+        f"CROSS JOIN ({numbers}) l"
     )
     return sql, params
+
+
+STAGED_KEY = "ON CONFLICT (run_id, source_type, source_id, line_no) DO NOTHING"
+"""Appended to a staging insert that met lines already staged (a chunk evaluated twice)."""
+POSTED_KEY = "ON CONFLICT (source_type, source_id, line_no) DO NOTHING"
+"""Appended to a posting insert that met lines already posted (by this run before, or by another run)."""
+
+
+def staging_insert(select_sql: str) -> str:
+    """Stage the selected lines for review (see :func:`workers.gl.journal.insert_lines` for the conflicts)."""
+    # SQLite needs a WHERE before ON CONFLICT in INSERT … SELECT (else ON reads as a join constraint).
+    return f"INSERT INTO gl_staged ({LINE_COLUMNS}) {select_sql} WHERE 1 = 1"
+
+
+def direct_posting(select_sql: str) -> str:
+    """Post the selected lines straight into the ledger (see :func:`workers.gl.journal.insert_lines`)."""
+    return (
+        f"INSERT INTO gl_entries ({LINE_COLUMNS}, posted_at) SELECT {LINE_COLUMNS}, :now FROM ({select_sql}) lines "
+        # One order for every run, so two runs posting overlapping ranges wait for each other, never deadlock.
+        "WHERE 1 = 1 ORDER BY source_id, line_no"
+    )
+
+
+def stored_lines(table: str) -> str:
+    """A ``SELECT`` of the run's lines of the chunk's range in ``gl_staged`` or ``gl_entries``."""
+    return (
+        f"SELECT {LINE_COLUMNS} FROM {table} WHERE run_id = :run_id AND source_type = :source_type "
+        "AND source_id BETWEEN :first_id AND :last_id"
+    )
 
 
 def typed(sql: str) -> TextClause:

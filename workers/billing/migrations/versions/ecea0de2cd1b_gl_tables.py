@@ -33,8 +33,10 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint('id'),
         sa.UniqueConstraint('source_type', 'source_id', 'line_no', name='uq_gl_entries_source_line'),
     )
-    op.create_index('ix_gl_entries_run', 'gl_entries', ['run_id'], unique=False)
-    op.create_index('ix_gl_entries_entry_date', 'gl_entries', ['entry_date'], unique=False)
+    # BRIN on PostgreSQL (cheap to maintain while posting millions of lines), b-tree on SQLite.
+    op.create_index('ix_gl_entries_run', 'gl_entries', ['run_id'], unique=False, postgresql_using='brin')
+    op.create_index('ix_gl_entries_entry_date', 'gl_entries', ['entry_date'], unique=False,
+                    postgresql_using='brin')
 
     op.create_table(
         'gl_staged',

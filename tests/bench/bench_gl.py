@@ -1,0 +1,359 @@
+"""GL collector benchmark on PostgreSQL: documents collected per second, against a row-at-a-time baseline.
+
+Seeds ``--documents`` billing documents set-based (half invoices, a third payments, late fees and
+write-offs) in a fresh database, then runs one GL collector run through the executor (plan, evaluate
+and apply of every chunk, ``--workers`` threads sharing the steps as a worker pool would) and checks
+the posted journal against totals computed straight from the documents. The baseline collects a
+sample of the same documents one at a time (a query per document and per line) and rolls back.
+
+    python tests/bench/bench_gl.py --documents 1000000
+
+The database is ``SCHEDULER_BENCH_POSTGRES_URL`` or ``SCHEDULER_TEST_POSTGRES_URL`` (a server URL; a
+scratch database is created there and dropped afterwards unless ``--keep``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import queue
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, text
+
+from scheduler.clock import SystemClock
+from scheduler.db import make_engine, normalize_url
+from scheduler.dispatch import Dispatcher, RunStep
+from scheduler.jobs import JobCreate, create_job
+from scheduler.jobtypes import load_registry
+from scheduler.migrate import upgrade
+from scheduler.models import JobRun, RunStatus
+from scheduler.runs import RunCreate, create_manual_run, send_run
+from scheduler.settings import Settings
+from workers.billing import migrate_billing
+from workers.env import WorkerEnv, build_env
+from workers.executor import execute_step
+
+ACCOUNTS = 20_000
+# Shares of the documents by kind: invoices, payments, late fees, write-offs.
+MIX = {"invoices": 0.50, "payments": 0.35, "late_fees": 0.10, "write_offs": 0.05}
+
+
+class StepQueue(Dispatcher):
+    """A dispatcher that hands run steps to in-process worker threads."""
+
+    def __init__(self) -> None:
+        self.url = "memory://"
+        self.steps: queue.Queue[RunStep] = queue.Queue()
+
+    def send_step(self, queue_name: str, step: RunStep) -> None:
+        self.steps.put(step)
+
+    def wake_beat(self) -> None:
+        return None
+
+
+@dataclass
+class Timings:
+    by_phase: dict[str, float] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, phase: str, seconds: float) -> None:
+        with self.lock:
+            self.by_phase[phase] = self.by_phase.get(phase, 0.0) + seconds
+
+
+class StatementTimes:
+    """Wall time per SQL statement shape (``--trace``): where a run spends its time."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.totals: dict[str, list[float]] = {}
+        self.lock = threading.Lock()
+        event.listen(engine, "before_cursor_execute", self._before)
+        event.listen(engine, "after_cursor_execute", self._after)
+
+    def _before(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        conn.info.setdefault("started", []).append(time.perf_counter())
+
+    def _after(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        elapsed = time.perf_counter() - conn.info["started"].pop()
+        shape = " ".join(statement.split())[:110]
+        with self.lock:
+            entry = self.totals.setdefault(shape, [0, 0.0])
+            entry[0] += 1
+            entry[1] += elapsed
+
+    def top(self, n: int = 12) -> list[tuple[str, int, float]]:
+        rows = sorted(((k, int(v[0]), v[1]) for k, v in self.totals.items()), key=lambda r: -r[2])
+        return rows[:n]
+
+
+def scratch_database(server_url: str) -> tuple[str, Callable[[], None]]:
+    admin = create_engine(normalize_url(server_url), isolation_level="AUTOCOMMIT")
+    name = f"bench_gl_{uuid.uuid4().hex[:8]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+
+    def drop() -> None:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+    return normalize_url(server_url).rsplit("/", 1)[0] + "/" + name, drop
+
+
+def seed(engine: Engine, documents: int, now: datetime) -> dict[str, int]:
+    """Accounts and ``documents`` documents, generated set-based in the database."""
+    counts = {kind: int(documents * share) for kind, share in MIX.items()}
+    counts["invoices"] += documents - sum(counts.values())
+    day0 = (now - timedelta(days=400)).date()
+    with engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO accounts (account_number, name) "
+            "SELECT 'ACC' || lpad(i::text, 8, '0'), 'Customer ' || i FROM generate_series(1, :n) i"
+        ), {"n": ACCOUNTS})
+        # Invoices and late fees interleave in id order, as they would in real life.
+        conn.execute(text(
+            "INSERT INTO invoices (account_id, number, issued_on, due_on, amount, balance, status, kind) "
+            "SELECT 1 + i % :accounts, 'N' || i, CAST(:day0 AS date) + i % 365, CAST(:day0 AS date) + i % 365 + 30, "
+            "  a, a, CASE WHEN i % 3 = 0 THEN 'PAID' ELSE 'OPEN' END, "
+            "  CASE WHEN i % (:inv + :fees) < :fees THEN 'LATE_FEE' ELSE 'INVOICE' END "
+            "FROM (SELECT i, round((5 + (i::bigint * 7919) % 50000 / 100.0)::numeric, 2) AS a "
+            "      FROM generate_series(1, :inv + :fees) i) g"
+        ), {"accounts": ACCOUNTS, "day0": day0, "inv": counts["invoices"], "fees": counts["late_fees"]})
+        conn.execute(text(
+            "INSERT INTO payments (account_id, amount, received_at) "
+            "SELECT 1 + i % :accounts, round((1 + (i::bigint * 104729) % 30000 / 100.0)::numeric, 2), "
+            "  CAST(:t0 AS timestamptz) + (i % 34000000) * interval '1 second' "
+            "FROM generate_series(1, :n) i"
+        ), {"accounts": ACCOUNTS, "t0": now - timedelta(days=400), "n": counts["payments"]})
+        conn.execute(text(
+            "INSERT INTO dunning_actions (run_id, account_id, from_tier, to_tier, actions, write_off_amount, "
+            "  applied_at) "
+            "SELECT 1000000 + i / :accounts, 1 + i % :accounts, 3, 4, '[\"write_off\"]', "
+            "  round((10 + (i::bigint * 31) % 90000 / 100.0)::numeric, 2), "
+            "  CAST(:t0 AS timestamptz) + i * interval '1 minute' "
+            "FROM generate_series(1, :n) i"
+        ), {"accounts": ACCOUNTS, "t0": now - timedelta(days=300), "n": counts["write_offs"]})
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("VACUUM ANALYZE"))
+    return counts
+
+
+def expected_totals(engine: Engine) -> dict[str, Decimal]:
+    """Per GL account under the default mapping, computed from the documents themselves."""
+    with engine.connect() as conn:
+        inv = conn.execute(text("SELECT kind, SUM(amount) FROM invoices GROUP BY kind")).all()
+        pay = conn.execute(text("SELECT SUM(amount) FROM payments")).scalar_one()
+        wo = conn.execute(text("SELECT SUM(write_off_amount) FROM dunning_actions")).scalar_one()
+    by_kind = {k: Decimal(v) for k, v in inv}
+    invoices, fees = by_kind.get("INVOICE", Decimal(0)), by_kind.get("LATE_FEE", Decimal(0))
+    return {
+        "1000 debit": Decimal(pay), "1200 debit": invoices + fees, "1200 credit": Decimal(pay) + Decimal(wo),
+        "4000 credit": invoices, "4100 credit": fees, "6100 debit": Decimal(wo),
+    }
+
+
+def posted_totals(engine: Engine) -> tuple[int, dict[str, Decimal]]:
+    with engine.connect() as conn:
+        rows = conn.execute(text(
+            "SELECT gl_account, COUNT(*), SUM(debit), SUM(credit) FROM gl_entries GROUP BY gl_account")).all()
+    lines = sum(r[1] for r in rows)
+    totals: dict[str, Decimal] = {}
+    for account, _, debit, credit in rows:
+        if debit:
+            totals[f"{account} debit"] = Decimal(debit)
+        if credit:
+            totals[f"{account} credit"] = Decimal(credit)
+    return lines, totals
+
+
+def baseline(engine: Engine, sample: int, now: datetime) -> float:
+    """Row at a time: per document a read, an existence check and an insert per line; rolled back."""
+    per_kind = {
+        "INVOICE": ("SELECT id, account_id, amount, issued_on FROM invoices WHERE id = :id AND kind = 'INVOICE'",
+                    "1200", "4000"),
+        "PAYMENT": ("SELECT id, account_id, amount, CAST(received_at AT TIME ZONE 'UTC' AS date) FROM payments "
+                    "WHERE id = :id", "1000", "1200"),
+    }
+    with engine.connect() as conn:
+        ids = {
+            "INVOICE": list(conn.execute(text(
+                "SELECT id FROM invoices WHERE kind = 'INVOICE' ORDER BY id LIMIT :n"), {"n": sample // 2}).scalars()),
+            "PAYMENT": list(conn.execute(text(
+                "SELECT id FROM payments ORDER BY id LIMIT :n"), {"n": sample - sample // 2}).scalars()),
+        }
+    insert = text(
+        "INSERT INTO gl_entries (run_id, source_type, source_id, line_no, account_id, gl_account, debit, credit, "
+        "entry_date, posted_at) VALUES (0, :st, :sid, :line, :acct, :gl, :debit, :credit, :day, :now)"
+    )
+    exists = text("SELECT 1 FROM gl_entries WHERE source_type = :st AND source_id = :sid LIMIT 1")
+    started = time.perf_counter()
+    done = 0
+    with engine.connect() as conn:
+        trans = conn.begin()
+        for source_type, (select_doc, debit_gl, credit_gl) in per_kind.items():
+            for doc_id in ids[source_type]:
+                doc = conn.execute(text(select_doc), {"id": doc_id}).first()
+                if doc is None or conn.execute(exists, {"st": source_type, "sid": doc_id}).first():
+                    continue
+                amount = Decimal(doc[2])
+                common = {"st": source_type, "sid": doc_id, "acct": doc[1], "day": doc[3], "now": now}
+                conn.execute(insert, {**common, "line": 1, "gl": debit_gl, "debit": amount, "credit": 0})
+                conn.execute(insert, {**common, "line": 2, "gl": credit_gl, "debit": 0, "credit": amount})
+                done += 1
+        elapsed = time.perf_counter() - started
+        trans.rollback()
+    return done / elapsed
+
+
+def run_collector(env: WorkerEnv, dispatcher: StepQueue, run_id: int, workers: int, timings: Timings) -> float:
+    """Drain the run's steps with ``workers`` threads; returns the wall time until the run is final."""
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        while not stop.is_set():
+            try:
+                step = dispatcher.steps.get(timeout=0.05)
+            except queue.Empty:
+                continue
+            began = time.perf_counter()
+            try:
+                execute_step(env, step.run_id, step.phase, step.chunk_no)
+            except BaseException as exc:
+                errors.append(exc)
+            finally:
+                timings.add(step.phase, time.perf_counter() - began)
+                dispatcher.steps.task_done()
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=work, daemon=True) for _ in range(workers)]
+    for t in threads:
+        t.start()
+    final = {RunStatus.COMPLETED, RunStatus.INCOMPLETE, RunStatus.FAILED}
+    while True:
+        dispatcher.steps.join()
+        with env.factory() as session:
+            run = session.get(JobRun, run_id)
+            assert run is not None
+            if run.status in final:
+                break
+        time.sleep(0.01)
+    elapsed = time.perf_counter() - started
+    stop.set()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return elapsed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--documents", type=int, default=1_000_000)
+    parser.add_argument("--chunk-size", type=int, default=50_000)
+    parser.add_argument("--workers", type=int, default=2, help="worker threads sharing the run's steps")
+    parser.add_argument("--baseline-sample", type=int, default=20_000)
+    parser.add_argument("--keep", action="store_true", help="keep the scratch database")
+    parser.add_argument("--trace", action="store_true", help="print the statements the run spent most time in")
+    args = parser.parse_args(argv)
+    server = os.environ.get("SCHEDULER_BENCH_POSTGRES_URL") or os.environ.get("SCHEDULER_TEST_POSTGRES_URL")
+    if not server:
+        print("set SCHEDULER_BENCH_POSTGRES_URL (or SCHEDULER_TEST_POSTGRES_URL) to a PostgreSQL server URL",
+              file=sys.stderr)
+        return 2
+    url, drop = scratch_database(server)
+    try:
+        return bench(url, args)
+    finally:
+        if args.keep:
+            print(f"kept {url}", file=sys.stderr)
+        else:
+            drop()
+
+
+def bench(url: str, args: argparse.Namespace) -> int:
+    engine = make_engine(url, pool_size=args.workers + 4)
+    upgrade(engine)
+    migrate_billing(engine)
+    clock = SystemClock()
+    now = clock.now()
+    t0 = time.perf_counter()
+    counts = seed(engine, args.documents, now)
+    seeded = time.perf_counter() - t0
+    expected = expected_totals(engine)
+
+    baseline_rate = baseline(engine, args.baseline_sample, now)
+
+    settings = Settings(database_url=url, chunk_size=args.chunk_size)
+    dispatcher = StepQueue()
+    env = build_env(settings, dispatcher=dispatcher, registry=load_registry(settings), clock=clock, engine=engine,
+                    billing_engine=engine, worker_id="bench", heartbeat=False)
+    with env.factory() as session:
+        job = create_job(session=session, registry=env.registry, actor="bench", clock=clock,
+                         job_in=JobCreate(name="GL bench", job_type="gl_collector", properties={}))
+        run, _ = create_manual_run(session=session, registry=env.registry, actor="bench", clock=clock,
+                                   run_in=RunCreate(job_id=job.id or 0))
+        run_id = run.id or 0
+    send_run(factory=env.factory, dispatcher=dispatcher, registry=env.registry, run_id=run_id, clock=clock)
+    traced = StatementTimes(engine) if args.trace else None
+    timings = Timings()
+    elapsed = run_collector(env, dispatcher, run_id, args.workers, timings)
+
+    with env.factory() as session:
+        done = session.get(JobRun, run_id)
+        assert done is not None
+    lines, totals = posted_totals(engine)
+    checks = {
+        "status": done.status,
+        "lines_posted": lines,
+        "lines_expected": 2 * args.documents,
+        "totals_match": totals == expected,
+        "balanced": sum(v for k, v in totals.items() if k.endswith("debit"))
+        == sum(v for k, v in totals.items() if k.endswith("credit")),
+    }
+    rate = args.documents / elapsed
+    result = {
+        "benchmark": "gl_collector",
+        "documents": args.documents,
+        "documents_by_kind": counts,
+        "chunk_size": args.chunk_size,
+        "chunks": done.chunks_total,
+        "workers": args.workers,
+        "seed_seconds": round(seeded, 2),
+        "run_seconds": round(elapsed, 2),
+        "step_seconds": {k: round(v, 2) for k, v in timings.by_phase.items()},
+        "docs_per_second": round(rate),
+        "baseline_sample": args.baseline_sample,
+        "baseline_docs_per_second": round(baseline_rate),
+        "speedup": round(rate / baseline_rate, 1) if baseline_rate else None,
+        "target_docs_per_second": 50_000,
+        "meets_target": rate >= 50_000,
+        "checks": checks,
+        "summary": {k: done.summary.get(k) for k in ("documents", "lines", "debit_total", "credit_total", "balanced")},
+    }
+    print(f"{'method':<34} {'documents':>10} {'seconds':>9} {'docs/s':>10}")
+    print(f"{'row at a time (baseline, sample)':<34} {args.baseline_sample:>10} "
+          f"{args.baseline_sample / baseline_rate:>9.2f} {baseline_rate:>10.0f}")
+    print(f"{'gl_collector run (set-based)':<34} {args.documents:>10} {elapsed:>9.2f} {rate:>10.0f}")
+    print(f"speed-up {result['speedup']}x; target 50,000 docs/s: {'met' if result['meets_target'] else 'NOT met'}")
+    if traced is not None:
+        for shape, calls, seconds in traced.top():
+            print(f"{seconds:8.2f}s {calls:6d}x  {shape}", file=sys.stderr)
+    print(json.dumps(result, default=str))
+    ok = done.status == RunStatus.COMPLETED and checks["totals_match"] and lines == 2 * args.documents
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
