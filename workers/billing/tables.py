@@ -98,6 +98,8 @@ payments = Table(
     Column("amount", Money, nullable=False),
     Column("received_at", UTCDateTime(), nullable=False),
     Index("ix_payments_account", "account_id"),
+    # Deleting or voiding an invoice checks its payments.
+    Index("ix_payments_invoice", "invoice_id"),
 )
 
 dunning_actions = Table(
