@@ -185,7 +185,7 @@ def _record_chunks(env: WorkerEnv, run_id: int, specs: list[dict[str, Any]]) -> 
             return False
         insert_ignore(
             session,
-            RunChunk.__table__,
+            RunChunk.__table__,  # type: ignore[attr-defined]
             [{"run_id": run_id, "chunk_no": k, "spec": spec, "items": 0} for k, spec in enumerate(specs)],
         )
         session.commit()
@@ -250,7 +250,7 @@ def _mark_chunk(
                    getattr(RunChunk, column).is_(None))
             .values(**values)
         )
-        done = marked.rowcount == 1  # type: ignore[attr-defined]
+        done = bool(marked.rowcount == 1)  # type: ignore[attr-defined]
         if done:
             session.execute(
                 update(JobRun)
@@ -330,6 +330,8 @@ def apply_chunk(env: WorkerEnv, run_id: int, chunk_no: int) -> None:
 def _stop_if_over_runtime(env: WorkerEnv, run: JobRun, job: Job) -> bool:
     """Fail (or, once applying, finish with errors) a run past its job's ``max_runtime``."""
     assert run.id is not None
+    if not job.max_runtime:
+        return False
     started = submitted_at(env, run) if run.status == S.SUBMITTED else run.started_at
     reason = runtime_exceeded(job, started, env.clock.now())
     if reason is None:

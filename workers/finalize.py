@@ -139,7 +139,7 @@ def finish_if_applied(env: WorkerEnv, run_id: int, ctx: RunContext | None, *, er
 def _first_error(env: WorkerEnv, run_id: int, errored: int, total: int) -> str:
     with env.factory() as session:
         detail = session.scalar(
-            select(RunItem.detail)
+            select(col(RunItem.detail))
             .where(col(RunItem.run_id) == run_id, col(RunItem.outcome) == ItemOutcome.ERROR)
             .order_by(col(RunItem.id))
             .limit(1)

@@ -32,7 +32,7 @@ def errored_keys(engine: Engine, run_id: int) -> list[str] | None:
         if not reached_apply:
             return None
         keys = conn.execute(
-            select(RunItem.item_key)
+            select(col(RunItem.item_key))
             .where(col(RunItem.run_id) == run_id, col(RunItem.outcome) == ItemOutcome.ERROR)
             .order_by(RunItem.item_key)
         ).scalars()
@@ -48,7 +48,8 @@ def original_as_of(engine: Engine, run: JobRun) -> datetime:
         while retry_of is not None and retry_of not in seen:
             seen.add(retry_of)
             row = conn.execute(
-                select(JobRun.scheduled_for, JobRun.created_at, JobRun.retry_of).where(col(JobRun.id) == retry_of)
+                select(col(JobRun.scheduled_for), col(JobRun.created_at), col(JobRun.retry_of))
+                .where(col(JobRun.id) == retry_of)
             ).first()
             if row is None:
                 break

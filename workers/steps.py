@@ -51,8 +51,8 @@ def declare_actors(broker: Broker, registry: JobTypeRegistry, env: EnvProvider) 
     declared: dict[str, Any] = {}
     for queue in registry.queues():
         name = step_actor_name(queue)
-        declared[name] = dramatiq.actor(
-            _step_function(env), actor_name=name, queue_name=queue, broker=broker, max_retries=0
+        declared[name] = dramatiq.actor(actor_name=name, queue_name=queue, broker=broker, max_retries=0)(
+            _step_function(env)
         )
 
     def request_run(
@@ -65,8 +65,8 @@ def declare_actors(broker: Broker, registry: JobTypeRegistry, env: EnvProvider) 
         return record_requested_run(env(), job, run_properties or {}, idempotency_key, preview)
 
     declared[REQUEST_RUN_ACTOR] = dramatiq.actor(
-        request_run, actor_name=REQUEST_RUN_ACTOR, queue_name=SCHEDULER_QUEUE, broker=broker, max_retries=0
-    )
+        actor_name=REQUEST_RUN_ACTOR, queue_name=SCHEDULER_QUEUE, broker=broker, max_retries=0
+    )(request_run)
     return declared
 
 
@@ -83,7 +83,7 @@ def resolve_job_id(env: WorkerEnv, job: int | str) -> int:
         return int(job)
     with env.factory() as session:
         job_id = session.scalar(
-            select(Job.id).where(col(Job.name) == job, col(Job.status) != JobStatus.ARCHIVED)
+            select(col(Job.id)).where(col(Job.name) == job, col(Job.status) != JobStatus.ARCHIVED)
         )
     if job_id is None:
         raise JobNotFound(job)

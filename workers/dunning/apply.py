@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import Date, bindparam, text
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql.elements import BindParameter
 
 from scheduler.db import UTCDateTime
 from scheduler.jobtypes import RunContext
@@ -190,7 +191,7 @@ def _record_outcomes(
     base = "run_id = :run_id AND chunk_no = :chunk_no AND outcome = :planned AND item_key IN :keys"
     params: dict[str, Any] = {"run_id": run_id, "chunk_no": chunk_no, "planned": ItemOutcome.PLANNED}
     stamp = bindparam("now", type_=UTCDateTime())
-    keys = bindparam("keys", expanding=True)
+    keys: BindParameter[Any] = bindparam("keys", expanding=True)
     skip = text(
         f"UPDATE run_item SET outcome = :skipped, applied_at = :now, "
         f"detail = {d.json_merge('detail', [('reason', d.text_param('reason'))])} WHERE {base}"

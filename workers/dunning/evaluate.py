@@ -207,7 +207,8 @@ def _insert_ignore(conn: Connection) -> Any:
     from sqlalchemy.dialects import postgresql, sqlite
 
     module: Any = postgresql if conn.dialect.name == "postgresql" else sqlite
-    return module.insert(RunItem.__table__).on_conflict_do_nothing()
+    table = RunItem.__table__  # type: ignore[attr-defined]
+    return module.insert(table).on_conflict_do_nothing()
 
 
 def _staged_count(conn: Connection, run_id: int, chunk_no: int) -> int:
