@@ -23,6 +23,7 @@ from beat.tables import JOBS, RUN_CHUNKS, RUNS
 from scheduler.clock import Clock
 from scheduler.dispatch import Dispatcher, Phase, RunStep
 from scheduler.errors import BrokerUnavailable
+from scheduler.jobs import pause_if_failing
 from scheduler.jobtypes import JobTypeRegistry
 from scheduler.lifecycle import transition
 from scheduler.metrics import RECLAIMED_RUNS, RESENT_RUNS, RUNS_TOTAL
@@ -90,7 +91,8 @@ def resend_outbox(ctx: Repairs, now: datetime) -> int:
 def fail_overrunning(ctx: Repairs, now: datetime) -> int:
     """Fail the running runs of jobs with ``max_runtime`` that started longer ago than that."""
     stmt = (
-        select(RUNS.c.id, RUNS.c.status, RUNS.c.started_at, RUNS.c.job_type, RUNS.c.trigger, JOBS.c.max_runtime)
+        select(RUNS.c.id, RUNS.c.job_id, RUNS.c.status, RUNS.c.started_at, RUNS.c.job_type, RUNS.c.trigger,
+               JOBS.c.max_runtime, JOBS.c.pause_on_failure)
         .join(JOBS, JOBS.c.id == RUNS.c.job_id)
         .where(
             RUNS.c.status.in_((RunStatus.PROCESSING, RunStatus.SUBMITTED)),
@@ -119,6 +121,10 @@ def fail_overrunning(ctx: Repairs, now: datetime) -> int:
             "run %s failed: exceeded max_runtime of %s s (started %s)",
             row.id, row.max_runtime, row.started_at.isoformat(), extra={"run_id": row.id},
         )
+    for job_id, limit in sorted({(row.job_id, row.pause_on_failure) for row in failed if row.pause_on_failure}):
+        with ctx.factory() as session:
+            if pause_if_failing(session=session, job_id=job_id, actor=ctx.actor, clock=ctx.clock):
+                log.warning("job %s paused after %s consecutive failed runs", job_id, limit, extra={"job_id": job_id})
     return len(failed)
 
 

@@ -16,7 +16,7 @@ from scheduler.clock import Clock
 from scheduler.cron import CronSchedule, validate_timezone
 from scheduler.errors import DuplicateJobName, InvalidInput, InvalidTransition, JobNotFound
 from scheduler.jobtypes import JobTypeRegistry
-from scheduler.models import Job, JobEvent, JobStatus, MisfirePolicy, OverlapPolicy
+from scheduler.models import Job, JobEvent, JobRun, JobStatus, MisfirePolicy, OverlapPolicy, RunStatus
 
 
 class NotifyEvent(enum.StrEnum):
@@ -50,6 +50,9 @@ class JobCreate(BaseModel):
     max_catchup_runs: int = Field(default=10, ge=1, le=1000)
     overlap_policy: OverlapPolicy = OverlapPolicy.SKIP
     max_runtime: int | None = Field(default=None, gt=0, description="seconds")
+    pause_on_failure: int | None = Field(
+        default=None, ge=1, le=1000, description="Pause the job after this many consecutive FAILED runs; empty: never"
+    )
 
     @field_validator("status")
     @classmethod
@@ -85,6 +88,7 @@ class JobPublic(BaseModel):
     max_catchup_runs: int
     overlap_policy: str
     max_runtime: int | None
+    pause_on_failure: int | None = None
     created_at: datetime
     created_by: str
     next_fire_at: datetime | None
@@ -198,6 +202,36 @@ def change_job_status(
         session.rollback()
         raise DuplicateJobName(job.name) from exc
     return job
+
+
+FINISHED_RUN_STATUSES = (RunStatus.COMPLETED, RunStatus.INCOMPLETE, RunStatus.FAILED)
+"""The outcomes that make or break a failure streak (cancelled and deleted runs do neither)."""
+
+
+def pause_if_failing(*, session: Session, job_id: int, actor: str, clock: Clock) -> bool:
+    """Pause an ACTIVE job whose latest ``pause_on_failure`` finished runs all FAILED; ``True`` if paused.
+
+    Called when a run ends FAILED. The job row is locked first (PostgreSQL), so two runs failing at
+    once pause the job once; the audit note carries the last run's error.
+    """
+    job = session.get(Job, job_id, with_for_update=True, populate_existing=True)
+    limit = job.pause_on_failure if job is not None else None
+    if job is None or not limit or job.status != JobStatus.ACTIVE:
+        session.rollback()
+        return False
+    latest = session.execute(
+        select(col(JobRun.status), col(JobRun.error))
+        .where(col(JobRun.job_id) == job_id, col(JobRun.status).in_(FINISHED_RUN_STATUSES))
+        .order_by(col(JobRun.finished_at).desc().nulls_last(), col(JobRun.id).desc())
+        .limit(limit)
+    ).all()
+    if len(latest) < limit or any(status != RunStatus.FAILED for status, _ in latest):
+        session.rollback()
+        return False
+    last_error = (latest[0].error or "no error recorded").splitlines()[0]
+    note = f"paused after {limit} consecutive failed runs: {last_error}"[:2000]
+    change_job_status(session=session, job_id=job_id, action="pause", actor=actor, clock=clock, note=note)
+    return True
 
 
 def job_events(session: Session, job_id: int) -> list[JobEvent]:

@@ -120,6 +120,8 @@ class Job(SQLModel, table=True):
     max_catchup_runs: int = 10
     overlap_policy: str = OverlapPolicy.SKIP
     max_runtime: int | None = None
+    pause_on_failure: int | None = None
+    """Pause the job after this many consecutive FAILED runs; ``None``: never."""
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
     created_by: str = "system"
     next_fire_at: datetime | None = _ts(index=True)

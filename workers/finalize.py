@@ -11,9 +11,11 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select, text
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
+from scheduler.jobs import pause_if_failing
 from scheduler.jobtypes import RunContext
 from scheduler.lifecycle import transition
 from scheduler.metrics import ITEMS_TOTAL, JOB_LAST_SUCCESS, RUN_DURATION, RUNS_TOTAL
@@ -181,8 +183,24 @@ def _terminal(env: WorkerEnv, run: JobRun, job: Job, status: RunStatus, counts: 
         ITEMS_TOTAL.labels(job_type=run.job_type, outcome=outcome).inc(count)
     if status is S.COMPLETED:
         JOB_LAST_SUCCESS.labels(job=job.name).set(finished.timestamp())
+    if status is S.FAILED and job.pause_on_failure:
+        _pause_if_failing(env, job)
     assert run.id is not None
     _notify(env, run.id)
+
+
+def _pause_if_failing(env: WorkerEnv, job: Job) -> None:
+    """Pause the job if this failure completes its ``pause_on_failure`` streak; audited, best effort."""
+    assert job.id is not None
+    try:
+        with env.factory() as session:
+            paused = pause_if_failing(session=session, job_id=job.id, actor=env.worker_id, clock=env.clock)
+    except SQLAlchemyError:
+        log.exception("job %s: could not check its failure streak", job.id, extra={"job_id": job.id})
+        return
+    if paused:
+        log.warning("job %s paused after %s consecutive failed runs", job.id, job.pause_on_failure,
+                    extra={"job_id": job.id})
 
 
 def _notify(env: WorkerEnv, run_id: int) -> None:
