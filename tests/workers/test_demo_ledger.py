@@ -5,12 +5,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import date, timedelta
 
+import pytest
 from sqlalchemy import Engine, text
-from workers_testkit import AS_OF, Drain
+from workers_testkit import AS_OF, Drain, dunning_registry
 
+from scheduler.jobtypes import JobTypeRegistry
 from scheduler.models import Job, JobRun
 from workers.billing.demo import seed_demo
 from workers.env import WorkerEnv
+
+
+@pytest.fixture
+def registry() -> JobTypeRegistry:
+    return dunning_registry()
 
 
 def fingerprint(engine: Engine) -> list[tuple[object, ...]]:

@@ -9,10 +9,11 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine, select, update
-from workers_testkit import AS_OF, TIERS, Drain, RecordingDispatcher
+from workers_testkit import AS_OF, TIERS, Drain, RecordingDispatcher, dunning_registry
 
 from scheduler.clock import FrozenClock
 from scheduler.errors import InvalidProperties
+from scheduler.jobtypes import JobTypeRegistry
 from scheduler.models import Job, RunItem, RunStatus
 from scheduler.runs import act_on_run, retry_run, send_apply, send_run
 from workers.billing import dunning_actions, invoices
@@ -22,6 +23,11 @@ from workers.executor import build_context, execute_step, load_run
 
 S = RunStatus
 StateFn = Callable[[], dict[str, tuple[int, str]]]
+
+
+@pytest.fixture
+def registry() -> JobTypeRegistry:
+    return dunning_registry()
 
 
 def items_of(env: WorkerEnv, run_id: int) -> dict[str, tuple[str, dict[str, Any]]]:

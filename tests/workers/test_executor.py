@@ -8,10 +8,11 @@ from typing import Any
 
 import pytest
 from sqlalchemy import func, select, update
-from workers_testkit import Drain, RecordingDispatcher
+from workers_testkit import Drain, RecordingDispatcher, dunning_registry
 
 from scheduler.clock import FrozenClock
 from scheduler.dispatch import Phase
+from scheduler.jobtypes import JobTypeRegistry
 from scheduler.models import Job, JobRun, RunChunk, RunEvent, RunItem, RunStatus
 from workers.dunning import DunningJobType
 from workers.env import WorkerEnv
@@ -19,6 +20,11 @@ from workers.executor import FINAL_CHECK, execute_step
 from workers.heartbeat import RunHeartbeat
 
 S = RunStatus
+
+
+@pytest.fixture
+def registry() -> JobTypeRegistry:
+    return dunning_registry()
 
 
 def run_of(env: WorkerEnv, run_id: int) -> JobRun:

@@ -15,7 +15,7 @@ import dramatiq
 import pytest
 import redis
 from sqlalchemy import Engine, select
-from workers_testkit import AS_OF
+from workers_testkit import AS_OF, dunning_registry
 
 from scheduler.clock import SystemClock
 from scheduler.dispatch import REQUEST_RUN_ACTOR, SCHEDULER_QUEUE, Dispatcher, make_broker
@@ -30,6 +30,11 @@ pytestmark = pytest.mark.slow
 S = RunStatus
 DEADLINE = 60.0
 TEST_REDIS_DB = 11
+
+
+@pytest.fixture
+def registry() -> JobTypeRegistry:
+    return dunning_registry()
 
 
 def private_db(url: str) -> str:

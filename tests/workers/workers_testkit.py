@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import Engine, insert
 
 from scheduler.dispatch import Dispatcher, RunStep
+from scheduler.jobtypes import JobTypeRegistry
 from workers.billing import accounts, invoices
 
 AS_OF = date(2026, 6, 1)
@@ -75,3 +76,10 @@ def add_account(
         return int(account_id)
 
 
+
+
+def dunning_registry() -> JobTypeRegistry:
+    """Only the dunning type, so these tests do not depend on the other job types' modules."""
+    from workers.dunning import JOB_TYPE
+
+    return JobTypeRegistry([JOB_TYPE])
