@@ -97,6 +97,36 @@ class StatementTimes:
         return rows[:n]
 
 
+class BackendCpu:
+    """CPU seconds the PostgreSQL backends of one database used (a local server only): a figure that
+    holds still when other processes load the machine, unlike wall time."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.start = self._sample()
+
+    def _sample(self) -> dict[int, float] | None:
+        with self.engine.connect() as conn:
+            pids = list(conn.execute(text(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database()")).scalars())
+        ticks = os.sysconf("SC_CLK_TCK")
+        used: dict[int, float] = {}
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+            except OSError:
+                return None
+            used[pid] = (int(fields[11]) + int(fields[12])) / ticks
+        return used
+
+    def seconds(self) -> float | None:
+        end = self._sample()
+        if self.start is None or end is None:
+            return None
+        return sum(cpu - self.start.get(pid, 0.0) for pid, cpu in end.items())
+
+
 def scratch_database(server_url: str) -> tuple[str, Callable[[], None]]:
     admin = create_engine(normalize_url(server_url), isolation_level="AUTOCOMMIT")
     name = f"bench_gl_{uuid.uuid4().hex[:8]}"
@@ -146,6 +176,7 @@ def seed(engine: Engine, documents: int, now: datetime) -> dict[str, int]:
         ), {"accounts": ACCOUNTS, "t0": now - timedelta(days=300), "n": counts["write_offs"]})
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(text("VACUUM ANALYZE"))
+        conn.execute(text("CHECKPOINT"))
     return counts
 
 
@@ -263,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--documents", type=int, default=1_000_000)
     parser.add_argument("--chunk-size", type=int, default=50_000)
     parser.add_argument("--workers", type=int, default=2, help="worker threads sharing the run's steps")
-    parser.add_argument("--baseline-sample", type=int, default=20_000)
+    parser.add_argument("--baseline-sample", type=int, default=5_000)
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
     parser.add_argument("--trace", action="store_true", help="print the statements the run spent most time in")
     args = parser.parse_args(argv)
@@ -308,7 +339,9 @@ def bench(url: str, args: argparse.Namespace) -> int:
     send_run(factory=env.factory, dispatcher=dispatcher, registry=env.registry, run_id=run_id, clock=clock)
     traced = StatementTimes(engine) if args.trace else None
     timings = Timings()
+    cpu = BackendCpu(engine)
     elapsed = run_collector(env, dispatcher, run_id, args.workers, timings)
+    cpu_seconds = cpu.seconds()
 
     with env.factory() as session:
         done = session.get(JobRun, run_id)
@@ -334,6 +367,9 @@ def bench(url: str, args: argparse.Namespace) -> int:
         "run_seconds": round(elapsed, 2),
         "step_seconds": {k: round(v, 2) for k, v in timings.by_phase.items()},
         "docs_per_second": round(rate),
+        "postgres_cpu_seconds": round(cpu_seconds, 2) if cpu_seconds is not None else None,
+        "docs_per_postgres_cpu_second": round(args.documents / cpu_seconds) if cpu_seconds else None,
+        "load_average": [round(x, 2) for x in os.getloadavg()],
         "baseline_sample": args.baseline_sample,
         "baseline_docs_per_second": round(baseline_rate),
         "speedup": round(rate / baseline_rate, 1) if baseline_rate else None,
@@ -347,6 +383,9 @@ def bench(url: str, args: argparse.Namespace) -> int:
           f"{args.baseline_sample / baseline_rate:>9.2f} {baseline_rate:>10.0f}")
     print(f"{'gl_collector run (set-based)':<34} {args.documents:>10} {elapsed:>9.2f} {rate:>10.0f}")
     print(f"speed-up {result['speedup']}x; target 50,000 docs/s: {'met' if result['meets_target'] else 'NOT met'}")
+    if cpu_seconds:
+        print(f"PostgreSQL CPU {cpu_seconds:.2f}s ({args.documents / cpu_seconds:.0f} docs per CPU-second); "
+              f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     if traced is not None:
         for shape, calls, seconds in traced.top():
             print(f"{seconds:8.2f}s {calls:6d}x  {shape}", file=sys.stderr)

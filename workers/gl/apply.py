@@ -49,21 +49,22 @@ def apply_chunk(ctx: RunContext, chunk_no: int, spec: dict[str, Any]) -> None:
     if not planned:
         return
     now = ctx.clock.now()
-    select_sql, params = chunk_lines(ctx, chunk)
-    params["now"] = now
+    lines = chunk_lines(ctx, chunk)
+    params = {**lines.params, "now": now}
+    one = lines.one_line_per_account
     same_db = same_database(ctx.engine, ctx.billing_engine)
     with ctx.billing_engine.begin() as conn:
         large_batch(conn)
         reasons: dict[str, str] = {}
         if chunk.staged:
             staged_sql = stored_lines("gl_staged")
-            staged = batch_totals(conn, staged_sql, params)
+            staged = batch_totals(conn, staged_sql, params, one_line_per_account=one)
             check_balanced(conn, staged_sql, params, staged, chunk=chunk, where=f"chunk {chunk_no} ({chunk.label})")
             insert_lines(conn, posting_insert(chunk.source), POSTED_KEY, params)
         else:
-            insert_lines(conn, direct_posting(select_sql), POSTED_KEY, params)
+            insert_lines(conn, direct_posting(lines.sql), POSTED_KEY, params)
         posted_sql = stored_lines("gl_entries")
-        posted = batch_totals(conn, posted_sql, params)
+        posted = batch_totals(conn, posted_sql, params, one_line_per_account=one)
         check_balanced(conn, posted_sql, params, posted, chunk=chunk, where=f"posted chunk {chunk_no} ({chunk.label})")
         if chunk.staged:
             if any(posted.get(a, _NONE).lines < t.lines for a, t in staged.items()):

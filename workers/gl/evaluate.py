@@ -15,6 +15,7 @@ straight from the documents, so a large unattended run writes each line once, no
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import bindparam, select, text
@@ -22,12 +23,22 @@ from sqlmodel import col
 
 from scheduler.jobtypes import RunContext
 from scheduler.models import Job, JobRun, RunStatus
-from workers.gl.journal import batch_totals, check_balanced, insert_items, insert_lines, large_batch, staged_items
+from workers.gl.journal import (
+    batch_totals,
+    check_balanced,
+    document_totals,
+    insert_items,
+    insert_lines,
+    large_batch,
+    staged_items,
+)
 from workers.gl.sources import (
     SOURCES,
     STAGED_KEY,
     Chunk,
+    JournalLine,
     cutoff_params,
+    document_sums,
     journal_lines,
     line_select,
     properties,
@@ -77,27 +88,45 @@ def needs_review(ctx: RunContext) -> bool:
         return bool(conn.execute(select(Job.requires_review).where(col(Job.id) == ctx.job_id)).scalar())
 
 
-def chunk_lines(ctx: RunContext, chunk: Chunk) -> tuple[str, dict[str, Any]]:
-    """The ``SELECT`` of the chunk's journal lines from its documents, with every parameter it needs."""
+@dataclass(frozen=True, kw_only=True)
+class ChunkLines:
+    """The ``SELECT`` of a chunk's journal lines from its documents, with every parameter it needs."""
+
+    sql: str
+    sums_sql: str
+    """One pass over the documents summing each line (cheaper than totalling the lines themselves)."""
+    params: dict[str, Any]
+    lines: list[JournalLine]
+
+    @property
+    def one_line_per_account(self) -> bool:
+        return len({line.gl_account for line in self.lines}) == len(self.lines)
+
+
+def chunk_lines(ctx: RunContext, chunk: Chunk) -> ChunkLines:
     props, _ = properties(ctx)
     lines = journal_lines(chunk.source, props.gl_accounts.posting(chunk.collector))
-    sql, params = line_select(SqlDialect.of(ctx.billing_engine), chunk.source, lines)
-    return sql, {**params, **chunk.params(ctx.run_id), **cutoff_params(ctx)}
+    d = SqlDialect.of(ctx.billing_engine)
+    sql, params = line_select(d, chunk.source, lines)
+    return ChunkLines(sql=sql, sums_sql=document_sums(d, chunk.source, lines), lines=lines,
+                      params={**params, **chunk.params(ctx.run_id), **cutoff_params(ctx)})
 
 
 def evaluate_chunk(ctx: RunContext, chunk_no: int, spec: dict[str, Any]) -> int:
     """Work out (and, for review, stage) the chunk's lines and per-account items; returns the chunk's items."""
     chunk = Chunk.from_spec(spec)
-    select_sql, params = chunk_lines(ctx, chunk)
+    lines = chunk_lines(ctx, chunk)
+    params = lines.params
     same_db = same_database(ctx.engine, ctx.billing_engine)
     with ctx.billing_engine.begin() as conn:
         large_batch(conn)
         if chunk.staged:
-            insert_lines(conn, staging_insert(select_sql), STAGED_KEY, params)
+            insert_lines(conn, staging_insert(lines.sql), STAGED_KEY, params)
             lines_sql = stored_lines("gl_staged")
+            totals = batch_totals(conn, lines_sql, params, one_line_per_account=lines.one_line_per_account)
         else:
-            lines_sql = select_sql
-        totals = batch_totals(conn, lines_sql, params)
+            lines_sql = lines.sql
+            totals = document_totals(conn, lines.sums_sql, params, lines.lines)
         # Raising rolls the staging back; the executor fails the run, so nothing is ever applied.
         check_balanced(conn, lines_sql, params, totals, chunk=chunk, where=f"chunk {chunk_no} ({chunk.label})")
         items = staged_items(ctx.run_id, chunk_no, chunk, totals)

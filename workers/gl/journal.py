@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 
 from scheduler.models import ItemOutcome, RunItem
 from workers.gl.properties import JournalUnbalanced
-from workers.gl.sources import Chunk, typed
+from workers.gl.sources import Chunk, JournalLine, typed
 from workers.sql import SqlDialect
 
 CENT = Decimal("0.01")
@@ -37,12 +37,19 @@ class AccountTotal:
     credit: Decimal
 
 
-def batch_totals(conn: Connection, lines_sql: str, params: dict[str, Any]) -> dict[str, AccountTotal]:
-    """Per GL account: count and sums of the journal lines ``lines_sql`` selects."""
+def batch_totals(
+    conn: Connection, lines_sql: str, params: dict[str, Any], *, one_line_per_account: bool = False
+) -> dict[str, AccountTotal]:
+    """Per GL account: count and sums of the journal lines ``lines_sql`` selects.
+
+    ``one_line_per_account``: each document has at most one line per GL account (the entry's accounts
+    all differ), so an account's documents are its lines and need no ``COUNT(DISTINCT …)`` sort.
+    """
     d = SqlDialect.of(conn)
+    documents = "COUNT(*)" if one_line_per_account else "COUNT(DISTINCT source_id)"
     rows = conn.execute(
         typed(
-            "SELECT gl_account, COUNT(*) AS lines, COUNT(DISTINCT source_id) AS documents, "
+            f"SELECT gl_account, COUNT(*) AS lines, {documents} AS documents, "
             f"{d.money_text(d.money_sum('debit'))} AS debit, {d.money_text(d.money_sum('credit'))} AS credit "
             f"FROM ({lines_sql}) batch GROUP BY gl_account ORDER BY gl_account"
         ),
@@ -52,6 +59,26 @@ def batch_totals(conn: Connection, lines_sql: str, params: dict[str, Any]) -> di
         r.gl_account: AccountTotal(gl_account=r.gl_account, documents=int(r.documents), lines=int(r.lines),
                                    debit=money(r.debit), credit=money(r.credit))
         for r in rows
+    }
+
+
+def document_totals(
+    conn: Connection, sums_sql: str, params: dict[str, Any], lines: list[JournalLine]
+) -> dict[str, AccountTotal]:
+    """Per GL account, from :func:`~workers.gl.sources.document_sums`: every document has every line."""
+    row = conn.execute(typed(sums_sql), params).one()
+    documents = int(row.documents or 0)
+    if not documents:
+        return {}
+    sums: dict[str, list[Any]] = {}
+    for line in lines:
+        entry = sums.setdefault(line.gl_account, [0, Decimal("0.00"), Decimal("0.00")])
+        entry[0] += documents
+        entry[1] += money(getattr(row, f"debit_{line.line_no}"))
+        entry[2] += money(getattr(row, f"credit_{line.line_no}"))
+    return {
+        account: AccountTotal(gl_account=account, documents=documents, lines=n, debit=debit, credit=credit)
+        for account, (n, debit, credit) in sorted(sums.items())
     }
 
 

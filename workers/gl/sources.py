@@ -171,11 +171,27 @@ def line_select(d: SqlDialect, source: Source, lines: list[JournalLine]) -> tupl
         f"CASE l.line_no {' '.join(debits)} END AS debit, "
         f"CASE l.line_no {' '.join(credits)} END AS credit, "
         "doc.entry_date AS entry_date "
-        f"FROM (SELECT src.id, src.account_id, {source.amount} AS amount, {source.entry_date(d)} AS entry_date "
-        f"{source.uncollected()} AND src.id BETWEEN :first_id AND :last_id) doc "
-        f"CROSS JOIN ({numbers}) l"
+        f"FROM ({document_select(d, source)}) doc CROSS JOIN ({numbers}) l"
     )
     return sql, params
+
+
+def document_select(d: SqlDialect, source: Source) -> str:
+    """A ``SELECT`` of the chunk's uncollected documents: ``id, account_id, amount, entry_date``."""
+    return (
+        f"SELECT src.id, src.account_id, {source.amount} AS amount, {source.entry_date(d)} AS entry_date "
+        f"{source.uncollected()} AND src.id BETWEEN :first_id AND :last_id"
+    )
+
+
+def document_sums(d: SqlDialect, source: Source, lines: list[JournalLine]) -> str:
+    """One pass over the chunk's documents: how many, and each journal line's debit and credit sums."""
+    sums = ", ".join(
+        f"{d.money_text(d.money_sum(line.debit))} AS debit_{line.line_no}, "
+        f"{d.money_text(d.money_sum(line.credit))} AS credit_{line.line_no}"
+        for line in lines
+    )
+    return f"SELECT COUNT(*) AS documents, {sums} FROM ({document_select(d, source)}) doc"
 
 
 STAGED_KEY = "ON CONFLICT (run_id, source_type, source_id, line_no) DO NOTHING"
