@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import FrameType
+from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, ProgrammingError
@@ -37,7 +38,7 @@ from beat.recovery import Repairs, fail_overrunning, reclaim_stale, resend_outbo
 from beat.scheduling import NewRun, earliest_fire, record_misses, schedule_due_jobs, select_due_jobs
 from beat.wakeup import WakeListener
 from scheduler.clock import Clock, SystemClock
-from scheduler.db import make_engine, make_session_factory
+from scheduler.db import is_sqlite, make_engine, make_session_factory
 from scheduler.dispatch import Dispatcher, make_broker, redis_url
 from scheduler.errors import DatabaseUnavailable, StaleLeader
 from scheduler.jobtypes import JobTypeRegistry, load_registry
@@ -195,7 +196,7 @@ class Beat:
                     result = self.tick()
                 except (DBAPIError, DatabaseUnavailable) as exc:
                     # The lease may be lost meanwhile: re-acquire it (same epoch if nobody took it).
-                    self.lease.forget()
+                    self.lease.forget(f"database error: {_first_line(exc)}")
                     BEAT_LEADER.set(0)
                     stop.wait(outage.failed(exc))
                     continue
@@ -246,10 +247,23 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(orig).__name__
 
 
+def engine_options(settings: Settings) -> dict[str, Any]:
+    """On PostgreSQL, end a transaction of this beat left idle for half a lease.
+
+    A beat frozen (SIGSTOP, a paused VM) inside a tick holds the lease row and its due jobs locked;
+    without a limit no standby could take over until it woke. The server ends such a session, the
+    frozen tick rolls back, and a standby takes over once the lease expires.
+    """
+    if is_sqlite(settings.resolved_database_url):
+        return {}
+    idle_ms = max(1000, int(settings.beat_lease_seconds * 1000 / 2))
+    return {"connect_args": {"options": f"-c idle_in_transaction_session_timeout={idle_ms}"}}
+
+
 def run(settings: Settings) -> None:
     """Run beat until SIGTERM or SIGINT (``python -m beat`` and ``scheduler beat``)."""
     configure_logging(settings, process="beat")
-    engine = make_engine(settings.resolved_database_url)
+    engine = make_engine(settings.resolved_database_url, **engine_options(settings))
     registry = load_registry(settings)
     url = redis_url(settings)
     dispatcher = Dispatcher(make_broker(url), url)
