@@ -37,3 +37,5 @@ def configure_logging(settings: Settings, *, process: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())
+    # Alembic announces each of its plugins at INFO; the migrations it runs are worth reading, those are not.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
