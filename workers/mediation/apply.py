@@ -18,16 +18,18 @@ from typing import Any
 
 from sqlalchemy import bindparam, text
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from scheduler.db import UTCDateTime
 from scheduler.jobtypes import RunContext
 from scheduler.models import ItemOutcome
+from workers.billing.tables import AccountStatus
 from workers.billing.usage_tables import RejectKind
 from workers.mediation import classify, items, staging
 from workers.mediation.evaluate import properties
 from workers.mediation.files import archive, resolve_dirs
 from workers.mediation.properties import MediationProperties
+from workers.mediation.records import RejectReason
 from workers.sql import same_database
 
 log = logging.getLogger(__name__)
@@ -35,14 +37,20 @@ log = logging.getLogger(__name__)
 Out = ItemOutcome
 ATTEMPTS = 5
 RETRYABLE = {"40001", "40P01"}  # serialization failure, deadlock (PostgreSQL)
+COUNTS = ("records", "mediated", "filtered", "failed", "amount", "by_meter", "by_reason")
+R = RejectReason
 
 
 class StagingLost(RuntimeError):
     """The staged records of a file are missing; nothing was applied and the file stays for the next run."""
 
 
+class _Changed(Exception):
+    """Fewer events were posted than evaluated: accounts changed meanwhile (or the staging was lost)."""
+
+
 class _Raced(Exception):
-    """Another transaction mediated some of the file's events meanwhile: classify again."""
+    """Another apply mediated some of the file's events meanwhile: filter them and try again."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,7 +70,8 @@ def apply_file(ctx: RunContext, chunk_no: int, spec: dict[str, Any]) -> None:
             {"run_id": ctx.run_id, "key": items.file_key(name)},
         ).first()
     if found is None or found.outcome not in (Out.PLANNED, Out.OK):
-        staging.drop(ctx.billing_engine, stage)  # skipped or unreadable at evaluation: nothing to apply
+        # Skipped or unreadable at evaluation: nothing to apply.
+        staging.drop(ctx.billing_engine, staging.raw_name(ctx.run_id, chunk_no), stage)
         return
     detail = _json(found.detail)
     if found.outcome == Out.PLANNED:
@@ -74,75 +83,100 @@ def apply_file(ctx: RunContext, chunk_no: int, spec: dict[str, Any]) -> None:
 
 def _post(ctx: RunContext, props: MediationProperties, chunk_no: int, name: str, stage: str,
           detail: dict[str, Any]) -> dict[str, Any]:
-    """The billing transaction (retried when it races another), then the items' outcomes."""
+    """The billing transaction (again, re-checking, when data changed under it), then the items' outcomes."""
     same_db = same_database(ctx.engine, ctx.billing_engine)
     now = ctx.clock.now()
+    careful = False
     for attempt in range(1, ATTEMPTS + 1):
         try:
             with ctx.billing_engine.begin() as conn:
-                detail = _post_once(conn, ctx, props, chunk_no, name, stage, detail, now)
+                posted = _post_once(conn, ctx, props, name, stage, detail, now, careful=careful)
                 if same_db:
-                    _record(conn, ctx, chunk_no, name, detail, now, source_conn=conn)
+                    _record(conn, ctx, chunk_no, name, posted, now, source_conn=conn)
             break
         except _Raced:
-            log.info("run %s: %s raced another apply (attempt %d); classifying again", ctx.run_id, name, attempt)
+            # Some events were mediated by another apply since evaluation: filter them, then post the rest.
+            with ctx.billing_engine.begin() as conn:
+                marked = classify.recheck_events(conn, stage)
+            log.info("run %s: %s: %d event(s) mediated meanwhile (attempt %d)", ctx.run_id, name, marked, attempt)
+        except _Changed:
+            log.info("run %s: %s: accounts changed since evaluation (attempt %d); re-checking", ctx.run_id, name,
+                     attempt)
         except DBAPIError as exc:
             if getattr(exc.orig, "sqlstate", None) not in RETRYABLE or attempt == ATTEMPTS:
                 raise
             log.info("run %s: %s: %s (attempt %d); retrying", ctx.run_id, name, exc.orig, attempt)
+        careful = True
     else:
         raise RuntimeError(f"{name}: gave up after {ATTEMPTS} attempts racing other applies")
     if not same_db:
         with ctx.billing_engine.connect() as billing, ctx.engine.begin() as conn:
-            _record(conn, ctx, chunk_no, name, detail, now, source_conn=billing)
-    return detail
+            _record(conn, ctx, chunk_no, name, posted, now, source_conn=billing)
+    return posted
 
 
-def _post_once(conn: Connection, ctx: RunContext, props: MediationProperties, chunk_no: int, name: str,
-               stage: str, detail: dict[str, Any], now: datetime) -> dict[str, Any]:
+def _post_once(conn: Connection, ctx: RunContext, props: MediationProperties, name: str, stage: str,
+               detail: dict[str, Any], now: datetime, *, careful: bool) -> dict[str, Any]:
+    """Claim the file and post it. The first attempt trusts the evaluation's counts and lets the inserts
+    prove them; a ``careful`` attempt (after they did not) re-checks every account and counts again."""
     claim = _claim(conn, ctx, props, name, detail, now)
     if claim.run_id != ctx.run_id:
         return {**detail, "applied_by_run": claim.run_id, "file_id": claim.file_id,
                 "reason": f"already processed by run {claim.run_id}"}
     if not claim.fresh:
         return {**detail, **_applied_counts(conn, claim.file_id), "file_id": claim.file_id}
-    staged = staging.count(conn, stage)
-    if staged != detail.get("records"):
-        raise StagingLost(
-            f"{name}: {detail.get('records')} records were staged but {staged or 0} remain (was the database "
-            "restarted?); nothing was applied and the file stays in place for the next run"
-        )
-    classify.classify(conn, stage, props.prices)
-    counted = classify.totals(conn, {m.meter: m.unit for m in props.meters})
+    if not staging.exists(conn, stage):
+        raise StagingLost(_lost(name, detail, 0))
+    classify.roomy(conn)
+    by_reason = detail.get("by_reason") or {}
+    changed = careful and classify.deactivated(conn, stage) > 0
+    if careful or by_reason.get(R.UNKNOWN_ACCOUNT) or by_reason.get(R.INACTIVE_ACCOUNT):
+        changed = classify.reactivated(conn, stage) > 0 or changed
+    counted: classify.Totals | None = None
+    if changed or careful:
+        counted = classify.totals(conn, stage, {m.meter: m.unit for m in props.meters})
+        if counted.records != detail.get("records"):
+            raise StagingLost(_lost(name, detail, counted.records))
+    expected = counted.mediated if counted is not None else int(detail.get("mediated") or 0)
     params = {"run_id": ctx.run_id, "file_id": claim.file_id}
-    inserted = conn.execute(text(
-        "INSERT INTO usage_events (event_id, account_id, meter, quantity, amount, occurred_at, usage_day, "
-        "file_id, line_no, run_id) SELECT event_id, account_id, meter, quantity, amount, occurred_at, usage_day, "
-        ":file_id, line_no, :run_id FROM usage_classified WHERE reason IS NULL "
-        "ON CONFLICT (event_id) DO NOTHING"
-    ), params).rowcount
-    if inserted != counted.mediated:
-        raise _Raced()
-    _add_daily(conn)
+    # Totals and rejects first, while the staged rows are fresh in the buffer cache; if the events
+    # insert below then finds fewer events to post, all of it is rolled back.
+    daily_rows = _add_daily(conn, stage)
     conn.execute(text(
         "INSERT INTO usage_rejects (file_id, run_id, line_no, event_id, account_number, meter, kind, reason, "
         f"message) SELECT :file_id, :run_id, line_no, SUBSTR(event_id, 1, 100), SUBSTR(account_number, 1, 64), "
-        f"SUBSTR(meter, 1, 64), {classify.kind_sql()}, reason, message FROM usage_classified "
+        f"SUBSTR(meter, 1, 64), {classify.kind_sql()}, reason, SUBSTR(message, 1, 300) FROM {stage} "
         "WHERE reason IS NOT NULL"
     ), params)
+    try:
+        # A plain insert of the records still mediated, of accounts still active: a unique violation
+        # (another apply got there first) or a count that differs rolls the file back to be re-checked.
+        inserted = conn.execute(text(
+            "INSERT INTO usage_events (event_id, account_id, meter, quantity, amount, occurred_at, usage_day, "
+            "file_id, line_no, run_id) SELECT c.event_id, c.account_id, c.meter, c.quantity, c.amount, "
+            f"c.occurred_at, c.usage_day, :file_id, c.line_no, :run_id FROM {stage} c "
+            f"JOIN accounts a ON a.id = c.account_id AND a.status = '{AccountStatus.ACTIVE}' WHERE c.reason IS NULL"
+        ), params).rowcount
+    except IntegrityError as exc:
+        raise _Raced() from exc
+    if inserted != expected:
+        raise _Changed()
+    counts = counted.as_detail() if counted is not None else {k: detail.get(k) for k in COUNTS}
     conn.execute(text(
         "UPDATE usage_files SET records = :records, mediated = :mediated, filtered = :filtered, failed = :failed, "
         "amount = :amount WHERE id = :file_id"
-    ), {"file_id": claim.file_id, "records": counted.records, "mediated": counted.mediated,
-        "filtered": counted.filtered, "failed": counted.failed, "amount": str(counted.amount)})
-    classify.drop(conn)
-    changes = {key: {"previewed": detail.get(key), "applied": value}
-               for key, value in (("mediated", counted.mediated), ("filtered", counted.filtered))
-               if detail.get(key) != value}
-    updated = {**detail, **counted.as_detail(), "file_id": claim.file_id}
+    ), {"file_id": claim.file_id, **{k: counts[k] for k in ("records", "mediated", "filtered", "failed", "amount")}})
+    changes = {key: {"previewed": detail.get(key), "applied": counts[key]}
+               for key in ("mediated", "filtered") if detail.get(key) != counts[key]}
+    updated = {**detail, **counts, "daily_rows": daily_rows, "file_id": claim.file_id}
     if changes:
         updated["changed_since_evaluation"] = changes
     return updated
+
+
+def _lost(name: str, detail: dict[str, Any], left: int) -> str:
+    return (f"{name}: {detail.get('records')} records were staged but {left} remain (was the database restarted?); "
+            "nothing was applied and the file stays in place for the next run")
 
 
 def _claim(conn: Connection, ctx: RunContext, props: MediationProperties, name: str, detail: dict[str, Any],
@@ -164,7 +198,7 @@ def _claim(conn: Connection, ctx: RunContext, props: MediationProperties, name: 
     return Claim(file_id=int(row.id), run_id=int(row.run_id), fresh=False)
 
 
-def _add_daily(conn: Connection) -> None:
+def _add_daily(conn: Connection, stage: str) -> int:
     """Add the file's mediated totals per account, meter and UTC day (sorted, so concurrent applies queue)."""
     if conn.dialect.name == "postgresql":
         quantity, amount = "SUM(quantity)", "SUM(amount)"
@@ -172,13 +206,13 @@ def _add_daily(conn: Connection) -> None:
     else:
         quantity, amount = "ROUND(SUM(quantity), 6)", "ROUND(SUM(amount), 6)"
         add = "ROUND(usage_daily.{0} + excluded.{0}, 6)"
-    conn.execute(text(
+    return int(conn.execute(text(
         "INSERT INTO usage_daily (account_id, meter, usage_day, events, quantity, amount) "
-        f"SELECT account_id, meter, usage_day, COUNT(*), {quantity}, {amount} FROM usage_classified "
+        f"SELECT account_id, meter, usage_day, COUNT(*), {quantity}, {amount} FROM {stage} "
         "WHERE reason IS NULL GROUP BY account_id, meter, usage_day ORDER BY account_id, meter, usage_day "
         "ON CONFLICT (account_id, meter, usage_day) DO UPDATE SET events = usage_daily.events + excluded.events, "
         f"quantity = {add.format('quantity')}, amount = {add.format('amount')}"
-    ))
+    )).rowcount)
 
 
 def _applied_counts(conn: Connection, file_id: int) -> dict[str, Any]:

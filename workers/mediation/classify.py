@@ -2,10 +2,14 @@
 
 A record the reader already failed keeps its reason. Of the others, in this order: an event id
 mediated before (``usage_events``, any earlier run or file) or earlier in the same file, and an
-unknown or inactive account are *filtered*; what remains is mediated and rated. The result lands in
-a temporary table (``usage_classified``) of the caller's transaction, for the statements that count,
-stage or apply it. PostgreSQL rates here (quantity x price, rounded half up to 6 decimals) and takes
-the UTC day of the instant; SQLite got both from the reader.
+unknown or inactive account are *filtered*; what remains is mediated and rated. PostgreSQL rates
+here (quantity x price, rounded half up to 6 decimals) and takes the UTC day of the instant; SQLite
+got both from the reader.
+
+Evaluation writes the result to the file's classified table (``reason`` NULL = mediated); apply
+re-checks only what can have changed since — account statuses, and events mediated meanwhile — with
+statements that touch the few rows concerned, instead of classifying the whole file again.
+The table is in event id order (the window sorts by it), so apply inserts events in key order.
 """
 
 from __future__ import annotations
@@ -21,64 +25,101 @@ from workers.billing.tables import AccountStatus
 from workers.billing.usage_tables import RejectKind
 from workers.mediation.records import FILTERED_REASONS, MICRO, RejectReason
 
-CLASSIFIED = "usage_classified"
 R = RejectReason
+ACTIVE = AccountStatus.ACTIVE
 
 
-def _prices(prices: dict[str, Decimal], params: dict[str, Any]) -> str:
-    rows = []
+def _price(prices: dict[str, Decimal], params: dict[str, Any]) -> tuple[str, str]:
+    """The price of ``s.meter`` as an expression (a ``CASE`` for a few meters, else a joined list)."""
     for n, (meter, price) in enumerate(sorted(prices.items())):
         params[f"meter_{n}"] = meter
         params[f"price_{n}"] = str(price)
-        rows.append(f"(CAST(:meter_{n} AS text), CAST(:price_{n} AS numeric))")
-    return f"(VALUES {', '.join(rows)}) AS p(meter, price)"
+    if len(prices) <= 16:
+        whens = " ".join(f"WHEN :meter_{n} THEN CAST(:price_{n} AS numeric)" for n in range(len(prices)))
+        return f"CASE s.meter {whens} END", ""
+    rows = ", ".join(f"(CAST(:meter_{n} AS text), CAST(:price_{n} AS numeric))" for n in range(len(prices)))
+    return "p.price", f"LEFT JOIN (VALUES {rows}) AS p(meter, price) ON p.meter = s.meter AND s.reason IS NULL"
 
 
-def classify(conn: Connection, stage: str, prices: dict[str, Decimal]) -> None:
-    """Create ``usage_classified`` from the staging table ``stage`` against the current billing data."""
+def roomy(conn: Connection) -> None:
+    """Give a file's sorts and hashes memory instead of disk, for this transaction (PostgreSQL)."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("SET LOCAL work_mem = '256MB'")
+
+
+def classify(conn: Connection, raw: str, classified: str, prices: dict[str, Decimal]) -> None:
+    """Create the table ``classified`` from the staged records in ``raw``, against current billing data."""
     postgres = conn.dialect.name == "postgresql"
     params: dict[str, Any] = {}
+    roomy(conn)
     if postgres:
-        # A file is classified in one statement: give its sorts and hashes room instead of disk.
-        conn.exec_driver_sql("SET LOCAL work_mem = '256MB'")
-        amount = "ROUND(s.quantity * p.price, 6)"
+        price, rated = _price(prices, params)
+        amount = f"ROUND(s.quantity * {price}, 6)"
         day = "CAST(s.occurred_at AT TIME ZONE 'UTC' AS date)"
-        rated = f"LEFT JOIN {_prices(prices, params)} ON p.meter = s.meter AND s.reason IS NULL"
     else:
         amount, day, rated = "s.amount", "s.usage_day", ""
-    first_seen = "s.first_line < s.line_no"
-    conn.exec_driver_sql(f"DROP TABLE IF EXISTS {CLASSIFIED}")
+    repeated = "s.first_line < s.line_no"
+    conn.exec_driver_sql(f"DROP TABLE IF EXISTS {classified}")
     conn.execute(text(
-        f"CREATE TEMPORARY TABLE {CLASSIFIED} AS "
+        f"CREATE {'UNLOGGED ' if postgres else ''}TABLE {classified} AS "
         f"SELECT s.line_no, s.event_id, s.account_number, s.meter, s.quantity, {amount} AS amount, "
         f"s.occurred_at, {day} AS usage_day, a.id AS account_id, "
         "CASE WHEN s.reason IS NOT NULL THEN s.reason "
         f"WHEN e.event_id IS NOT NULL THEN '{R.ALREADY_MEDIATED}' "
-        f"WHEN {first_seen} THEN '{R.DUPLICATE_IN_FILE}' "
+        f"WHEN {repeated} THEN '{R.DUPLICATE_IN_FILE}' "
         f"WHEN a.id IS NULL THEN '{R.UNKNOWN_ACCOUNT}' "
-        f"WHEN a.status <> '{AccountStatus.ACTIVE}' THEN '{R.INACTIVE_ACCOUNT}' END AS reason, "
+        f"WHEN a.status <> '{ACTIVE}' THEN '{R.INACTIVE_ACCOUNT}' END AS reason, "
         "CASE WHEN s.reason IS NOT NULL THEN s.message "
-        "WHEN e.event_id IS NOT NULL THEN 'event id already mediated by run ' || CAST(e.run_id AS TEXT) "
-        f"WHEN {first_seen} THEN 'event id already on line ' || CAST(s.first_line AS TEXT) "
+        f"WHEN e.event_id IS NOT NULL THEN {_mediated_by('e.run_id')} "
+        f"WHEN {repeated} THEN 'event id already on line ' || CAST(s.first_line AS TEXT) "
         "WHEN a.id IS NULL THEN 'unknown account ' || s.account_number "
-        f"WHEN a.status <> '{AccountStatus.ACTIVE}' THEN 'account ' || s.account_number || ' is ' || a.status "
+        f"WHEN a.status <> '{ACTIVE}' THEN 'account ' || s.account_number || ' is ' || a.status "
         "END AS message "
         "FROM (SELECT st.*, MIN(st.line_no) OVER (PARTITION BY st.event_id, st.reason IS NULL) AS first_line "
-        f"FROM {stage} st) s "
+        f"FROM {raw} st) s "
         "LEFT JOIN accounts a ON a.account_number = s.account_number AND s.reason IS NULL "
         "LEFT JOIN usage_events e ON e.event_id = s.event_id AND s.reason IS NULL "
         f"{rated}"
     ), params)
+    if postgres:
+        conn.exec_driver_sql(f"ANALYZE {classified}")
+
+
+def _mediated_by(run_id: str) -> str:
+    return f"'event id already mediated by run ' || CAST({run_id} AS TEXT)"
+
+
+def deactivated(conn: Connection, classified: str) -> int:
+    """Apply-time: records of accounts suspended or closed since evaluation are filtered now."""
+    return int(conn.execute(text(
+        f"UPDATE {classified} SET reason = '{R.INACTIVE_ACCOUNT}', "
+        f"message = 'account ' || {classified}.account_number || ' is ' || a.status "
+        f"FROM accounts a WHERE a.status <> '{ACTIVE}' AND a.id = {classified}.account_id "
+        f"AND {classified}.reason IS NULL"
+    )).rowcount)
+
+
+def reactivated(conn: Connection, classified: str) -> int:
+    """Apply-time: records filtered for an unknown or inactive account whose account is active now are mediated."""
+    return int(conn.execute(text(
+        f"UPDATE {classified} SET reason = NULL, message = NULL, account_id = a.id "
+        f"FROM accounts a WHERE {classified}.reason IN ('{R.UNKNOWN_ACCOUNT}', '{R.INACTIVE_ACCOUNT}') "
+        f"AND a.account_number = {classified}.account_number AND a.status = '{ACTIVE}'"
+    )).rowcount)
+
+
+def recheck_events(conn: Connection, classified: str) -> int:
+    """Apply-time, after a unique violation: events mediated meanwhile (by another file or run) are filtered."""
+    return int(conn.execute(text(
+        f"UPDATE {classified} SET reason = '{R.ALREADY_MEDIATED}', message = {_mediated_by('e.run_id')} "
+        f"FROM usage_events e WHERE e.event_id = {classified}.event_id AND {classified}.reason IS NULL"
+    )).rowcount)
 
 
 def kind_sql(column: str = "reason") -> str:
     """``FAILED`` or ``FILTERED`` for a reason column."""
     filtered = ", ".join(f"'{r}'" for r in sorted(FILTERED_REASONS))
     return f"CASE WHEN {column} IN ({filtered}) THEN '{RejectKind.FILTERED}' ELSE '{RejectKind.FAILED}' END"
-
-
-def drop(conn: Connection) -> None:
-    conn.exec_driver_sql(f"DROP TABLE IF EXISTS {CLASSIFIED}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -90,15 +131,13 @@ class Totals:
     filtered: int = 0
     failed: int = 0
     amount: Decimal = Decimal("0.000000")
-    daily_rows: int = 0
     by_meter: dict[str, dict[str, Any]] = field(default_factory=dict)
     by_reason: dict[str, int] = field(default_factory=dict)
 
     def as_detail(self) -> dict[str, Any]:
         return {
             "records": self.records, "mediated": self.mediated, "filtered": self.filtered, "failed": self.failed,
-            "amount": str(self.amount), "daily_rows": self.daily_rows, "by_meter": self.by_meter,
-            "by_reason": self.by_reason,
+            "amount": str(self.amount), "by_meter": self.by_meter, "by_reason": self.by_reason,
         }
 
 
@@ -111,31 +150,26 @@ def decimal(value: Any) -> Decimal:
     return Decimal(value).quantize(MICRO)
 
 
-def totals(conn: Connection, units: dict[str, str]) -> Totals:
-    """Count ``usage_classified``: records by reason, and per meter the events, quantity and rated amount."""
-    by_reason = {
-        r.reason: int(r.n)
-        for r in conn.execute(text(f"SELECT reason, COUNT(*) AS n FROM {CLASSIFIED} GROUP BY reason"))
-    }
-    mediated = by_reason.pop(None, 0)
+def totals(conn: Connection, classified: str, units: dict[str, str]) -> Totals:
+    """Count a classified file in one pass: records by reason, and per meter the events, quantity and amount."""
+    by_reason: dict[str, int] = {}
     by_meter: dict[str, dict[str, Any]] = {}
+    mediated = 0
     amount = Decimal("0.000000")
     rows = conn.execute(text(
-        f"SELECT meter, COUNT(*) AS events, SUM(quantity) AS quantity, SUM(amount) AS amount, "
-        f"COUNT(DISTINCT account_id) AS accounts FROM {CLASSIFIED} WHERE reason IS NULL GROUP BY meter ORDER BY meter"
+        f"SELECT reason, meter, COUNT(*) AS n, SUM(quantity) AS quantity, SUM(amount) AS amount FROM {classified} "
+        "GROUP BY reason, meter ORDER BY meter"
     ))
     for r in rows:
+        if r.reason is not None:
+            by_reason[r.reason] = by_reason.get(r.reason, 0) + int(r.n)
+            continue
         meter_amount = decimal(r.amount)
+        mediated += int(r.n)
         amount += meter_amount
-        by_meter[r.meter] = {"unit": units.get(r.meter, ""), "events": int(r.events), "accounts": int(r.accounts),
+        by_meter[r.meter] = {"unit": units.get(r.meter, ""), "events": int(r.n),
                              "quantity": str(decimal(r.quantity)), "amount": str(meter_amount)}
-    daily_rows = conn.execute(text(
-        f"SELECT COUNT(*) FROM (SELECT DISTINCT account_id, meter, usage_day FROM {CLASSIFIED} "
-        "WHERE reason IS NULL) g"
-    )).scalar_one()
     failed = sum(n for reason, n in by_reason.items() if reason not in FILTERED_REASONS)
-    return Totals(
-        records=mediated + sum(by_reason.values()), mediated=mediated, filtered=sum(by_reason.values()) - failed,
-        failed=failed, amount=amount, daily_rows=int(daily_rows), by_meter=by_meter,
-        by_reason=dict(sorted(by_reason.items())),
-    )
+    filtered = sum(by_reason.values()) - failed
+    return Totals(records=mediated + filtered + failed, mediated=mediated, filtered=filtered, failed=failed,
+                  amount=amount, by_meter=by_meter, by_reason=dict(sorted(by_reason.items())))

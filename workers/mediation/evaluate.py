@@ -18,7 +18,8 @@ from scheduler.models import ItemOutcome
 from workers.mediation import classify, items, staging
 from workers.mediation.files import list_files, resolve_dirs, source_file
 from workers.mediation.properties import MediationProperties, MediationRunProperties
-from workers.mediation.records import Normalizer, ReadStats, SourceError, file_checksum, read_records
+from workers.mediation.reader import ReadStats, file_checksum, read_records
+from workers.mediation.records import Normalizer, SourceError
 from workers.retry import failed_item_keys
 from workers.sql import same_database
 
@@ -63,7 +64,7 @@ def evaluate_file(ctx: RunContext, chunk_no: int, spec: dict[str, Any]) -> int:
     """Stage one file's effects; returns how many items the chunk staged."""
     props, _ = properties(ctx)
     name = str(spec["file"])
-    stage = staging.table_name(ctx.run_id, chunk_no)
+    raw, stage = staging.raw_name(ctx.run_id, chunk_no), staging.table_name(ctx.run_id, chunk_no)
     base: dict[str, Any] = {"item": "file", "file": name, "format": str(props.format)}
     with ctx.engine.begin() as conn:
         items.clear_chunk(conn, ctx.run_id, chunk_no)  # a re-delivered evaluation starts over
@@ -78,53 +79,51 @@ def evaluate_file(ctx: RunContext, chunk_no: int, spec: dict[str, Any]) -> int:
         if earlier is not None:
             reason = f"already processed by run {earlier[0]} (as {earlier[1]})"
             return _file_item(ctx, chunk_no, name, Out.SKIPPED, {**base, "checksum": checksum, "reason": reason})
-        stats = _stage(ctx, props, stage, path)
+        stats = _stage(ctx, props, raw, path)
         if stats.checksum != checksum:
             raise SourceError("the file changed while it was read; the next run reads it again")
     except (SourceError, OSError) as exc:
-        staging.drop(ctx.billing_engine, stage)
+        staging.drop(ctx.billing_engine, raw, stage)
         message = str(exc) if isinstance(exc, SourceError) else f"cannot read the file: {exc}"
         log.warning("run %s: file %s: %s", ctx.run_id, name, message)
         return _file_item(ctx, chunk_no, name, Out.ERROR, {**base, "error": message})
     detail = {**base, "checksum": stats.checksum, "size_bytes": stats.size_bytes, "lines": stats.lines}
-    return _classify_and_stage(ctx, props, chunk_no, name, stage, detail)
+    return _classify_and_stage(ctx, props, chunk_no, name, (raw, stage), detail)
 
 
-def _stage(ctx: RunContext, props: MediationProperties, stage: str, path: Any) -> ReadStats:
+def _stage(ctx: RunContext, props: MediationProperties, raw: str, path: Any) -> ReadStats:
     """Import and normalize: stream the file into its staging table (``COPY`` on PostgreSQL)."""
     stats = ReadStats()
     exact = ctx.billing_engine.dialect.name != "postgresql"
     normalizer = Normalizer(props.prices, exact=exact)
     with ctx.billing_engine.begin() as conn, path.open("rb") as handle:
-        staging.create(conn, stage)
-        staging.load(conn, stage, read_records(handle, props.format, normalizer, stats))
+        staging.create(conn, raw)
+        staging.load(conn, raw, lambda write: read_records(handle, props.format, normalizer, stats, write))
     return stats
 
 
 def _classify_and_stage(
-    ctx: RunContext, props: MediationProperties, chunk_no: int, name: str, stage: str, detail: dict[str, Any],
+    ctx: RunContext, props: MediationProperties, chunk_no: int, name: str, tables: tuple[str, str],
+    detail: dict[str, Any],
 ) -> int:
     """Mediate and rate against current data; stage the file item and one item per reject."""
+    raw, stage = tables
     units = {m.meter: m.unit for m in props.meters}
-    where = "usage_classified.reason IS NOT NULL"
-    common = {"source": classify.CLASSIFIED, "where": where, "run_id": ctx.run_id, "chunk_no": chunk_no,
+    common = {"source": stage, "where": f"{stage}.reason IS NOT NULL", "run_id": ctx.run_id, "chunk_no": chunk_no,
               "name": name, "applied_at": None}
-    if same_database(ctx.engine, ctx.billing_engine):
-        with ctx.billing_engine.begin() as conn:
-            classify.classify(conn, stage, props.prices)
-            counted = classify.totals(conn, units)
-            items.insert_select_rejects(conn, outcome_sql=f"'{Out.PLANNED}'", **common)
-            classify.drop(conn)
+    with ctx.billing_engine.begin() as billing:
+        classify.classify(billing, raw, stage, props.prices)
+        billing.exec_driver_sql(f"DROP TABLE {raw}")
+        counted = classify.totals(billing, stage, units)
+        if same_database(ctx.engine, ctx.billing_engine):
+            items.insert_select_rejects(billing, outcome_sql=f"'{Out.PLANNED}'", **common)
+            _put_file_item(billing, ctx.run_id, chunk_no, name, {**detail, **counted.as_detail()})
+            return items.chunk_count(billing, ctx.run_id, chunk_no)
+        with ctx.engine.begin() as conn:
+            for batch in items.reject_rows(billing, outcome=Out.PLANNED, **common):
+                items.put_items(conn, batch)
             _put_file_item(conn, ctx.run_id, chunk_no, name, {**detail, **counted.as_detail()})
             return items.chunk_count(conn, ctx.run_id, chunk_no)
-    with ctx.billing_engine.begin() as billing, ctx.engine.begin() as conn:
-        classify.classify(billing, stage, props.prices)
-        counted = classify.totals(billing, units)
-        for batch in items.reject_rows(billing, outcome=Out.PLANNED, **common):
-            items.put_items(conn, batch)
-        classify.drop(billing)
-        _put_file_item(conn, ctx.run_id, chunk_no, name, {**detail, **counted.as_detail()})
-        return items.chunk_count(conn, ctx.run_id, chunk_no)
 
 
 def _put_file_item(conn: Any, run_id: int, chunk_no: int, name: str, detail: dict[str, Any]) -> None:

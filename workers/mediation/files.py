@@ -15,7 +15,8 @@ from pathlib import Path
 
 from scheduler.settings import Settings
 from workers.mediation.properties import MediationProperties
-from workers.mediation.records import SourceError, file_checksum
+from workers.mediation.reader import file_checksum
+from workers.mediation.records import SourceError
 
 
 @dataclass(frozen=True, kw_only=True)

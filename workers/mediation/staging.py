@@ -1,44 +1,53 @@
-"""The run-scoped staging table of one file: created and filled at evaluate, read at apply, then dropped.
+"""The run-scoped staging tables of one file: filled at evaluate, read at apply, then dropped.
 
-PostgreSQL fills it with ``COPY … FROM STDIN`` (psycopg's ``cursor.copy()``) into an ``UNLOGGED``
-table; SQLite with ``executemany`` in batches. Rows stream from the reader, so memory stays flat.
-A staging table lives from evaluation until the file is applied (a preview may wait days); the
-tables of runs that ended without applying are dropped by the next run's plan (:func:`sweep`).
+Evaluate streams the file into ``usage_stage_r<run>_c<chunk>_in`` — ``COPY … FROM STDIN`` through
+psycopg's ``cursor.copy()`` on PostgreSQL, ``executemany`` in batches on SQLite; rows come from the
+reader one at a time, so memory stays flat — then classifies it into ``usage_stage_r<run>_c<chunk>``
+and drops the first. On PostgreSQL both are ``UNLOGGED`` (no WAL for data that is re-read from the
+file if lost; apply checks the row count before posting anything). A preview may wait days, so the
+tables live until the file is applied; those of runs that ended otherwise are dropped by the next
+run's plan (:func:`sweep`).
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Callable
 
 from sqlalchemy import Engine, inspect, text
 from sqlalchemy.engine import Connection
 
 from scheduler.models import RunStatus
+from workers.mediation.reader import Sink
 from workers.mediation.records import StagedRow
 
 log = logging.getLogger(__name__)
 
-PREFIX = "usage_stage_r"
 BATCH = 5_000
 COLUMNS = ("line_no", "event_id", "account_number", "meter", "quantity", "amount", "occurred_at", "usage_day",
            "reason", "message")
-_NAME = re.compile(rf"{PREFIX}(\d+)_c(\d+)")
-FINISHED = (RunStatus.COMPLETED, RunStatus.INCOMPLETE, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.DELETED)
+_NAME = re.compile(r"usage_stage_r(\d+)_c(\d+)(?:_in)?")
+FINISHED = frozenset({RunStatus.COMPLETED, RunStatus.INCOMPLETE, RunStatus.FAILED, RunStatus.CANCELLED,
+                      RunStatus.DELETED})
 
 
 def table_name(run_id: int, chunk_no: int) -> str:
-    return f"{PREFIX}{int(run_id)}_c{int(chunk_no)}"
+    """The classified records of a file (what apply posts)."""
+    return f"usage_stage_r{int(run_id)}_c{int(chunk_no)}"
+
+
+def raw_name(run_id: int, chunk_no: int) -> str:
+    """The records of a file as read, before classification."""
+    return f"{table_name(run_id, chunk_no)}_in"
 
 
 def create(conn: Connection, name: str) -> None:
-    """(Re)create an empty staging table."""
+    """(Re)create an empty table for the reader's rows."""
     conn.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
     if conn.dialect.name == "postgresql":
         conn.exec_driver_sql(
-            f"CREATE UNLOGGED TABLE {name} (line_no integer NOT NULL, event_id text, account_number text, "
+            f'CREATE UNLOGGED TABLE {name} (line_no integer NOT NULL, event_id text COLLATE "C", account_number text, '
             "meter text, quantity numeric, amount numeric, occurred_at timestamptz, usage_day date, "
             "reason text, message text)"
         )
@@ -49,58 +58,58 @@ def create(conn: Connection, name: str) -> None:
         )
 
 
-def load(conn: Connection, name: str, rows: Iterable[StagedRow]) -> None:
-    """Stream ``rows`` into the staging table, in the connection's transaction."""
-    if conn.dialect.name == "postgresql":
-        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        try:
-            with cursor.copy(f"COPY {name} ({', '.join(COLUMNS)}) FROM STDIN") as copy:
-                write = copy.write_row
-                for row in rows:
-                    write(row)
-        finally:
-            cursor.close()
-        return
-    insert = f"INSERT INTO {name} ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
-    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+def load(conn: Connection, name: str, fill: Callable[[Sink], None]) -> None:
+    """Stream rows into ``name``, in the connection's transaction: ``fill`` hands each row to the sink it gets."""
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    cursor = driver.cursor()
     try:
-        iterator = iter(rows)
-        while batch := list(itertools.islice(iterator, BATCH)):
+        if conn.dialect.name == "postgresql":
+            with cursor.copy(f"COPY {name} ({', '.join(COLUMNS)}) FROM STDIN") as copy:
+                fill(copy.write_row)
+            cursor.execute(f"ANALYZE {name}")
+            return
+        insert = f"INSERT INTO {name} ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+        batch: list[StagedRow] = []
+
+        def write(row: StagedRow) -> None:
+            batch.append(row)
+            if len(batch) >= BATCH:
+                cursor.executemany(insert, batch)
+                batch.clear()
+
+        fill(write)
+        if batch:
             cursor.executemany(insert, batch)
     finally:
         cursor.close()
 
 
-def count(conn: Connection, name: str) -> int | None:
-    """Rows in a staging table, ``None`` when the table does not exist."""
-    if not inspect(conn).has_table(name):
-        return None
-    return int(conn.exec_driver_sql(f"SELECT COUNT(*) FROM {name}").scalar_one())
+def exists(conn: Connection, name: str) -> bool:
+    return bool(inspect(conn).has_table(name))
 
 
-def drop(engine: Engine, name: str) -> None:
+def drop(engine: Engine, *names: str) -> None:
     with engine.begin() as conn:
-        conn.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
+        for name in names:
+            conn.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
 
 
 def sweep(billing: Engine, scheduler: Engine, *, keep_run: int | None = None) -> int:
-    """Drop staging tables whose run has ended (or no longer exists); returns how many were dropped."""
+    """Drop the staging tables of runs that have ended (or no longer exist); returns how many."""
     with billing.connect() as conn:
-        tables = [t for t in inspect(conn).get_table_names() if _NAME.fullmatch(t)]
-    if not tables:
+        tables = {t: int(m.group(1)) for t in inspect(conn).get_table_names() if (m := _NAME.fullmatch(t))}
+    run_ids = sorted(set(tables.values()) - {keep_run})
+    if not run_ids:
         return 0
-    run_ids = sorted({int(_NAME.fullmatch(t).group(1)) for t in tables})  # type: ignore[union-attr]
     with scheduler.connect() as conn:
         live = {
-            r.id for r in conn.execute(
-                text("SELECT id, status FROM job_run WHERE id IN ({})".format(", ".join(map(str, run_ids))))
-            )
+            int(r.id) for r in conn.execute(
+                text(f"SELECT id, status FROM job_run WHERE id IN ({', '.join(map(str, run_ids))})"))
             if r.status not in FINISHED
         }
-    stale = [t for t in tables if int(_NAME.fullmatch(t).group(1)) not in live  # type: ignore[union-attr]
-             and int(_NAME.fullmatch(t).group(1)) != keep_run]  # type: ignore[union-attr]
-    for name in stale:
-        drop(billing, name)
+    stale = sorted(t for t, run_id in tables.items() if run_id in run_ids and run_id not in live)
     if stale:
+        drop(billing, *stale)
         log.info("dropped %d staging table(s) of finished runs", len(stale))
     return len(stale)

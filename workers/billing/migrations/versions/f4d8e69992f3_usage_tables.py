@@ -40,7 +40,8 @@ def upgrade() -> None:
 
     op.create_table(
         'usage_events',
-        sa.Column('event_id', sa.String(length=100), nullable=False),
+        sa.Column('event_id', sa.String(length=100).with_variant(sa.String(length=100, collation='C'), 'postgresql'),
+                  nullable=False),
         sa.Column('account_id', sa.Integer(), nullable=False),
         sa.Column('meter', sa.String(length=64), nullable=False),
         sa.Column('quantity', sa.Numeric(precision=18, scale=6), nullable=False),
@@ -50,8 +51,6 @@ def upgrade() -> None:
         sa.Column('file_id', sa.Integer(), nullable=False),
         sa.Column('line_no', sa.Integer(), nullable=False),
         sa.Column('run_id', sa.Integer(), nullable=False),
-        sa.ForeignKeyConstraint(['account_id'], ['accounts.id']),
-        sa.ForeignKeyConstraint(['file_id'], ['usage_files.id']),
         sa.PrimaryKeyConstraint('event_id'),
     )
 
@@ -63,7 +62,6 @@ def upgrade() -> None:
         sa.Column('events', sa.Integer(), nullable=False),
         sa.Column('quantity', sa.Numeric(precision=28, scale=6), nullable=False),
         sa.Column('amount', sa.Numeric(precision=28, scale=6), nullable=False),
-        sa.ForeignKeyConstraint(['account_id'], ['accounts.id']),
         sa.PrimaryKeyConstraint('account_id', 'meter', 'usage_day'),
     )
 
