@@ -52,8 +52,12 @@ class Repairs:
     """A fenced write transaction: raises StaleLeader (rolled back) when this beat lost the lease."""
 
 
-def resend_outbox(ctx: Repairs, now: datetime) -> int:
-    """Send again the ``CREATED`` runs that were never sent, or sent but not started in time."""
+def resend_outbox(ctx: Repairs, now: datetime, *, lost_at: datetime | None = None) -> int:
+    """Send again the ``CREATED`` runs that were never sent, or sent but not started in time.
+
+    ``lost_at``: Redis lost its data then, so every run sent before is sent again at once.
+    """
+    resend_before = now - ctx.resend_after if lost_at is None else max(now - ctx.resend_after, lost_at)
     running = RUNS.alias("running")
     job_has_running = exists().where(running.c.job_id == RUNS.c.job_id, running.c.status.in_(RUNNING_STATUSES))
     stmt = (
@@ -64,7 +68,7 @@ def resend_outbox(ctx: Repairs, now: datetime) -> int:
             RUNS.c.job_type.in_(ctx.registry.names()),
             or_(
                 and_(RUNS.c.enqueued_at.is_(None), RUNS.c.created_at < now - UNSENT_GRACE),
-                RUNS.c.enqueued_at < now - ctx.resend_after,
+                RUNS.c.enqueued_at < resend_before,
             ),
             # A BUFFER_ONE run waits, unsent, until its job's running run has finished.
             not_(and_(JOBS.c.overlap_policy == OverlapPolicy.BUFFER_ONE, job_has_running)),
@@ -128,9 +132,10 @@ def fail_overrunning(ctx: Repairs, now: datetime) -> int:
     return len(failed)
 
 
-def reclaim_stale(ctx: Repairs, now: datetime) -> int:
-    """Re-send the unfinished steps of runs whose worker stopped heart-beating."""
-    cutoff = now - ctx.heartbeat_timeout
+def reclaim_stale(ctx: Repairs, now: datetime, *, timeout: timedelta | None = None) -> int:
+    """Re-send the unfinished steps of runs whose worker stopped heart-beating (for ``timeout``, by default
+    the heartbeat timeout; shorter right after Redis lost its data)."""
+    cutoff = now - (timeout or ctx.heartbeat_timeout)
     last_sign = func.coalesce(RUNS.c.heartbeat_at, RUNS.c.started_at, RUNS.c.created_at)
     stale_filter = (
         RUNS.c.status.in_((RunStatus.PROCESSING, RunStatus.SUBMITTED)),

@@ -7,7 +7,8 @@ A tick (:meth:`Beat.tick`) never sleeps, so tests drive it with a frozen clock:
    PostgreSQL); their runs are inserted through the unique ledger and ``next_fire_at`` advanced, in
    one transaction that also checks the lease epoch; committed, *then* sent;
 3. outbox: created runs never sent (or not started in time) are sent again;
-4. repairs: runs over ``max_runtime`` fail; stale runs get their unfinished steps re-sent.
+4. repairs: runs over ``max_runtime`` fail; stale runs get their unfinished steps re-sent (sooner for a
+   while after Redis lost its data, :mod:`beat.broker_loss`).
 
 :meth:`Beat.run_forever` loops ticks, sleeping until the earliest ``next_fire_at`` (at most
 ``beat_max_sleep_seconds``) or a wake-up message, and rides out database and Redis outages.
@@ -33,6 +34,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
 
+from beat.broker_loss import BrokerWatch
 from beat.lease import LeaderLease
 from beat.recovery import Repairs, fail_overrunning, reclaim_stale, resend_outbox
 from beat.scheduling import NewRun, earliest_fire, record_misses, schedule_due_jobs, select_due_jobs
@@ -114,6 +116,10 @@ class Beat:
             write=self.fenced,
         )
         self.wakeups = WakeListener(dispatcher.broker.client)
+        self.broker_watch = BrokerWatch(
+            client=dispatcher.broker.client, holder=self.beat_id,
+            heartbeat_timeout=timedelta(seconds=settings.run_heartbeat_timeout),
+        )
 
     @contextmanager
     def fenced(self) -> Iterator[Session]:
@@ -142,6 +148,7 @@ class Beat:
     def _tick_as_leader(self, result: TickResult) -> None:
         now = self.clock.now()
         job_types = self.registry.names()
+        self.broker_watch.check(now)
         with self.fenced() as session:
             jobs = select_due_jobs(session, now=now, job_types=job_types, limit=self.batch_size)
             outcome = schedule_due_jobs(session, jobs, now=now, grace=self.grace, actor=self.beat_id)
@@ -151,9 +158,12 @@ class Beat:
         result.created = [r.run_id for r in outcome.new_runs]
         result.missed = record_misses(outcome.misses)
         result.sent = self._send_new(outcome.new_runs)
-        result.resent = resend_outbox(self.repairs, now)
+        lost_at = self.broker_watch.window(now)
+        result.resent = resend_outbox(self.repairs, now, lost_at=lost_at)
         result.timed_out = fail_overrunning(self.repairs, now)
-        result.reclaimed = reclaim_stale(self.repairs, now)
+        result.reclaimed = reclaim_stale(
+            self.repairs, now, timeout=self.broker_watch.idle_after if lost_at is not None else None
+        )
         with self.factory() as session:
             result.next_fire_at = earliest_fire(session, job_types=job_types)
 
