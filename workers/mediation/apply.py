@@ -232,14 +232,14 @@ def _record(conn: Connection, ctx: RunContext, chunk_no: int, name: str, detail:
         items.settle_chunk(conn, run_id=ctx.run_id, chunk_no=chunk_no, outcome=Out.SKIPPED, applied_at=now,
                            reason=f"the file was processed by run {detail['applied_by_run']} meanwhile")
         return
-    common = {"source": "usage_rejects", "where": "usage_rejects.file_id = :file_id", "run_id": ctx.run_id,
-              "chunk_no": chunk_no, "name": name, "applied_at": now, "params": {"file_id": detail["file_id"]}}
+    rejects = items.Rejects(source="usage_rejects", where="usage_rejects.file_id = :file_id", run_id=ctx.run_id,
+                            chunk_no=chunk_no, name=name, applied_at=now, params={"file_id": detail["file_id"]})
     if source_conn is conn:
         outcome = (f"CASE WHEN usage_rejects.kind = '{RejectKind.FAILED}' THEN '{Out.ERROR}' "
                    f"ELSE '{Out.SKIPPED}' END")
-        items.insert_select_rejects(conn, outcome_sql=outcome, **common)
+        items.insert_select_rejects(conn, rejects, outcome_sql=outcome)
     else:
-        for batch in items.reject_rows(source_conn, outcome=None, **common):
+        for batch in items.reject_rows(source_conn, rejects, outcome=None):
             items.put_items(conn, batch, upsert=True)
     # Rejected at evaluation but mediated now (e.g. the account was reinstated since the preview).
     items.settle_chunk(conn, run_id=ctx.run_id, chunk_no=chunk_no, outcome=Out.OK, applied_at=now,
@@ -253,7 +253,7 @@ def _archive(ctx: RunContext, props: MediationProperties, name: str, detail: dic
         with ctx.billing_engine.begin() as conn:
             conn.execute(text("UPDATE usage_files SET archived_as = :archived_as WHERE id = :id"),
                          {"archived_as": moved.archived_as, "id": detail["file_id"]})
-        update = {"archived_as": moved.archived_as}
+        update: dict[str, Any] = {"archived_as": moved.archived_as}
     else:
         log.warning("run %s: %s applied but not archived: %s", ctx.run_id, name, moved.problem)
         update = {"archive_problem": moved.problem}

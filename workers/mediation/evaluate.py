@@ -109,18 +109,18 @@ def _classify_and_stage(
     """Mediate and rate against current data; stage the file item and one item per reject."""
     raw, stage = tables
     units = {m.meter: m.unit for m in props.meters}
-    common = {"source": stage, "where": f"{stage}.reason IS NOT NULL", "run_id": ctx.run_id, "chunk_no": chunk_no,
-              "name": name, "applied_at": None}
+    rejects = items.Rejects(source=stage, where=f"{stage}.reason IS NOT NULL", run_id=ctx.run_id,
+                            chunk_no=chunk_no, name=name, applied_at=None)
     with ctx.billing_engine.begin() as billing:
         classify.classify(billing, raw, stage, props.prices)
         billing.exec_driver_sql(f"DROP TABLE {raw}")
         counted = classify.totals(billing, stage, units)
         if same_database(ctx.engine, ctx.billing_engine):
-            items.insert_select_rejects(billing, outcome_sql=f"'{Out.PLANNED}'", **common)
+            items.insert_select_rejects(billing, rejects, outcome_sql=f"'{Out.PLANNED}'")
             _put_file_item(billing, ctx.run_id, chunk_no, name, {**detail, **counted.as_detail()})
             return items.chunk_count(billing, ctx.run_id, chunk_no)
         with ctx.engine.begin() as conn:
-            for batch in items.reject_rows(billing, outcome=Out.PLANNED, **common):
+            for batch in items.reject_rows(billing, rejects, outcome=Out.PLANNED):
                 items.put_items(conn, batch)
             _put_file_item(conn, ctx.run_id, chunk_no, name, {**detail, **counted.as_detail()})
             return items.chunk_count(conn, ctx.run_id, chunk_no)

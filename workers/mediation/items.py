@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -50,7 +51,7 @@ def outcome_of(kind: str) -> str:
 
 def _insert(conn: Connection, *, upsert: bool) -> Any:
     module: Any = postgresql if conn.dialect.name == "postgresql" else sqlite
-    statement = module.insert(RunItem.__table__)
+    statement = module.insert(RunItem.__table__)  # type: ignore[attr-defined]
     if not upsert:
         return statement.on_conflict_do_nothing()
     return statement.on_conflict_do_update(
@@ -91,41 +92,51 @@ def record_detail_sql(d: SqlDialect, source: str) -> str:
     ])
 
 
-def insert_select_rejects(
-    conn: Connection, *, source: str, where: str, run_id: int, chunk_no: int, name: str,
-    outcome_sql: str, applied_at: datetime | None, params: dict[str, Any] | None = None,
-) -> None:
-    """One ``INSERT … SELECT`` of reject items from ``source`` (same database only); replaces existing ones."""
+@dataclass(frozen=True, kw_only=True)
+class Rejects:
+    """Where a file's rejected records are read from, and the items they become."""
+
+    source: str
+    """A table: the file's classified records (at evaluation) or ``usage_rejects`` (once applied)."""
+    where: str
+    run_id: int
+    chunk_no: int
+    name: str
+    applied_at: datetime | None
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def insert_select_rejects(conn: Connection, rejects: Rejects, *, outcome_sql: str) -> None:
+    """One ``INSERT … SELECT`` of reject items (same database only); replaces existing ones."""
     d = SqlDialect.of(conn)
+    r = rejects
     statement = text(
         "INSERT INTO run_item (run_id, chunk_no, item_key, outcome, detail, applied_at) "
-        f"SELECT :run_id, :chunk_no, {d.text_param('prefix')} || CAST({source}.line_no AS TEXT), {outcome_sql}, "
-        f"{record_detail_sql(d, source)}, :applied_at FROM {source} WHERE {where} "
+        f"SELECT :run_id, :chunk_no, {d.text_param('prefix')} || CAST({r.source}.line_no AS TEXT), {outcome_sql}, "
+        f"{record_detail_sql(d, r.source)}, :applied_at FROM {r.source} WHERE {r.where} "
         "ON CONFLICT (run_id, item_key) DO UPDATE SET outcome = excluded.outcome, detail = excluded.detail, "
         "applied_at = excluded.applied_at"
     ).bindparams(bindparam("applied_at", type_=UTCDateTime()))
-    conn.execute(statement, {"run_id": run_id, "chunk_no": chunk_no, "prefix": record_prefix(name), "file": name,
-                             "applied_at": applied_at, **(params or {})})
+    conn.execute(statement, {"run_id": r.run_id, "chunk_no": r.chunk_no, "prefix": record_prefix(r.name),
+                             "file": r.name, "applied_at": r.applied_at, **r.params})
 
 
-def reject_rows(
-    conn: Connection, *, source: str, where: str, run_id: int, chunk_no: int, name: str,
-    outcome: str | None, applied_at: datetime | None, params: dict[str, Any] | None = None,
-) -> Iterator[list[dict[str, Any]]]:
-    """Reject items read from ``source`` in batches, for a scheduler database of its own."""
+def reject_rows(conn: Connection, rejects: Rejects, *, outcome: str | None) -> Iterator[list[dict[str, Any]]]:
+    """Reject items read in batches, for a scheduler database of its own (``outcome`` None: by kind)."""
     d = SqlDialect.of(conn)
+    r = rejects
     result = conn.execution_options(yield_per=BATCH).execute(
-        text(f"SELECT {source}.line_no AS line_no, {record_detail_sql(d, source)} AS detail, "
-             f"{kind_sql(f'{source}.reason')} AS kind FROM {source} WHERE {where}"),
-        {"file": name, **(params or {})},
+        text(f"SELECT {r.source}.line_no AS line_no, {record_detail_sql(d, r.source)} AS detail, "
+             f"{kind_sql(f'{r.source}.reason')} AS kind FROM {r.source} WHERE {r.where}"),
+        {"file": r.name, **r.params},
     )
-    prefix = record_prefix(name)
+    prefix = record_prefix(r.name)
     for partition in result.partitions():
         yield [
-            {"run_id": run_id, "chunk_no": chunk_no, "item_key": f"{prefix}{r.line_no}",
-             "outcome": outcome or outcome_of(r.kind), "applied_at": applied_at,
-             "detail": json.loads(r.detail) if isinstance(r.detail, str) else r.detail}
-            for r in partition
+            {"run_id": r.run_id, "chunk_no": r.chunk_no, "item_key": f"{prefix}{row.line_no}",
+             "outcome": outcome or outcome_of(row.kind), "applied_at": r.applied_at,
+             "detail": json.loads(row.detail) if isinstance(row.detail, str) else row.detail}
+            for row in partition
         ]
 
 

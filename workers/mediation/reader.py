@@ -39,6 +39,7 @@ from workers.mediation.records import (
 
 BLOCK = 1 << 20
 MAX_LINE_BYTES = BLOCK
+TOO_LONG = "line longer than 1 MiB"
 MALFORMED = RejectReason.MALFORMED_LINE
 
 
@@ -84,7 +85,7 @@ Sink = Callable[[StagedRow], Any]
 
 def read_records(handle: BinaryIO, fmt: FileFormat, normalizer: Normalizer, stats: ReadStats, write: Sink) -> None:
     """Hand every record of an open binary file to ``write`` as a staging row, in order."""
-    buffered = io.BufferedReader(_HashingReader(handle, stats), buffer_size=BLOCK)  # type: ignore[arg-type]
+    buffered = io.BufferedReader(_HashingReader(handle, stats), buffer_size=BLOCK)
     blocks = _line_blocks(buffered)
     if fmt == FileFormat.CSV:
         stats.lines = _csv_rows(blocks, normalizer, write)
@@ -106,9 +107,8 @@ Lines = tuple[list[str], dict[int, str]]
 """A block of lines as text, and the problems of unreadable ones by line number (their text is blank)."""
 
 
-def _line_blocks(buffered: io.BufferedReader) -> Iterator[Lines]:
+def _line_blocks(buffered: io.BufferedReader[Any]) -> Iterator[Lines]:
     """The file's lines, a block (about 1 MiB) at a time; a line longer than a block is refused."""
-    too_long = f"line longer than {MAX_LINE_BYTES // (1 << 20)} MiB"
     carry = b""
     skipping = False  # inside a line longer than a block: drop its bytes until it ends
     numbered = 0
@@ -120,7 +120,7 @@ def _line_blocks(buffered: io.BufferedReader) -> Iterator[Lines]:
             cut = block.find(b"\n")
             if cut >= 0:
                 numbered += 1
-                yield [""], {numbered: too_long}
+                yield [""], {numbered: TOO_LONG}
                 block, skipping = block[cut + 1:], False
         if not skipping:
             data = carry + block
@@ -134,7 +134,7 @@ def _line_blocks(buffered: io.BufferedReader) -> Iterator[Lines]:
                 yield lines
         block = buffered.read(BLOCK)
     if skipping:
-        yield [""], {numbered + 1: too_long}
+        yield [""], {numbered + 1: TOO_LONG}
     elif carry:
         yield _decode(carry, numbered)
 
@@ -143,14 +143,18 @@ def _decode(chunk: bytes, before: int) -> Lines:
     """Whole lines (without their newlines) as text; line numbers continue from ``before``."""
     if b"\x00" not in chunk:
         try:
-            return chunk.decode("utf-8").split("\n"), {}
+            whole: list[str] | None = chunk.decode("utf-8").split("\n")
         except UnicodeDecodeError:
-            pass
+            whole = None
+        if whole is not None and (len(chunk) <= MAX_LINE_BYTES or max(map(len, whole)) <= MAX_LINE_BYTES):
+            return whole, {}
     lines: list[str] = []
     problems: dict[int, str] = {}
     for n, raw in enumerate(chunk.split(b"\n"), start=before + 1):
         try:
-            if b"\x00" in raw:
+            if len(raw) > MAX_LINE_BYTES:
+                problems[n] = TOO_LONG
+            elif b"\x00" in raw:
                 problems[n] = "line contains NUL bytes"
             else:
                 lines.append(raw.decode("utf-8"))
