@@ -605,3 +605,153 @@ def test_item_details_are_json_a_page_can_render(
     by_meter = done.summary["by_meter"]
     # Without the earlier run, E-OLD is mediated here too
     assert by_meter["data_gb"] == {"unit": "GB", "events": 5, "quantity": "14.750000", "amount": "1.475000"}
+
+
+def test_an_account_suspended_after_the_preview_is_filtered_when_applied(
+    env: WorkerEnv, billing_engine: Engine, usage_accounts: dict[str, int], incoming: Path,
+    make_job: Callable[..., Job], run: Callable[..., JobRun], clock: FrozenClock, drain: Drain,
+) -> None:
+    (incoming / "a.csv").write_text(
+        "event_id,account_number,meter,quantity,occurred_at\n"
+        "S1,ACC-1,data_gb,1,2026-05-01T10:00:00Z\n"
+        "S2,ACC-2,data_gb,2,2026-05-01T10:00:00Z\n"
+    )
+    preview = run(make_job(), preview=True)
+    assert preview.id is not None and preview.summary["mediated"] == 2
+    # When ACC-2 is suspended before the preview is submitted
+    with billing_engine.begin() as conn:
+        conn.execute(text("UPDATE accounts SET status = 'SUSPENDED' WHERE account_number = 'ACC-2'"))
+    with env.factory() as session:
+        act_on_run(session=session, run_id=preview.id, action="submit", actor="test", clock=clock)
+    send_apply(factory=env.factory, dispatcher=env.dispatcher, registry=env.registry, run_id=preview.id)
+    drain()
+    # Then its record is filtered now (an item made at apply), and only ACC-1's is posted
+    done = fetch(env, preview.id)
+    assert done.status == S.COMPLETED, done.error
+    assert rejects_of(env, preview.id) == {"a.csv:3": ("skipped", "FILTERED", "INACTIVE_ACCOUNT")}
+    assert daily(billing_engine) == {("ACC-1", "data_gb", "2026-05-01"): (1, d("1.000000"), d("0.100000"))}
+    assert items_of(env, preview.id)["file:a.csv"][1]["changed_since_evaluation"] == {
+        "mediated": {"previewed": 2, "applied": 1}, "filtered": {"previewed": 0, "applied": 1}}
+
+
+def test_the_demo_files_and_job(
+    env: WorkerEnv, billing_engine: Engine, usage_accounts: dict[str, int], worker_settings: Settings,
+    clock: FrozenClock, run: Callable[..., JobRun],
+) -> None:
+    from datetime import date
+
+    from workers.billing.demo_usage import DEMO_JOB, seed_usage_demo
+
+    # Given the demo files for the test ledger's accounts (ACC-1, ACC-2 active; ACC-S, ACC-C not)
+    written = seed_usage_demo(billing_engine, worker_settings.resolved_files_root, day=date(2026, 5, 31))
+    assert written["files"] == ["usage-20260531-a.csv", "usage-20260531-b.csv"]
+    with env.factory() as session:
+        job = create_job(session=session, registry=env.registry, actor="demo", clock=clock,
+                         job_in=JobCreate.model_validate(DEMO_JOB))
+        session.expunge(job)
+    # When the demo job runs
+    done = run(job)
+    # Then each file's five bad lines failed and three were filtered; everything else was mediated
+    assert done.status == S.INCOMPLETE, done.error
+    assert {k: done.summary[k] for k in ("files", "records_read", "failed", "filtered", "mediated")} == {
+        "files": 2, "records_read": 416, "failed": 10, "filtered": 6, "mediated": 400}
+    assert sorted(done.summary["by_file"]) == written["files"]
+    # And writing the same day's files again changes nothing: they are skipped as already processed
+    seed_usage_demo(billing_engine, worker_settings.resolved_files_root, day=date(2026, 5, 31))
+    again = run(job)
+    assert again.status == S.COMPLETED
+    assert (again.summary["files_skipped"], again.summary["mediated"]) == (2, 0)
+
+
+def test_staging_tables_of_a_deleted_preview_are_dropped_by_the_next_run(
+    env: WorkerEnv, billing_engine: Engine, usage_accounts: dict[str, int], incoming: Path,
+    make_job: Callable[..., Job], run: Callable[..., JobRun], clock: FrozenClock,
+) -> None:
+    from sqlalchemy import inspect
+
+    (incoming / "a.csv").write_text(EARLIER_CSV)
+    job = make_job()
+    preview = run(job, preview=True)
+    assert preview.id is not None
+    assert inspect(billing_engine).has_table(table_name(preview.id, 0))
+    with env.factory() as session:
+        act_on_run(session=session, run_id=preview.id, action="delete", actor="test", clock=clock)
+    # The file was not applied, so the next run mediates it, and drops the deleted preview's table
+    assert run(job).status == S.COMPLETED
+    assert not inspect(billing_engine).has_table(table_name(preview.id, 0))
+    assert [t for t in inspect(billing_engine).get_table_names() if t.startswith("usage_stage_")] == []
+
+
+def test_manual_runs_can_name_files_and_a_vanished_file_is_skipped(
+    env: WorkerEnv, billing_engine: Engine, usage_accounts: dict[str, int], incoming: Path,
+    make_job: Callable[..., Job], run: Callable[..., JobRun], dispatcher: RecordingDispatcher, drain: Drain,
+    clock: FrozenClock,
+) -> None:
+    header = "event_id,account_number,meter,quantity,occurred_at\n"
+    for name in ("a.csv", "b.csv", "c.csv"):
+        (incoming / name).write_text(header + f"{name},ACC-1,data_gb,1,2026-05-01T10:00:00Z\n")
+    (incoming / ".upload.csv").write_text(header)  # dot files are uploads in progress
+    job = make_job(max_files=2)
+    only_c = run(job, files=["c.csv"])
+    assert set(items_of(env, only_c.id or 0)) == {"file:c.csv"}
+    # The plan takes the first max_files names; a file gone before its evaluation is skipped
+    assert job.id is not None
+    with env.factory() as session:
+        created, _ = create_manual_run(session=session, registry=env.registry, actor="t", clock=clock,
+                                       run_in=RunCreate(job_id=job.id))
+    send_run(factory=env.factory, dispatcher=dispatcher, registry=env.registry, run_id=created.id or 0, clock=clock)
+    _, plan = dispatcher.steps.popleft()
+    execute_step(env, plan.run_id, plan.phase, plan.chunk_no)
+    (incoming / "b.csv").unlink()
+    drain()
+    done = fetch(env, created.id or 0)
+    assert done.status == S.COMPLETED
+    assert {k: (v[0], v[1].get("reason")) for k, v in items_of(env, done.id or 0).items()} == {
+        "file:a.csv": ("ok", None), "file:b.csv": ("skipped", "no longer in the source directory")}
+    assert (incoming / ".upload.csv").exists()
+
+
+def test_run_details_and_failed_lines_through_the_api_and_in_the_notification(
+    env: WorkerEnv, billing_engine: Engine, usage_accounts: dict[str, int], incoming: Path,
+    make_job: Callable[..., Job], run: Callable[..., JobRun], worker_settings: Settings, clock: FrozenClock,
+) -> None:
+    import warnings
+
+    from starlette.exceptions import StarletteDeprecationWarning
+
+    from scheduler import auth
+    from scheduler.api.app import create_app
+    from scheduler.notify import build_message
+
+    with warnings.catch_warnings():
+        # Starlette warns once, at import, that it prefers the httpx2 fork; httpx works.
+        warnings.simplefilter("ignore", StarletteDeprecationWarning)
+        from fastapi.testclient import TestClient
+
+    (incoming / "usage-1.csv").write_bytes(KNOWN_CSV)
+    job = make_job()
+    done = run(job)
+    with env.factory() as session:
+        _, token = auth.create_key(session, "viewer", "viewer")
+    app = create_app(worker_settings, engine=billing_engine, registry=env.registry, dispatcher=env.dispatcher,
+                     clock=clock)
+    with TestClient(app) as client:
+        headers = {"Authorization": f"Bearer {token}"}
+        detail = client.get(f"/api/v1/runs/{done.id}", headers=headers)
+        assert detail.status_code == 200, detail.text
+        body = detail.json()
+        assert body["status"] == "INCOMPLETE"
+        assert body["summary"]["by_file"]["usage-1.csv"]["failed"] == 11
+        errors = client.get(f"/api/v1/runs/{done.id}/items", params={"outcome": "error", "limit": 100},
+                            headers=headers)
+        assert errors.status_code == 200, errors.text
+        listed = {i["key"]: i for i in errors.json()["items"]}
+    assert set(listed) == {k for k, v in EXPECTED_CSV_REJECTS.items() if v[0] == "error"}
+    assert listed["usage-1.csv:6"]["detail"]["reason"] == "quantity -3 is negative"
+    # The notification names the file with its counts, and lists the failed lines with their reason
+    with env.factory() as session:
+        errored = list(session.scalars(select(RunItem).where(RunItem.run_id == done.id,  # type: ignore[arg-type]
+                                                             RunItem.outcome == "error")))  # type: ignore[arg-type]
+        mail = build_message(worker_settings, job, done, ["incomplete"], errored).get_content()
+    assert "usage-1.csv" in mail and "'failed': 11" in mail
+    assert "usage-1.csv:6: quantity -3 is negative" in mail
