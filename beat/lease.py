@@ -155,10 +155,10 @@ class LeaderLease:
         log.info("beat %s released the lease (epoch %s)", self.holder, self.state.epoch)
         self.state = None
 
-    def forget(self, why: str = "the database failed") -> None:
+    def forget(self) -> None:
         """Drop what this beat believes about the lease (e.g. after losing the database): a leader steps
         down until it acquires the lease again (same epoch if nobody took it meanwhile)."""
-        self._lost(why)
+        self.state = None
 
     def _lost(self, why: str) -> None:
         if self.state is not None:

@@ -206,9 +206,10 @@ class Beat:
                     result = self.tick()
                 except (DBAPIError, DatabaseUnavailable) as exc:
                     # The lease may be lost meanwhile: re-acquire it (same epoch if nobody took it).
-                    self.lease.forget(f"database error: {_first_line(exc)}")
+                    led = self.lease.epoch
+                    self.lease.forget()
                     BEAT_LEADER.set(0)
-                    stop.wait(outage.failed(exc))
+                    stop.wait(outage.failed(exc, stepped_down=led))
                     continue
                 except Exception:
                     log.exception("beat tick failed; retrying")
@@ -234,12 +235,16 @@ class _Outage:
         self.failures = 0
         self.down = False
 
-    def failed(self, exc: BaseException | None) -> float:
+    def failed(self, exc: BaseException | None, *, stepped_down: int | None = None) -> float:
+        """Count a failed tick and return the backoff; the first failure of an outage is logged, saying
+        whether this beat stepped down as the leader (``stepped_down``: the epoch it held)."""
         self.failures += 1
         if exc is not None and not self.down:
             reason = _first_line(exc)
             if isinstance(exc, ProgrammingError) or "no such table" in reason:
                 reason += " (is the database migrated? run `scheduler migrate`)"
+            if stepped_down is not None:
+                reason += f"; no longer the leader (epoch {stepped_down}) until it holds the lease again"
             log.error("database unreachable, beat paused until it is back (SCHEDULER_DATABASE_URL): %s", reason)
             self.down = True
         return float(min(MAX_DB_BACKOFF, 0.5 * 2 ** min(self.failures - 1, 6)))

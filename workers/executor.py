@@ -32,6 +32,7 @@ from workers.finalize import (
     runtime_exceeded,
     submitted_at,
 )
+from workers.outage import is_database_outage
 from workers.retry import original_as_of
 
 log = logging.getLogger(__name__)
@@ -131,6 +132,8 @@ def plan_run(env: WorkerEnv, run_id: int) -> None:
     try:
         specs = job_type.plan(build_context(env, run, job))
     except Exception as exc:
+        if is_database_outage(exc):
+            raise  # not the run's fault: the step runs again once the database is back
         log.exception("run %s: plan failed", run_id)
         fail_run(env, run, job, f"planning failed: {describe(exc)}")
         return
@@ -215,6 +218,8 @@ def evaluate_chunk(env: WorkerEnv, run_id: int, chunk_no: int) -> None:
             try:
                 staged = job_type.evaluate(build_context(env, run, job), chunk_no, chunk.spec)
             except Exception as exc:
+                if is_database_outage(exc):
+                    raise
                 log.exception("run %s: evaluation of chunk %s failed", run_id, chunk_no)
                 fail_run(env, run, job, f"evaluation of chunk {chunk_no} failed: {describe(exc)}")
                 return
@@ -288,7 +293,9 @@ def _chunks_left(env: WorkerEnv, run_id: int, column: str) -> int:
 def build_context_safely(env: WorkerEnv, run: JobRun, job: Job) -> RunContext | None:
     try:
         return build_context(env, run, job)
-    except Exception:
+    except Exception as exc:
+        if is_database_outage(exc):
+            raise
         log.exception("run %s: cannot build the run context for its summary", run.id)
         return None
 
@@ -317,6 +324,8 @@ def apply_chunk(env: WorkerEnv, run_id: int, chunk_no: int) -> None:
             try:
                 job_type.apply(build_context(env, run, job), chunk_no, chunk.spec)
             except Exception as exc:
+                if is_database_outage(exc):
+                    raise  # the chunk's transaction rolled back: applying it again is safe
                 log.exception("run %s: apply of chunk %s failed", run_id, chunk_no)
                 error = f"apply of chunk {chunk_no} failed: {describe(exc)}"
             _mark_chunk(env, run_id, chunk_no, "applied_at", status=S.SUBMITTED, error=error)

@@ -21,6 +21,7 @@ from scheduler.lifecycle import transition
 from scheduler.metrics import ITEMS_TOTAL, JOB_LAST_SUCCESS, RUN_DURATION, RUNS_TOTAL
 from scheduler.models import ItemOutcome, Job, JobRun, RunEvent, RunItem, RunStatus
 from scheduler.runs import item_counts
+from workers.outage import is_database_outage
 from workers.sql import SqlDialect
 
 if TYPE_CHECKING:
@@ -55,6 +56,8 @@ def run_summary(env: WorkerEnv, run: JobRun, ctx: RunContext | None) -> tuple[di
         try:
             summary = dict(env.registry.get(run.job_type).summarize(ctx))
         except Exception as exc:
+            if is_database_outage(exc):
+                raise  # the step runs again once the database is back
             log.exception("run %s: summarize failed", run.id)
             summary = {"summary_error": f"{type(exc).__name__}: {exc}"}
     summary["items"] = counts

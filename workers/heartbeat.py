@@ -19,6 +19,7 @@ from sqlmodel import col
 
 from scheduler.clock import Clock
 from scheduler.models import JobRun, RunStatus
+from workers.outage import OUTAGE, is_database_outage
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,10 @@ class RunHeartbeat:
             try:
                 self.beat_once()
             except SQLAlchemyError as exc:
-                log.warning("run heartbeat failed (will retry): %s", exc)
+                if is_database_outage(exc):
+                    OUTAGE.failed(exc)  # one line per outage, shared with the steps
+                else:
+                    log.warning("run heartbeat failed (will retry): %s", exc)
 
     def stop(self) -> None:
         self._stop.set()

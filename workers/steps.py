@@ -24,6 +24,7 @@ from scheduler.models import Job, JobStatus
 from scheduler.runs import RunCreate, create_manual_run, send_run
 from workers.env import WorkerEnv
 from workers.executor import execute_step
+from workers.outage import ride_out
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,8 @@ def declare_actors(broker: Broker, registry: JobTypeRegistry, env: EnvProvider) 
 
 def _step_function(env: EnvProvider) -> Callable[[int, str, int], None]:
     def run_step(run_id: int, phase: str, chunk_no: int = 0) -> None:
-        execute_step(env(), run_id, phase, chunk_no)
+        # A step cut off by a database outage runs again once the database answers (steps are idempotent).
+        ride_out(lambda: execute_step(env(), run_id, phase, chunk_no), what=f"run {run_id}: {phase} step {chunk_no}")
 
     return run_step
 

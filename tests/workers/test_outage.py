@@ -1,0 +1,94 @@
+"""Database outages in a worker: a step cut off by a lost connection is run again, not failed; one log line
+per outage each way."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from sqlalchemy.exc import IntegrityError, OperationalError
+from workers_testkit import Drain, RecordingDispatcher
+
+from scheduler.models import Job, JobRun, RunStatus
+from workers.dunning import DunningJobType
+from workers.env import WorkerEnv
+from workers.executor import execute_step
+from workers.outage import DatabaseOutage, is_database_outage, ride_out
+
+REFUSED = OperationalError("SELECT 1", {}, Exception("connection refused"))
+
+
+def test_what_counts_as_an_outage() -> None:
+    assert is_database_outage(REFUSED)
+    assert not is_database_outage(IntegrityError("INSERT", {}, Exception("duplicate key")))
+    assert not is_database_outage(OperationalError("SELECT", {}, sqlite3.OperationalError("no such table: x")))
+    assert is_database_outage(OperationalError("SELECT", {}, sqlite3.OperationalError("database is locked")))
+    assert not is_database_outage(RuntimeError("connection refused"))
+
+
+def test_a_step_waits_out_an_outage_and_runs_again(caplog: pytest.LogCaptureFixture) -> None:
+    attempts: list[int] = []
+    naps: list[float] = []
+
+    def step() -> None:
+        attempts.append(1)
+        if len(attempts) <= 4:
+            raise REFUSED
+
+    outage = DatabaseOutage()
+    with caplog.at_level(logging.INFO, logger="workers"):
+        assert ride_out(step, what="run 1: plan step", outage=outage, sleep=naps.append)
+    assert len(attempts) == 5 and naps == [0.5, 1.0, 2.0, 4.0]
+    assert [r.levelname for r in caplog.records] == ["ERROR", "INFO"]
+    assert "database unreachable" in caplog.records[0].getMessage()
+    assert "database reachable again" in caplog.records[1].getMessage()
+
+
+def test_other_errors_propagate_and_a_long_outage_is_left_to_beat() -> None:
+    def broken() -> None:
+        raise ValueError("bug")
+
+    with pytest.raises(ValueError, match="bug"):
+        ride_out(broken, what="step", outage=DatabaseOutage(), sleep=lambda _: None)
+
+    def down() -> None:
+        raise REFUSED
+
+    assert not ride_out(down, what="step", outage=DatabaseOutage(), patience=0.0, sleep=lambda _: None)
+
+
+def test_an_outage_during_apply_is_not_an_item_error(
+    env: WorkerEnv, known_ledger: dict[str, int], make_job: Callable[..., Job], start_run: Callable[..., int],
+    dispatcher: RecordingDispatcher, drain: Drain, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a run whose first apply step loses the database
+    original = DunningJobType.apply
+    failures = {"left": 1}
+
+    def flaky(self: DunningJobType, ctx: Any, chunk_no: int, spec: dict[str, Any]) -> None:
+        if failures["left"]:
+            failures["left"] -= 1
+            raise REFUSED
+        original(self, ctx, chunk_no, spec)
+
+    monkeypatch.setattr(DunningJobType, "apply", flaky)
+    run_id = start_run(make_job())
+    while dispatcher.steps and dispatcher.steps[0][1].phase != "apply":
+        _, step = dispatcher.steps.popleft()
+        execute_step(env, step.run_id, step.phase, step.chunk_no)
+
+    # When the step fails with the outage, it raises (for the worker to run it again) and records nothing
+    _, step = dispatcher.steps[0]
+    with pytest.raises(OperationalError):
+        execute_step(env, step.run_id, step.phase, step.chunk_no)
+
+    # Then, run again once the database is back, the run completes with no errored item
+    drain()
+    with env.factory() as session:
+        run = session.get(JobRun, run_id)
+        assert run is not None
+    assert run.status == RunStatus.COMPLETED, run.error
+    assert "error" not in run.summary["items"]
