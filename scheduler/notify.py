@@ -6,7 +6,6 @@ import logging
 import smtplib
 from dataclasses import dataclass
 from email.message import EmailMessage
-from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from sqlalchemy import select
@@ -14,6 +13,7 @@ from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from scheduler.models import Job, JobRun, RunItem, RunStatus
+from scheduler.runs import item_error_text
 from scheduler.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -85,13 +85,9 @@ def build_message(settings: Settings, job: Job, run: JobRun, events: list[str], 
     if errors:
         lines.append("")
         lines.append(f"Errors (first {len(errors)}):")
-        lines.extend(f"  {item.item_key}: {_reason(item.detail)}" for item in errors)
+        lines.extend(f"  {item.item_key}: {item_error_text(item.detail)}" for item in errors)
     message.set_content("\n".join(lines) + "\n")
     return message
-
-
-def _reason(detail: dict[str, Any]) -> str:
-    return str(detail.get("reason") or detail.get("error") or detail)
 
 
 def notify_run(*, settings: Settings, session: Session, run_id: int) -> bool:

@@ -240,6 +240,11 @@ def item_counts(session: Session, run_id: int) -> dict[str, int]:
     return {str(outcome_): int(count) for outcome_, count in session.execute(stmt).all()}
 
 
+def item_error_text(detail: dict[str, Any]) -> str:
+    """Why an item errored, from the detail a job type recorded (``error`` or ``reason``)."""
+    return str(detail.get("error") or detail.get("reason") or "no reason recorded")
+
+
 def progress(run: JobRun) -> dict[str, Any]:
     total = run.chunks_total
     percent = round(100.0 * run.chunks_done / total, 1) if total else (100.0 if run.finished_at else 0.0)

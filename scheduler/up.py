@@ -31,15 +31,18 @@ def child_env(settings: Settings) -> dict[str, str]:
 
 
 def seed_demo(settings: Settings, *, accounts: int, with_jobs: bool = True) -> dict[str, Any]:
-    """Demo billing data and demo jobs; data already seeded is left as it is."""
-    from workers.billing.demo import seed_demo as seed_billing
+    """Demo billing data and demo jobs, each new job with a first manual run so every type shows a run at once.
 
+    Data already seeded is left as it is. The first runs are recorded unsent: beat's outbox sends them.
+    """
     from scheduler.jobs import JobCreate, create_job
     from scheduler.jobtypes import load_registry
     from scheduler.models import Job, JobStatus
-    from workers.demo_jobs import DEMO_JOBS
+    from scheduler.runs import RunCreate, create_manual_run
+    from workers.demo_jobs import DEMO_JOBS, seed_demo_data
 
-    counts: dict[str, Any] = dict(seed_billing(make_engine(settings.resolved_billing_database_url), accounts=accounts))
+    counts = seed_demo_data(make_engine(settings.resolved_billing_database_url), settings.resolved_files_root,
+                            accounts=accounts)
     if not with_jobs:
         return counts
     factory = make_session_factory(make_engine(settings.resolved_database_url))
@@ -54,8 +57,11 @@ def seed_demo(settings: Settings, *, accounts: int, with_jobs: bool = True) -> d
             )
             if exists:
                 continue
-            create_job(session=session, registry=registry, job_in=JobCreate.model_validate(definition),
-                       actor="demo", clock=SystemClock())
+            job = create_job(session=session, registry=registry, job_in=JobCreate.model_validate(definition),
+                             actor="demo", clock=SystemClock())
+            assert job.id is not None
+            create_manual_run(session=session, registry=registry, run_in=RunCreate(job_id=job.id), actor="demo",
+                              clock=SystemClock())
             created += 1
     counts["jobs"] = created
     return counts

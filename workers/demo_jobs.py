@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+
+from sqlalchemy import Engine
+
+from workers.billing import demo_erp, demo_gl, demo_usage
+from workers.billing.demo import seed_demo
 
 DUNNING_LADDER: list[dict[str, Any]] = [
     {"code": 1, "name": "Reminder", "min_days_past_due": 1, "actions": ["notice"]},
@@ -29,4 +35,17 @@ DEMO_JOBS: list[dict[str, Any]] = [
         "requires_review": True,
         "properties": {"minimum_account_due": "5.00", "strategy": "oldest_open_invoice", "tiers": DUNNING_LADDER},
     },
+    demo_usage.DEMO_JOB,
+    demo_gl.DEMO_JOB,
+    demo_erp.DEMO_JOB,
 ]
+
+
+def seed_demo_data(engine: Engine, files_root: Path, *, accounts: int) -> dict[str, Any]:
+    """The demo ledger, usage files for today, the GL tables and the ERP sink's directory."""
+    counts: dict[str, Any] = dict(seed_demo(engine, accounts=accounts))
+    counts["usage"] = demo_usage.seed_usage_demo(engine, files_root)
+    counts["gl"] = demo_gl.seed_gl_demo(engine)
+    counts["erp_outbox"] = str(demo_erp.prepare_outbox(files_root))
+    return counts
+

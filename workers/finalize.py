@@ -20,7 +20,7 @@ from scheduler.jobtypes import RunContext
 from scheduler.lifecycle import transition
 from scheduler.metrics import ITEMS_TOTAL, JOB_LAST_SUCCESS, RUN_DURATION, RUNS_TOTAL
 from scheduler.models import ItemOutcome, Job, JobRun, RunEvent, RunItem, RunStatus
-from scheduler.runs import item_counts
+from scheduler.runs import item_counts, item_error_text
 from workers.outage import is_database_outage
 from workers.sql import SqlDialect
 
@@ -143,14 +143,14 @@ def finish_if_applied(env: WorkerEnv, run_id: int, ctx: RunContext | None, *, er
 
 def _first_error(env: WorkerEnv, run_id: int, errored: int, total: int) -> str:
     with env.factory() as session:
-        detail = session.scalar(
-            select(col(RunItem.detail))
+        first = session.execute(
+            select(col(RunItem.item_key), col(RunItem.detail))
             .where(col(RunItem.run_id) == run_id, col(RunItem.outcome) == ItemOutcome.ERROR)
             .order_by(col(RunItem.id))
             .limit(1)
-        )
-    first = (detail or {}).get("error") or "unknown error"
-    return f"{errored} of {total} items failed; first: {first}"[:2000]
+        ).first()
+    reason = f"{first[0]}: {item_error_text(first[1] or {})}" if first else "no item recorded"
+    return f"{errored} of {total} items failed; first: {reason}"[:2000]
 
 
 def submitted_at(env: WorkerEnv, run: JobRun) -> datetime | None:
