@@ -292,7 +292,7 @@ def run_collector(env: WorkerEnv, dispatcher: StepQueue, run_id: int, workers: i
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--documents", type=int, default=1_000_000)
-    parser.add_argument("--chunk-size", type=int, default=50_000)
+    parser.add_argument("--chunk-size", type=int, default=100_000)
     parser.add_argument("--workers", type=int, default=2, help="worker threads sharing the run's steps")
     parser.add_argument("--baseline-sample", type=int, default=5_000)
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")

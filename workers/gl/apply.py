@@ -60,11 +60,16 @@ def apply_chunk(ctx: RunContext, chunk_no: int, spec: dict[str, Any]) -> None:
             staged_sql = stored_lines("gl_staged")
             staged = batch_totals(conn, staged_sql, params, one_line_per_account=one)
             check_balanced(conn, staged_sql, params, staged, chunk=chunk, where=f"chunk {chunk_no} ({chunk.label})")
-            insert_lines(conn, posting_insert(chunk.source), POSTED_KEY, params)
-        else:
-            insert_lines(conn, direct_posting(lines.sql), POSTED_KEY, params)
+        insert_sql = posting_insert(chunk.source) if chunk.staged else direct_posting(lines.sql)
+        inserted = insert_lines(conn, insert_sql, POSTED_KEY, params, totals=True, one_line_per_account=one)
         posted_sql = stored_lines("gl_entries")
-        posted = batch_totals(conn, posted_sql, params, one_line_per_account=one)
+        expected = sum(int(detail.get("lines", 0)) for detail in planned.values())
+        if inserted is not None and sum(t.lines for t in inserted.values()) == expected:
+            posted = inserted  # all of it, just now: no need to read the lines back
+        else:
+            # Some lines were left out (posted by another run, or by this one in an earlier attempt):
+            # what this run owns in the range is what counts.
+            posted = batch_totals(conn, posted_sql, params, one_line_per_account=one)
         check_balanced(conn, posted_sql, params, posted, chunk=chunk, where=f"posted chunk {chunk_no} ({chunk.label})")
         if chunk.staged:
             if any(posted.get(a, _NONE).lines < t.lines for a, t in staged.items()):

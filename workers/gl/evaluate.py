@@ -85,7 +85,7 @@ def needs_review(ctx: RunContext) -> bool:
     if ctx.extra.get("preview"):
         return True
     with ctx.engine.connect() as conn:
-        return bool(conn.execute(select(Job.requires_review).where(col(Job.id) == ctx.job_id)).scalar())
+        return bool(conn.execute(select(col(Job.requires_review)).where(col(Job.id) == ctx.job_id)).scalar())
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -147,7 +147,7 @@ def purge_finished_staging(ctx: RunContext) -> int:
         return 0
     with ctx.engine.connect() as conn:
         finished = list(conn.execute(
-            select(JobRun.id).where(col(JobRun.id).in_(staged_runs), col(JobRun.status).in_(FINISHED))
+            select(col(JobRun.id)).where(col(JobRun.id).in_(staged_runs), col(JobRun.status).in_(FINISHED))
         ).scalars())
     if finished:
         with ctx.billing_engine.begin() as conn:

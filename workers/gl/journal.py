@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import SQLModel
 
 from scheduler.models import ItemOutcome, RunItem
 from workers.gl.properties import JournalUnbalanced
@@ -45,21 +46,20 @@ def batch_totals(
     ``one_line_per_account``: each document has at most one line per GL account (the entry's accounts
     all differ), so an account's documents are its lines and need no ``COUNT(DISTINCT …)`` sort.
     """
-    d = SqlDialect.of(conn)
+    return _totals(conn, _totals_sql(SqlDialect.of(conn), f"({lines_sql}) batch", one_line_per_account), params)
+
+
+def _totals_sql(d: SqlDialect, relation: str, one_line_per_account: bool) -> str:
     documents = "COUNT(*)" if one_line_per_account else "COUNT(DISTINCT source_id)"
-    rows = conn.execute(
-        typed(
-            f"SELECT gl_account, COUNT(*) AS lines, {documents} AS documents, "
-            f"{d.money_text(d.money_sum('debit'))} AS debit, {d.money_text(d.money_sum('credit'))} AS credit "
-            f"FROM ({lines_sql}) batch GROUP BY gl_account ORDER BY gl_account"
-        ),
-        params,
-    ).all()
-    return {
-        r.gl_account: AccountTotal(gl_account=r.gl_account, documents=int(r.documents), lines=int(r.lines),
-                                   debit=money(r.debit), credit=money(r.credit))
-        for r in rows
-    }
+    return (
+        f"SELECT gl_account, COUNT(*) AS lines, {documents} AS documents, "
+        f"{d.money_text(d.money_sum('debit'))} AS debit, {d.money_text(d.money_sum('credit'))} AS credit "
+        f"FROM {relation} GROUP BY gl_account ORDER BY gl_account"
+    )
+
+
+def _totals(conn: Connection, sql: str, params: dict[str, Any]) -> dict[str, AccountTotal]:
+    return _rows_to_totals(conn.execute(typed(sql), params))
 
 
 def document_totals(
@@ -110,18 +110,44 @@ def large_batch(conn: Connection) -> None:
         conn.exec_driver_sql("SET LOCAL work_mem = '64MB'")
 
 
-def insert_lines(conn: Connection, insert_sql: str, on_conflict: str, params: dict[str, Any]) -> None:
+def insert_lines(
+    conn: Connection, insert_sql: str, on_conflict: str, params: dict[str, Any], *,
+    totals: bool = False, one_line_per_account: bool = False,
+) -> dict[str, AccountTotal] | None:
     """Run a set-based insert of lines; only if some of them already exist, run it again skipping those.
 
     A plain ``INSERT`` costs half an ``INSERT … ON CONFLICT DO NOTHING`` on PostgreSQL (no speculative
     insertion into every index), and a conflict is the exception: a chunk applied again, or two runs
     posting the same documents at once (the unique key still decides; the later one waits, then skips).
+
+    With ``totals`` on PostgreSQL, returns the per-account totals of the lines this statement inserted
+    (from ``RETURNING``, without reading them back); else ``None``.
     """
+    returning = totals and conn.dialect.name == "postgresql"
+
+    def statement(sql: str) -> Any:
+        if not returning:
+            return typed(sql)
+        inserted = "(SELECT source_id, gl_account, debit, credit FROM inserted) batch"
+        return typed(f"WITH inserted AS ({sql} RETURNING source_id, gl_account, debit, credit) "
+                     + _totals_sql(SqlDialect.of(conn), inserted, one_line_per_account))
+
     try:
         with conn.begin_nested():
-            conn.execute(typed(insert_sql), params)
+            result = conn.execute(statement(insert_sql), params)
+            found = _rows_to_totals(result) if returning else None
     except IntegrityError:
-        conn.execute(typed(f"{insert_sql} {on_conflict}"), params)
+        result = conn.execute(statement(f"{insert_sql} {on_conflict}"), params)
+        found = _rows_to_totals(result) if returning else None
+    return found
+
+
+def _rows_to_totals(result: Any) -> dict[str, AccountTotal]:
+    return {
+        r.gl_account: AccountTotal(gl_account=r.gl_account, documents=int(r.documents), lines=int(r.lines),
+                                   debit=money(r.debit), credit=money(r.credit))
+        for r in result
+    }
 
 
 def item_key(chunk: Chunk, gl_account: str) -> str:
@@ -159,4 +185,4 @@ def insert_items(conn: Connection, rows: list[dict[str, Any]]) -> None:
     from sqlalchemy.dialects import postgresql, sqlite
 
     module: Any = postgresql if conn.dialect.name == "postgresql" else sqlite
-    conn.execute(module.insert(RunItem.__table__).on_conflict_do_nothing(), rows)
+    conn.execute(module.insert(SQLModel.metadata.tables[RunItem.__tablename__]).on_conflict_do_nothing(), rows)

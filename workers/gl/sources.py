@@ -16,7 +16,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Date, bindparam, text
-from sqlalchemy.sql.elements import TextClause
+from sqlalchemy.sql.elements import BindParameter, TextClause
+from sqlalchemy.types import TypeEngine
 
 from scheduler.db import UTCDateTime
 from scheduler.jobtypes import RunContext
@@ -51,13 +52,21 @@ class Source:
     recheck: bool = False
     """Whether a document may stop qualifying after it is staged (an invoice voided since the preview)."""
 
-    def uncollected(self) -> str:
-        """``FROM … WHERE …`` of this collector's documents not yet in ``gl_entries``, up to the as-of."""
-        return (
+    def uncollected(self, *, in_chunk: bool = False) -> str:
+        """``FROM … WHERE …`` of this collector's documents not yet in ``gl_entries``, up to the as-of.
+
+        ``in_chunk`` keeps to ids ``:first_id..:last_id``, on both sides of the anti-join: PostgreSQL
+        does not carry a range across a join, and would otherwise read every line of the source type
+        already posted for each chunk (quadratic over a large run).
+        """
+        sql = (
             f"FROM {self.table} src WHERE {self.condition} AND {self.amount} <> 0 AND {self.cutoff} "
             "AND NOT EXISTS (SELECT 1 FROM gl_entries g "
-            f"WHERE g.source_type = '{self.source_type}' AND g.source_id = src.id)"
+            f"WHERE g.source_type = '{self.source_type}' AND g.source_id = src.id"
         )
+        if in_chunk:
+            return f"{sql} AND g.source_id BETWEEN :first_id AND :last_id) AND src.id BETWEEN :first_id AND :last_id"
+        return f"{sql})"
 
 
 def _invoices(kind: InvoiceKind, collector: GLCollector, source_type: GLSourceType) -> Source:
@@ -180,7 +189,7 @@ def document_select(d: SqlDialect, source: Source) -> str:
     """A ``SELECT`` of the chunk's uncollected documents: ``id, account_id, amount, entry_date``."""
     return (
         f"SELECT src.id, src.account_id, {source.amount} AS amount, {source.entry_date(d)} AS entry_date "
-        f"{source.uncollected()} AND src.id BETWEEN :first_id AND :last_id"
+        f"{source.uncollected(in_chunk=True)}"
     )
 
 
@@ -225,8 +234,10 @@ def stored_lines(table: str) -> str:
 
 def typed(sql: str) -> TextClause:
     """``text(sql)`` with the as-of and posting-time parameters typed (SQLite gets ISO strings)."""
-    types = {"as_of": UTCDateTime(), "as_of_date": Date(), "now": UTCDateTime()}
-    used = [bindparam(name, type_=t) for name, t in types.items() if re.search(rf":{name}\b", sql)]
+    types: dict[str, TypeEngine[Any]] = {"as_of": UTCDateTime(), "as_of_date": Date(), "now": UTCDateTime()}
+    used: list[BindParameter[Any]] = [
+        bindparam(name, type_=t) for name, t in types.items() if re.search(rf":{name}\b", sql)
+    ]
     return text(sql).bindparams(*used)
 
 

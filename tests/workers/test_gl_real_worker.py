@@ -1,0 +1,158 @@
+"""The GL collector through a real Redis broker and a real ``dramatiq`` worker on the ``gl_collector`` queue."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+import redis
+from sqlalchemy import Engine, func, insert, select
+from sqlalchemy.orm import sessionmaker
+
+from scheduler.clock import SystemClock
+from scheduler.dispatch import Dispatcher, make_broker
+from scheduler.jobs import JobCreate, create_job
+from scheduler.jobtypes import JobTypeRegistry
+from scheduler.models import JobRun, RunStatus
+from scheduler.runs import RunCreate, act_on_run, create_manual_run, send_apply, send_run
+from workers.billing import accounts, invoices, payments
+from workers.billing.gl_tables import gl_entries
+from workers.worker import worker_command
+
+pytestmark = pytest.mark.slow
+
+S = RunStatus
+DEADLINE = 60.0
+TEST_REDIS_DB = 12
+
+
+@pytest.fixture
+def gl_redis(redis_url: str) -> Iterator[str]:
+    """The test Redis server, a database index of its own."""
+    parts = urlsplit(redis_url)
+    if parts.scheme == "unix":
+        url = f"{redis_url.split('?', 1)[0]}?db={TEST_REDIS_DB}"
+    else:
+        url = urlunsplit(parts._replace(path=f"/{TEST_REDIS_DB}"))
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    yield url
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture
+def gl_worker(billing_engine: Engine, db_url: str, gl_redis: str, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    env = {
+        **os.environ,
+        "SCHEDULER_DATABASE_URL": db_url,
+        "SCHEDULER_REDIS_URL": gl_redis,
+        "SCHEDULER_DATA_DIR": str(tmp_path / "worker-data"),
+        "SCHEDULER_CHUNK_SIZE": "2",
+    }
+    log = (tmp_path / "worker.log").open("wb")
+    process = subprocess.Popen(
+        worker_command(["gl_collector"], processes=1, threads=2),
+        env=env, stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[2],
+    )
+    yield process
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    log.close()
+
+
+@pytest.fixture
+def gl_dispatcher(gl_redis: str) -> Iterator[Dispatcher]:
+    broker = make_broker(gl_redis)
+    yield Dispatcher(broker, gl_redis)
+    broker.close()
+
+
+def wait_for(check: Callable[[], Any], what: str, process: subprocess.Popen[bytes], log: Path) -> Any:
+    deadline = time.monotonic() + DEADLINE
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        if process.poll() is not None:
+            pytest.fail(f"the worker exited ({process.returncode}) waiting for {what}:\n{log.read_text()[-3000:]}")
+        time.sleep(0.05)
+    pytest.fail(f"timed out waiting for {what}:\n{log.read_text()[-3000:]}")
+
+
+def test_gl_runs_through_redis_and_a_real_worker(
+    billing_engine: Engine, registry: JobTypeRegistry, gl_worker: subprocess.Popen[bytes],
+    gl_dispatcher: Dispatcher, tmp_path: Path,
+) -> None:
+    factory = sessionmaker(billing_engine, expire_on_commit=False)
+    log = tmp_path / "worker.log"
+    wall = SystemClock()
+    # Given three invoices and two payments
+    with billing_engine.begin() as conn:
+        account = conn.execute(insert(accounts).values(account_number="W-1", name="W").returning(accounts.c.id))
+        account_id = account.scalar_one()
+        conn.execute(insert(invoices), [
+            {"account_id": account_id, "number": f"W-{n}", "issued_on": date(2026, 1, n), "due_on": date(2026, 2, n),
+             "amount": Decimal(amount), "balance": Decimal(amount)}
+            for n, amount in ((1, "10.00"), (2, "20.50"), (3, "30.25"))
+        ])
+        conn.execute(insert(payments), [
+            {"account_id": account_id, "amount": Decimal(amount), "received_at": datetime(2026, 2, n, tzinfo=UTC)}
+            for n, amount in ((1, "10.00"), (2, "5.00"))
+        ])
+    with factory() as session:
+        job = create_job(session=session, registry=registry, actor="test", clock=wall,
+                         job_in=JobCreate(name="GL", job_type="gl_collector", properties={}))
+        job_id = job.id or 0
+
+    def start(preview: bool) -> int:
+        with factory() as session:
+            run, _ = create_manual_run(session=session, registry=registry, actor="test", clock=wall,
+                                       run_in=RunCreate(job_id=job_id, preview=preview))
+        assert send_run(factory=factory, dispatcher=gl_dispatcher, registry=registry, run_id=run.id or 0, clock=wall)
+        return run.id or 0
+
+    def status_is(run_id: int, *wanted: str) -> Callable[[], JobRun | None]:
+        def check() -> JobRun | None:
+            with factory() as session:
+                run = session.get(JobRun, run_id)
+                return run if run is not None and run.status in wanted else None
+
+        return check
+
+    # When a preview run is sent, it stops at PREVIEW with the staged journal
+    preview_id = start(preview=True)
+    staged = wait_for(status_is(preview_id, S.PREVIEW, S.FAILED), "the preview", gl_worker, log)
+    assert staged.status == S.PREVIEW, staged.error
+    assert staged.summary["journal"] == "staged" and staged.summary["lines"] == 10
+    # And after submit it posts the journal
+    with factory() as session:
+        act_on_run(session=session, run_id=preview_id, action="submit", actor="reviewer", clock=wall)
+    assert send_apply(factory=factory, dispatcher=gl_dispatcher, registry=registry, run_id=preview_id) == 3
+    done = wait_for(status_is(preview_id, S.COMPLETED, S.INCOMPLETE, S.FAILED), "the submitted preview", gl_worker,
+                    log)
+    assert done.status == S.COMPLETED, done.error
+    assert done.summary["accounts"] == {
+        "1000": {"debit": "15.00", "credit": "0.00", "lines": 2},
+        "1200": {"debit": "60.75", "credit": "15.00", "lines": 5},
+        "4000": {"debit": "0.00", "credit": "60.75", "lines": 3},
+    }
+    # Then a run without review finds nothing left to collect
+    again = start(preview=False)
+    second = wait_for(status_is(again, S.COMPLETED, S.INCOMPLETE, S.FAILED), "the second run", gl_worker, log)
+    assert second.status == S.COMPLETED and second.summary["lines"] == 0
+    with billing_engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(gl_entries)).scalar_one() == 10
