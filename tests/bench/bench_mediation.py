@@ -153,8 +153,37 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+class BackendCpu:
+    """CPU seconds used by this database's PostgreSQL backends (a local server only, else ``None``):
+    unlike wall time, a figure that holds still while other processes load the machine."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def sample(self) -> dict[int, float] | None:
+        with self.engine.connect() as conn:
+            pids = list(conn.execute(text(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database()")).scalars())
+        ticks = os.sysconf("SC_CLK_TCK")
+        used: dict[int, float] = {}
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+            except OSError:
+                return None
+            used[pid] = (int(fields[11]) + int(fields[12])) / ticks
+        return used
+
+    @staticmethod
+    def used(start: dict[int, float] | None, end: dict[int, float] | None) -> float | None:
+        if start is None or end is None:
+            return None
+        return sum(cpu - start.get(pid, 0.0) for pid, cpu in end.items())
+
+
 def run_mediation(engine: Engine, settings: Settings, fmt: str) -> dict[str, Any]:
-    """One manual run through the executor, timing each phase."""
+    """One manual run through the executor, timing each phase (wall, this process's CPU, PostgreSQL's CPU)."""
     dispatcher = QueueDispatcher()
     clock = SystemClock()
     env = build_env(settings, dispatcher=dispatcher, registry=JobTypeRegistry([JOB_TYPE]), clock=clock,
@@ -168,16 +197,25 @@ def run_mediation(engine: Engine, settings: Settings, fmt: str) -> dict[str, Any
         run_id = run.id or 0
     send_run(factory=env.factory, dispatcher=dispatcher, registry=env.registry, run_id=run_id, clock=clock)
     seconds = {"plan": 0.0, "evaluate": 0.0, "apply": 0.0}
+    client_cpu = dict.fromkeys(seconds, 0.0)
+    server_cpu: dict[str, float | None] = dict.fromkeys(seconds, 0.0)
+    backends = BackendCpu(engine)
     while dispatcher.steps:
         _, step = dispatcher.steps.popleft()
-        started = time.perf_counter()
+        before = backends.sample()
+        started, started_cpu = time.perf_counter(), time.process_time()
         execute_step(env, step.run_id, step.phase, step.chunk_no)
         seconds[step.phase] += time.perf_counter() - started
+        client_cpu[step.phase] += time.process_time() - started_cpu
+        used = BackendCpu.used(before, backends.sample())
+        server = server_cpu[step.phase]
+        server_cpu[step.phase] = None if used is None or server is None else server + used
     with env.factory() as session:
         done = session.get(JobRun, run_id)
         assert done is not None
         status, summary = done.status, done.summary
-    return {"status": status, "summary": summary, "seconds": seconds}
+    return {"status": status, "summary": summary, "seconds": seconds, "client_cpu": client_cpu,
+            "server_cpu": server_cpu}
 
 
 def baseline(engine: Engine, path: Path, fmt: str) -> dict[str, Any]:
@@ -283,14 +321,26 @@ def _bench(args: argparse.Namespace, db: Database, tmp: Path) -> int:
         print(f"{label:<48} {count:>11,} {seconds:>9.2f} {per_second:>11,.0f}")
     print(f"speed-up over row-at-a-time: {rate / base['records_per_second']:.1f}x; target 50,000 records/s: "
           f"{'met' if rate >= 50_000 else 'NOT met'}")
+    work = ("evaluate", "apply")
+    client = sum(result["client_cpu"][p] for p in work)
+    server = None if any(result["server_cpu"][p] is None for p in work) else sum(
+        result["server_cpu"][p] or 0.0 for p in work)
+    per_cpu_second = args.records / (client + server) if server is not None else None
+    if server is not None and per_cpu_second is not None:
+        print(f"CPU: this process {client:.2f}s + PostgreSQL {server:.2f}s = {args.records / per_cpu_second:.2f}s, "
+              f"{per_cpu_second:,.0f} records per CPU-second (so at least that many per second on one dedicated "
+              f"core); load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     print(f"mediated {summary.get('mediated'):,}, filtered {summary.get('filtered'):,}, failed "
           f"{summary.get('failed'):,}, rated amount {summary.get('rated_amount')}; peak RSS {rss_before:.0f} MB "
           f"before the run, {rss_after:.0f} MB after")
     print(json.dumps({
         "benchmark": "usage_mediation", "database": "postgresql", "format": args.format, "records": args.records,
         "file_bytes": size, "status": result["status"], "seconds": result["seconds"],
-        "records_per_second": round(rate), "baseline": {k: round(v, 3) if isinstance(v, float) else v
-                                                        for k, v in base.items()},
+        "records_per_second": round(rate),
+        "cpu_seconds": {"client": round(client, 2), "postgres": round(server, 2) if server is not None else None},
+        "records_per_cpu_second": round(per_cpu_second) if per_cpu_second else None,
+        "load_average": round(os.getloadavg()[0], 2), "cpus": os.cpu_count(),
+        "baseline": {k: round(v, 3) if isinstance(v, float) else v for k, v in base.items()},
         "baseline_projected_seconds": round(projected, 1), "speedup": round(rate / base["records_per_second"], 1),
         "target_met": rate >= 50_000, "summary": {k: summary.get(k) for k in (
             "records_read", "mediated", "filtered", "failed", "rated_amount")},
