@@ -22,6 +22,11 @@ lint: $(STAMP)
 test: lint
 	$(VENV)/bin/pytest -q
 
+# The fault-injection suite's long variant: hundreds of worker kills, repeated leader kills, Redis losses
+# and database outages (needs SCHEDULER_TEST_POSTGRES_URL; `make test` runs the short CI variant).
+faults: $(STAMP)
+	FAULTS_SCALE=long $(VENV)/bin/pytest tests/faults -m faults --durations=0
+
 bench: $(STAMP)
 	$(PY) tests/bench/bench_dunning.py --accounts 100000
 

@@ -6,12 +6,11 @@ Redis, a process reaper, the suite's scale, and the measured figures printed at 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from faultkit import CI, LONG, Figures, PrivateRedis, Processes, Scale
+from faultkit import SCALE, Figures, PrivateRedis, Processes, Scale
 from sqlalchemy import Engine
 
 from workers.billing import migrate_billing
@@ -21,7 +20,7 @@ FIGURES = Figures()
 
 @pytest.fixture(scope="session")
 def scale() -> Scale:
-    return LONG if os.environ.get("FAULTS_SCALE", "ci") == "long" else CI
+    return SCALE
 
 
 @pytest.fixture

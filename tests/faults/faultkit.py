@@ -23,6 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pytest
 import redis
 from sqlalchemy import Engine, make_url, text
 
@@ -52,6 +53,13 @@ class Scale:
 
 CI = Scale(name="ci", worker_kills=20, beat_kills=1, redis_losses=1, db_outages=2, timeout=240)
 LONG = Scale(name="long", worker_kills=300, beat_kills=6, redis_losses=5, db_outages=6, timeout=3600)
+SCALE = LONG if os.environ.get("FAULTS_SCALE", "ci") == "long" else CI
+"""The scale of this run: ``FAULTS_SCALE=long`` (``make faults``) soaks, anything else is the CI variant."""
+
+
+def time_limit(ci_seconds: float) -> pytest.MarkDecorator:
+    """A test's pytest timeout: ``ci_seconds`` in the CI variant, an hour and a half when soaking."""
+    return pytest.mark.timeout(ci_seconds if SCALE is CI else 5400)
 
 
 class ProcessFailed(AssertionError):

@@ -26,6 +26,7 @@ from faultkit import (
     rows,
     scalar,
     scheduler_env,
+    time_limit,
     transitions,
     wait_for,
     worker_argv,
@@ -36,7 +37,7 @@ from sqlalchemy.orm import Session
 from scheduler.dispatch import WAKE_CHANNEL
 from scheduler.models import Job, MisfirePolicy, OverlapPolicy
 
-pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.faults, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.faults, time_limit(400)]
 
 LEASE = 8.0
 TAKEOVER_LIMIT = 10.0

@@ -30,6 +30,7 @@ from faultkit import (
     rows,
     scalar,
     scheduler_env,
+    time_limit,
     wait_for,
     worker_argv,
 )
@@ -39,7 +40,7 @@ from sqlalchemy.orm import Session
 from scheduler.dispatch import WAKE_CHANNEL
 from scheduler.models import Job, MisfirePolicy, OverlapPolicy
 
-pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.faults, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.faults, time_limit(300)]
 
 OUTAGE_SECONDS = 6.0
 POLICIES = (MisfirePolicy.ALL, MisfirePolicy.ONCE, MisfirePolicy.SKIP)

@@ -13,10 +13,21 @@ from pathlib import Path
 import pytest
 import redis
 from dunning_ledger import DunningWorld, RunDriver, verify_ledger
-from faultkit import Pool, PrivateRedis, Processes, Scale, beat_argv, scalar, scheduler_env, wait_for, worker_argv
+from faultkit import (
+    Pool,
+    PrivateRedis,
+    Processes,
+    Scale,
+    beat_argv,
+    scalar,
+    scheduler_env,
+    time_limit,
+    wait_for,
+    worker_argv,
+)
 from sqlalchemy import Engine
 
-pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.faults, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.faults, time_limit(300)]
 
 RECOVERY_LIMIT = 30.0
 

@@ -24,12 +24,13 @@ from faultkit import (
     beat_argv,
     reclaim_delays,
     scheduler_env,
+    time_limit,
     wait_for,
     worker_argv,
 )
 from sqlalchemy import Engine
 
-pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.faults, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.faults, time_limit(600)]
 
 HEARTBEAT_TIMEOUT = 3.0
 
