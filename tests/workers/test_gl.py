@@ -17,7 +17,7 @@ from scheduler.clock import FrozenClock
 from scheduler.errors import InvalidProperties
 from scheduler.jobs import JobCreate, create_job
 from scheduler.models import Job, JobRun, RunChunk, RunItem, RunStatus
-from scheduler.runs import RunCreate, act_on_run, create_manual_run, send_apply, send_run
+from scheduler.runs import RunCreate, act_on_run, create_manual_run, retry_run, send_apply, send_run
 from scheduler.settings import Settings
 from workers.billing import accounts, dunning_actions, invoices, payments
 from workers.billing.gl_tables import gl_entries, gl_staged
@@ -660,3 +660,56 @@ def test_a_run_with_a_separate_billing_database(tmp_path: Path, sqlite_engine: E
                                         "1200": {"debit": "0.00", "credit": "16.75", "lines": 3}}
     assert account_totals(billing) == {"1000": (D("16.75"), D("0.00")), "1200": (D("0.00"), D("16.75"))}
     billing.dispose()
+
+
+def test_a_deleted_preview_posts_nothing_and_its_staging_is_purged_by_the_next_run(
+    env: WorkerEnv, billing_engine: Engine, ledger: dict[str, int], gl_job: Callable[..., Job],
+    gl_run: Callable[..., int], drain: Drain, clock: FrozenClock,
+) -> None:
+    job = gl_job()
+    preview = gl_run(job, preview=True)
+    drain()
+    with env.factory() as session:
+        act_on_run(session=session, run_id=preview, action="delete", actor="reviewer", clock=clock)
+    assert staged_count(billing_engine, preview) == 16
+    assert posted(billing_engine) == []
+    # The next run collects everything and drops the deleted preview's staged lines
+    again = gl_run(job)
+    drain()
+    assert run_of(env, again).status == S.COMPLETED
+    assert set(posted(billing_engine)) == expected_lines(ledger)
+    assert staged_count(billing_engine) == 0
+
+
+def test_a_retry_of_an_incomplete_run_collects_what_was_left(
+    env: WorkerEnv, billing_engine: Engine, ledger: dict[str, int], gl_job: Callable[..., Job],
+    gl_run: Callable[..., int], drain: Drain, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from workers.gl import apply as gl_apply
+
+    # Given a run whose payment chunks fail to post (the database refuses them)
+    real = gl_apply.direct_posting
+
+    def failing(select_sql: str) -> str:
+        return "INSERT INTO no_such_table SELECT 1" if "'PAYMENT' AS source_type" in select_sql else real(select_sql)
+
+    monkeypatch.setattr(gl_apply, "direct_posting", failing)
+    first = gl_run(gl_job())
+    drain()
+    run = run_of(env, first)
+    assert run.status == S.INCOMPLETE
+    assert {(r[0]) for r in posted(billing_engine)} == {"INVOICE", "LATE_FEE", "WRITE_OFF"}
+    # When it is retried with the database mended
+    monkeypatch.undo()
+    with env.factory() as session:
+        retry = retry_run(session=session, run_id=first, actor="ops", clock=clock)
+        assert retry.id is not None
+        retry_id = retry.id
+    send_run(factory=env.factory, dispatcher=env.dispatcher, registry=env.registry, run_id=retry_id, clock=clock)
+    drain()
+    # Then the retry posts the payments, and the ledger holds the whole journal once
+    done = run_of(env, retry_id)
+    assert done.status == S.COMPLETED
+    assert (done.summary["documents"], done.summary["accounts"]["1000"]) == (
+        3, {"debit": "130.00", "credit": "20.00", "lines": 3})
+    assert set(posted(billing_engine)) == expected_lines(ledger)
