@@ -161,6 +161,8 @@ class BackendCpu:
         self.engine = engine
 
     def sample(self) -> dict[int, float] | None:
+        if self.engine.dialect.name != "postgresql":
+            return None
         with self.engine.connect() as conn:
             pids = list(conn.execute(text(
                 "SELECT pid FROM pg_stat_activity WHERE datname = current_database()")).scalars())

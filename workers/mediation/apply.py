@@ -1,11 +1,14 @@
 """Apply one file: post its mediated events and daily totals once, keep its rejects, move it aside.
 
 In one billing transaction: claim the file in ``usage_files`` (its checksum is unique, so a second
-apply — by this run or any other — changes nothing), classify the staged records again against
-current data (an event mediated or an account suspended since the preview is filtered now), insert
-the events (``usage_events``, keyed by event id), add the per-account, meter and day totals to
-``usage_daily``, and keep the rejects. Then the file is moved to the archive directory and the
-staging table is dropped. Each step is idempotent, so a re-delivered apply finishes the work.
+apply — by this run or any other — changes nothing), add the per-account, meter and day totals to
+``usage_daily``, keep the rejects, and insert the events (``usage_events``, keyed by event id).
+What evaluation found is re-checked against current data without classifying the file again: the
+events insert proves it (a unique violation means another apply posted some of the events first; a
+short count means accounts were suspended meanwhile) and, if it does not hold, the transaction is
+rolled back, the changed records are filtered, and the file is posted again. Then the file is moved
+to the archive directory and the staging table is dropped. A re-delivered apply finishes the work
+and changes nothing twice.
 """
 
 from __future__ import annotations

@@ -96,9 +96,9 @@ def _stage(ctx: RunContext, props: MediationProperties, raw: str, path: Any) -> 
     stats = ReadStats()
     exact = ctx.billing_engine.dialect.name != "postgresql"
     normalizer = Normalizer(props.prices, exact=exact)
-    with ctx.billing_engine.begin() as conn, path.open("rb") as handle:
-        staging.create(conn, raw)
-        staging.load(conn, raw, lambda write: read_records(handle, props.format, normalizer, stats, write))
+    with path.open("rb") as handle:
+        staging.load(ctx.billing_engine, raw, lambda write: read_records(handle, props.format, normalizer, stats,
+                                                                         write))
     return stats
 
 

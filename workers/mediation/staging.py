@@ -58,31 +58,41 @@ def create(conn: Connection, name: str) -> None:
         )
 
 
-def load(conn: Connection, name: str, fill: Callable[[Sink], None]) -> None:
-    """Stream rows into ``name``, in the connection's transaction: ``fill`` hands each row to the sink it gets."""
-    driver = conn.connection.driver_connection
-    assert driver is not None
-    cursor = driver.cursor()
-    try:
-        if conn.dialect.name == "postgresql":
-            # No ANALYZE: the planner sizes a never-analyzed table from its pages, which is enough here.
-            with cursor.copy(f"COPY {name} ({', '.join(COLUMNS)}) FROM STDIN") as copy:
+def load(engine: Engine, name: str, fill: Callable[[Sink], None]) -> None:
+    """Create ``name`` and stream rows into it: ``fill`` hands each row to the sink it is given.
+
+    PostgreSQL: one ``COPY`` in one transaction. SQLite: a transaction per batch, so the one writer
+    the database allows is free between batches for the scheduler's own writes; a half-loaded table
+    is harmless (it is private to this evaluation, which starts over if it fails).
+    """
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as conn:
+            create(conn, name)
+            driver = conn.connection.driver_connection
+            assert driver is not None
+            with driver.cursor() as cursor, cursor.copy(f"COPY {name} ({', '.join(COLUMNS)}) FROM STDIN") as copy:
+                # No ANALYZE afterwards: the planner sizes a never-analyzed table from its pages, enough here.
                 fill(copy.write_row)
-            return
-        insert = f"INSERT INTO {name} ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
-        batch: list[StagedRow] = []
+        return
+    with engine.begin() as conn:
+        create(conn, name)
+    insert = f"INSERT INTO {name} ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+    batch: list[StagedRow] = []
+    with engine.connect() as conn:
+
+        def flush() -> None:
+            with conn.begin():
+                conn.exec_driver_sql(insert, batch)
+            batch.clear()
 
         def write(row: StagedRow) -> None:
             batch.append(row)
             if len(batch) >= BATCH:
-                cursor.executemany(insert, batch)
-                batch.clear()
+                flush()
 
         fill(write)
         if batch:
-            cursor.executemany(insert, batch)
-    finally:
-        cursor.close()
+            flush()
 
 
 def exists(conn: Connection, name: str) -> bool:
