@@ -34,6 +34,8 @@ from faultkit import (
     wait_for,
     worker_argv,
 )
+from prometheus_client import CollectorRegistry
+from prometheus_client.multiprocess import MultiProcessCollector
 from sqlalchemy import Engine, make_url
 from sqlalchemy.orm import Session
 
@@ -89,6 +91,9 @@ def test_database_outages_are_ridden_out_without_crash_duplicate_or_silent_miss(
     proxy.start()
     env = scheduler_env(database_url=proxy.url(fault_db_url), redis_url=private_redis.url,
                         data_dir=tmp_path / "data", chunk_size=4)
+    metrics_dir = tmp_path / "prometheus"
+    metrics_dir.mkdir()
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)  # each process writes its metrics there
     beats = [processes.start("beat", beat_argv(), env) for _ in range(2)]
     pool = Pool(processes, "pool", worker_argv(["dunning", "faults_tick"]), env)
     world = DunningWorld.create(fault_db, jobs=2, accounts_per_job=40, chunk_size=4)
@@ -152,8 +157,16 @@ def test_database_outages_are_ridden_out_without_crash_duplicate_or_silent_miss(
     # Every run of the dunning jobs completed once, with every effect once
     counts = verify_ledger(fault_db, driver)
 
-    # Every tick of every job either has one run or was logged as not run, by its misfire policy
+    # Every tick of every job either has one run or was logged as not run, by its misfire policy, and
+    # counted in scheduler_missed_ticks_total
     missed = missed_ticks(beats)
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(metrics_dir))
+    for reason in ("coalesced", "skipped"):
+        logged = sum(n for (_, why), n in missed.items() if why == reason)
+        labels = {"job_type": "faults_tick", "reason": reason}
+        counted = registry.get_sample_value("scheduler_missed_ticks_total", labels)
+        assert counted == logged > 0, f"{reason}: {counted} counted, {logged} logged"
     summary = []
     for policy, job_id in jobs.items():
         next_fire = scalar(fault_db, "SELECT next_fire_at FROM job WHERE id = :j", j=job_id)
@@ -173,5 +186,6 @@ def test_database_outages_are_ridden_out_without_crash_duplicate_or_silent_miss(
     figures.append(
         f"{len(outages)} PostgreSQL outages of {OUTAGE_SECONDS:.0f} s (proxy cut): no process restarted; one "
         f"'database unreachable' line per outage in each beat and in the worker; {counts['runs']} "
-        f"dunning runs COMPLETED with effects once; " + "; ".join(summary)
+        f"dunning runs COMPLETED with effects once; every missed tick logged (job, tick, reason) and counted in "
+        f"scheduler_missed_ticks_total; " + "; ".join(summary)
     )
