@@ -146,10 +146,12 @@ def beat_argv(*, shim: bool = False) -> list[str]:
     return [sys.executable, "-m", "fault_beat" if shim else "beat"]
 
 
-def worker_argv(queues: Sequence[str], *, threads: int = 2) -> list[str]:
+def worker_argv(queues: Sequence[str], *, threads: int = 2, module: str = "workers.actors") -> list[str]:
+    """``scheduler worker``'s command (``python -m dramatiq workers.actors …``), optionally on another module."""
     from workers.worker import worker_command
 
-    return worker_command(list(queues), processes=1, threads=threads)
+    argv = worker_command(list(queues), processes=1, threads=threads)
+    return [module if arg == "workers.actors" else arg for arg in argv]
 
 
 def scheduler_env(

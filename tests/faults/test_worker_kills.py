@@ -3,7 +3,9 @@
 Two supervised worker pools (``dramatiq`` master + one worker process, two threads each) share dunning
 runs of many small chunks; a beat repairs what the kills leave behind. A pool is killed (its whole
 process group, SIGKILL) a moment after it is ready, so it dies holding chunks it was evaluating or
-applying and messages it had prefetched. The supervisor restarts it at once.
+applying and messages it had prefetched. The supervisor restarts it at once. The first two kills land
+at exact points of a chunk's apply (``fault_actors``): inside its transaction, and between its commit
+and the chunk's mark — the half-done chunk is re-run and applies nothing twice.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from faultkit import (
     wait_for,
     worker_argv,
 )
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.faults, time_limit(600)]
 
@@ -45,8 +47,10 @@ def test_worker_pools_killed_mid_run_lose_no_run_and_apply_no_effect_twice(
     env = scheduler_env(database_url=fault_db_url, redis_url=private_redis.url, data_dir=tmp_path / "data",
                         chunk_size=4, run_heartbeat_timeout=HEARTBEAT_TIMEOUT,
                         outbox_resend_after=HEARTBEAT_TIMEOUT)
+    trigger = tmp_path / "kill-in-apply"
+    env["FAULT_KILL_IN_APPLY"] = str(trigger)
     beat = processes.start("beat", beat_argv(), env)
-    pools = [Pool(processes, f"pool-{name}", worker_argv(["dunning"]), env) for name in "AB"]
+    pools = [Pool(processes, f"pool-{name}", worker_argv(["dunning"], module="fault_actors"), env) for name in "AB"]
     driver = RunDriver(engine=fault_db, world=world, redis_url=private_redis.url)
     rng = random.Random(20260601)
     kills: list[float] = []
@@ -58,7 +62,14 @@ def test_worker_pools_killed_mid_run_lose_no_run_and_apply_no_effect_twice(
         driver.pump()
 
     try:
-        # When each pool in turn is killed -9 a moment after it is up, while the runs go one after another
+        # When a worker dies inside a chunk's apply transaction, then between its commit and its mark
+        for point in ("in-transaction", "after-commit"):
+            restarts = sum(p.restarts for p in pools)
+            trigger.write_text(point)
+            wait_for(lambda restarts=restarts: not trigger.exists() and sum(p.restarts for p in pools) > restarts,
+                     f"a worker to die {point}", timeout=120, processes=processes, tick=supervise, must_live=[beat])
+            kills.append(time.time())
+        # and each pool in turn is killed -9 a moment after it is up, while the runs go one after another
         target = 0
         kill_at: float | None = None
         deadline = started + scale.timeout
@@ -87,6 +98,15 @@ def test_worker_pools_killed_mid_run_lose_no_run_and_apply_no_effect_twice(
 
     # Then every run completed exactly once and every effect exists exactly once
     counts = verify_ledger(fault_db, driver)
+    # (and the ledger is not blind: one late fee charged twice fails it)
+    with fault_db.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO invoices (account_id, number, issued_on, due_on, amount, balance, status, disputed, kind) "
+            "SELECT account_id, number || '-again', issued_on, due_on, amount, balance, status, disputed, kind "
+            "FROM invoices WHERE kind = 'LATE_FEE' ORDER BY id LIMIT 1"
+        ))
+    with pytest.raises(AssertionError, match="late fees"):
+        verify_ledger(fault_db, driver)
     reclaims = audit_notes(fault_db, "stale (no heartbeat)%")
     resends = audit_notes(fault_db, "re-sent from the outbox%")
     assert reclaims, "no run was ever reclaimed: the kills hit nothing"
@@ -100,7 +120,8 @@ def test_worker_pools_killed_mid_run_lose_no_run_and_apply_no_effect_twice(
         if before and note.at.timestamp() - before[-1] <= 3 * HEARTBEAT_TIMEOUT:
             after_kill.append(note.at.timestamp() - before[-1])
     figures.append(
-        f"{len(kills)} kill -9 of a worker pool survived in {elapsed:.0f} s: {counts['runs']} runs x "
+        f"{len(kills)} kill -9 of a worker pool (2 at exact points of a chunk's apply) survived in {elapsed:.0f} s: "
+        f"{counts['runs']} runs x "
         f"{world.chunks_per_run} chunks all COMPLETED once, {counts['escalations']} escalations and "
         f"{counts['late_fees']} late fees each applied once; {len(reclaims)} stale-run reclaims "
         f"(last heartbeat to reclaim: median {statistics.median(delays):.1f} s, max {max(delays):.1f} s with a "
