@@ -253,6 +253,13 @@ def _jsonl_rows(blocks: Iterator[Lines], normalizer: Normalizer, write: Sink) ->
 
 
 def _json_record(line_no: int, obj: dict[str, Any], normalizer: Normalizer) -> StagedRow:
+    get = obj.get
+    e, a, m, q, t = get("event_id"), get("account_number"), get("meter"), get("quantity"), get("occurred_at")
+    if type(e) is str and type(a) is str and type(m) is str and type(t) is str:  # the usual shape, quickly
+        if type(q) is Decimal:
+            return normalizer.row(line_no, e, a, m, format(q, "f"), t)
+        if type(q) is str or type(q) is int:
+            return normalizer.row(line_no, e, a, m, str(q), t)
     values: list[str] = []
     for name in FIELDS:
         value = obj.get(name)
