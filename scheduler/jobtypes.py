@@ -79,6 +79,10 @@ class JobType(ABC):
     @abstractmethod
     def summarize(self, ctx: RunContext) -> dict[str, Any]: ...
 
+    def holds_for_review(self, properties: BaseModel) -> bool:
+        """Whether a job with these properties stops every run at PREVIEW (besides ``requires_review``)."""
+        return False
+
     def validate_properties(self, data: dict[str, Any]) -> BaseModel:
         return _validate(self.job_properties, data, "job properties")
 

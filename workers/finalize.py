@@ -88,7 +88,9 @@ def finish_evaluation(env: WorkerEnv, run: JobRun, job: Job, ctx: RunContext | N
     assert run.id is not None
     summary, _ = run_summary(env, run, ctx)
     now = env.clock.now()
-    review = job.requires_review or run.preview
+    review = job.requires_review or run.preview or (
+        ctx is not None and env.registry.get(run.job_type).holds_for_review(ctx.properties)
+    )
     target = S.PREVIEW if review else S.SUBMITTED
     values: dict[str, Any] = {"summary": summary, "heartbeat_at": now}
     if target is S.SUBMITTED:

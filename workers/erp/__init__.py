@@ -41,6 +41,10 @@ class ErpTransferJobType(JobType):
     def __init__(self, sender: HttpSender | None = None) -> None:
         self.sender = sender or HttpSender()
 
+    def holds_for_review(self, properties: BaseModel) -> bool:
+        """A job that does not auto-send stops every run at PREVIEW until someone submits it."""
+        return isinstance(properties, ErpProperties) and not properties.auto_send
+
     def plan(self, ctx: RunContext) -> list[dict[str, Any]]:
         return stage.plan_chunks(ctx)
 

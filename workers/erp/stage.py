@@ -12,13 +12,13 @@ import json
 from collections import defaultdict
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, text, update
+from sqlalchemy import bindparam, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel, col
 
 from scheduler.jobtypes import RunContext
-from scheduler.models import ItemOutcome, JobRun, RunItem
+from scheduler.models import ItemOutcome, RunItem
 from workers.erp.datasets import SOURCES, record_fields
 from workers.erp.properties import FileTarget, target_key
 from workers.erp.scope import NOT_DELIVERED, Scope, properties, resolve_scope, zone
@@ -39,8 +39,6 @@ def plan_chunks(ctx: RunContext) -> list[dict[str, Any]]:
     props, _ = properties(ctx)
     if isinstance(props.target, FileTarget):
         props.target.resolve(ctx.settings.resolved_files_root)
-    if not props.auto_send:
-        hold_for_review(ctx)
     scope = resolve_scope(ctx)
     retry = retry_batches(ctx, props.batch_size)
     if retry is not None:
@@ -50,13 +48,6 @@ def plan_chunks(ctx: RunContext) -> list[dict[str, Any]]:
     if not specs:
         specs = [{"records": 0}]
     return [{**scope.spec(), "batch_no": n, **spec} for n, spec in enumerate(specs, start=1)]
-
-
-def hold_for_review(ctx: RunContext) -> None:
-    """A job that does not auto-send stages every run for review: the run stops at PREVIEW until submitted."""
-    with ctx.engine.begin() as conn:
-        conn.execute(update(JobRun).where(col(JobRun.id) == ctx.run_id, col(JobRun.preview).is_(False))
-                     .values(preview=True))
 
 
 def keyset_batches(ctx: RunContext, scope: Scope) -> list[dict[str, Any]]:
