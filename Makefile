@@ -27,8 +27,11 @@ test: lint
 faults: $(STAMP)
 	FAULTS_SCALE=long $(VENV)/bin/pytest tests/faults -m faults --durations=0
 
+# Benchmarks need PostgreSQL: SCHEDULER_TEST_POSTGRES_URL (default postgresql://postgres@127.0.0.1:5432/test).
 bench: $(STAMP)
 	$(PY) tests/bench/bench_dunning.py --accounts 100000
+	$(PY) tests/bench/bench_mediation.py --records 1000000
+	$(PY) tests/bench/bench_gl.py --documents 1000000
 
 clean:
 	rm -rf $(VENV) .scheduler .pytest_cache .mypy_cache .ruff_cache
