@@ -23,7 +23,7 @@ MAX_BACKOFF = 30.0
 class WakeListener:
     """A pub/sub subscription used as an interruptible sleep."""
 
-    def __init__(self, client: redis.Redis[Any], *, channel: str = WAKE_CHANNEL) -> None:
+    def __init__(self, client: redis.Redis, *, channel: str = WAKE_CHANNEL) -> None:
         self.client = client
         self.channel = channel
         self.pubsub: Any = None
@@ -64,7 +64,7 @@ class WakeListener:
 
     def _subscribe(self) -> None:
         try:
-            pubsub = self.client.pubsub()
+            pubsub = self.client.pubsub()  # type: ignore[no-untyped-call]
             pubsub.subscribe(self.channel)
         except (redis.RedisError, OSError) as exc:
             self._lost(exc)
