@@ -4,7 +4,10 @@
   down, the sender crashed) or sent long ago and never started is sent again.
 - Stale runs: a ``PROCESSING`` or ``SUBMITTED`` run whose worker stopped heart-beating gets its
   unfinished steps re-sent. Workers treat a duplicate step as a no-op, so re-sending is safe.
-- Overrunning runs: a run started longer ago than its job's ``max_runtime`` fails with that reason.
+- Overrunning runs: a run still PROCESSING (nothing applied yet) that started longer ago than its job's
+  ``max_runtime`` fails with that reason. A SUBMITTED run may have applied items, so beat only sends
+  it one final-check step once it is over (counted from its submit): the worker taking it ends the run
+  by what it applied (INCOMPLETE or FAILED), with the reason.
 """
 
 from __future__ import annotations
@@ -12,14 +15,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import and_, exists, func, not_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from beat.scheduling import RUNNING_STATUSES
-from beat.tables import JOBS, RUN_CHUNKS, RUNS
+from beat.tables import JOBS, RUN_CHUNKS, RUN_EVENTS, RUNS
 from scheduler.clock import Clock
 from scheduler.dispatch import Dispatcher, Phase, RunStep
 from scheduler.errors import BrokerUnavailable
@@ -50,6 +53,8 @@ class Repairs:
     batch_size: int
     write: Callable[[], AbstractContextManager[Session]]
     """A fenced write transaction: raises StaleLeader (rolled back) when this beat lost the lease."""
+    stopping: set[int] = field(default_factory=set)
+    """SUBMITTED runs over their runtime already sent their final-check step."""
 
 
 def resend_outbox(ctx: Repairs, now: datetime, *, lost_at: datetime | None = None) -> int:
@@ -93,13 +98,17 @@ def resend_outbox(ctx: Repairs, now: datetime, *, lost_at: datetime | None = Non
 
 
 def fail_overrunning(ctx: Repairs, now: datetime) -> int:
-    """Fail the running runs of jobs with ``max_runtime`` that started longer ago than that."""
+    """Fail the PROCESSING runs of jobs with ``max_runtime`` that started longer ago than that.
+
+    Not SUBMITTED runs: they may have applied items already (FAILED means nothing applied), and a
+    reviewed run's runtime starts again at its submit. The worker's step check ends those.
+    """
     stmt = (
         select(RUNS.c.id, RUNS.c.job_id, RUNS.c.status, RUNS.c.started_at, RUNS.c.job_type, RUNS.c.trigger,
                JOBS.c.max_runtime, JOBS.c.pause_on_failure)
         .join(JOBS, JOBS.c.id == RUNS.c.job_id)
         .where(
-            RUNS.c.status.in_((RunStatus.PROCESSING, RunStatus.SUBMITTED)),
+            RUNS.c.status == RunStatus.PROCESSING,
             JOBS.c.max_runtime.is_not(None),
             RUNS.c.started_at.is_not(None),
         )
@@ -130,6 +139,45 @@ def fail_overrunning(ctx: Repairs, now: datetime) -> int:
             if pause_if_failing(session=session, job_id=job_id, actor=ctx.actor, clock=ctx.clock):
                 log.warning("job %s paused after %s consecutive failed runs", job_id, limit, extra={"job_id": job_id})
     return len(failed)
+
+
+def stop_overrunning_submitted(ctx: Repairs, now: datetime) -> int:
+    """Send each SUBMITTED run over its ``max_runtime`` (counted from its submit) one final-check step.
+
+    The worker that takes it errors the items not applied yet and ends the run INCOMPLETE or FAILED
+    with the reason, even while another step of the run hangs.
+    """
+    submits = (
+        select(RUN_EVENTS.c.run_id, func.max(RUN_EVENTS.c.at).label("at"))
+        .where(RUN_EVENTS.c.from_status == RunStatus.PREVIEW, RUN_EVENTS.c.to_status == RunStatus.SUBMITTED)
+        .group_by(RUN_EVENTS.c.run_id)
+        .subquery()
+    )
+    stmt = (
+        select(RUNS.c.id, RUNS.c.job_type, RUNS.c.started_at, submits.c.at.label("submitted_at"), JOBS.c.max_runtime)
+        .join(JOBS, JOBS.c.id == RUNS.c.job_id)
+        .outerjoin(submits, submits.c.run_id == RUNS.c.id)
+        .where(RUNS.c.status == RunStatus.SUBMITTED, JOBS.c.max_runtime.is_not(None), RUNS.c.started_at.is_not(None))
+        .limit(ctx.batch_size)
+    )
+    with ctx.factory() as session:
+        rows = session.execute(stmt).all()
+    overdue = [r for r in rows if (r.submitted_at or r.started_at) + timedelta(seconds=r.max_runtime) < now]
+    ctx.stopping.intersection_update(r.id for r in overdue)
+    sent = 0
+    for row in overdue:
+        if row.id in ctx.stopping:
+            continue
+        try:
+            ctx.dispatcher.send_step(ctx.registry.get(row.job_type).queue,
+                                     RunStep(run_id=row.id, phase=Phase.APPLY, chunk_no=-1))
+        except BrokerUnavailable:
+            break  # Redis is down: next tick
+        ctx.stopping.add(row.id)
+        sent += 1
+        log.warning("run %s is over its max_runtime of %s s while applying: a worker ends it by what it applied",
+                    row.id, row.max_runtime, extra={"run_id": row.id})
+    return sent
 
 
 def reclaim_stale(ctx: Repairs, now: datetime, *, timeout: timedelta | None = None) -> int:

@@ -7,8 +7,8 @@ A tick (:meth:`Beat.tick`) never sleeps, so tests drive it with a frozen clock:
    PostgreSQL); their runs are inserted through the unique ledger and ``next_fire_at`` advanced, in
    one transaction that also checks the lease epoch; committed, *then* sent;
 3. outbox: created runs never sent (or not started in time) are sent again;
-4. repairs: runs over ``max_runtime`` fail; stale runs get their unfinished steps re-sent (sooner for a
-   while after Redis lost its data, :mod:`beat.broker_loss`).
+4. repairs: runs over ``max_runtime`` fail (or, while applying, are ended by a worker); stale runs get
+   their unfinished steps re-sent (sooner for a while after Redis lost its data, :mod:`beat.broker_loss`).
 
 :meth:`Beat.run_forever` loops ticks, sleeping until the earliest ``next_fire_at`` (at most
 ``beat_max_sleep_seconds``) or a wake-up message, and rides out database and Redis outages.
@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from beat.broker_loss import BrokerWatch
 from beat.lease import LeaderLease
-from beat.recovery import Repairs, fail_overrunning, reclaim_stale, resend_outbox
+from beat.recovery import Repairs, fail_overrunning, reclaim_stale, resend_outbox, stop_overrunning_submitted
 from beat.scheduling import NewRun, earliest_fire, record_misses, schedule_due_jobs, select_due_jobs
 from beat.wakeup import WakeListener
 from scheduler.clock import Clock, SystemClock
@@ -161,6 +161,7 @@ class Beat:
         lost_at = self.broker_watch.window(now)
         result.resent = resend_outbox(self.repairs, now, lost_at=lost_at)
         result.timed_out = fail_overrunning(self.repairs, now)
+        stop_overrunning_submitted(self.repairs, now)
         result.reclaimed = reclaim_stale(
             self.repairs, now, timeout=self.broker_watch.idle_after if lost_at is not None else None
         )

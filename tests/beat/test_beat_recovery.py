@@ -188,6 +188,7 @@ def test_run_over_max_runtime_fails_with_that_reason(
     factory: sessionmaker[Session],
     clock: FrozenClock,
     job_type: FakeJobType,
+    dispatcher: SwitchableDispatcher,
 ) -> None:
     job = add_job(next_fire_at=NOON + timedelta(hours=1), max_runtime=60, overlap_policy=OverlapPolicy.ALLOW)
     over = add_run(job, status=RunStatus.PROCESSING, started_at=clock.now() - 61 * SECOND, heartbeat_at=clock.now())
@@ -206,6 +207,13 @@ def test_run_over_max_runtime_fails_with_that_reason(
     assert run_row(factory, within.id or 0).status == RunStatus.SUBMITTED
     assert run_row(factory, review.id or 0).status == RunStatus.PREVIEW  # waiting for a person is not runtime
     assert metric("scheduler_runs_total", job_type=job_type.name, trigger="MANUAL", status="FAILED") == before + 1
+    # A SUBMITTED run may have applied items (FAILED means none): once over, it gets one final-check step,
+    # and the worker taking it ends the run by what it applied
+    dispatcher.drain(job_type.queue)
     clock.advance(2 * SECOND)
-    assert beat.tick().timed_out == 1
-    assert run_row(factory, within.id or 0).status == RunStatus.FAILED
+    assert beat.tick().timed_out == 0
+    assert run_row(factory, within.id or 0).status == RunStatus.SUBMITTED
+    assert dispatcher.drain(job_type.queue) == [(within.id, Phase.APPLY, -1)]
+    clock.advance(SECOND)
+    beat.tick()
+    assert dispatcher.drain(job_type.queue) == []

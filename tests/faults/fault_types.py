@@ -3,8 +3,8 @@
 
 - ``TICK``: no chunks; a run goes CREATED → PROCESSING → SUBMITTED → COMPLETED in one worker step.
   It is what beat's fault tests schedule every second.
-- ``SLOW``: ``chunks`` chunks whose evaluation takes ``seconds``; each stages one item, applied once.
-  It keeps a worker busy mid-chunk for the shutdown tests.
+- ``SLOW``: ``chunks`` chunks whose evaluation takes ``seconds`` (and apply ``apply_seconds``); each
+  stages one item, applied once. It keeps a worker busy mid-chunk for the shutdown and runtime tests.
 """
 
 from __future__ import annotations
@@ -25,6 +25,9 @@ class NoProperties(BaseModel):
 class SlowProperties(BaseModel):
     chunks: int = Field(default=4, ge=1, le=1000)
     seconds: float = Field(default=1.0, ge=0, le=600)
+    """How long each chunk's evaluation takes."""
+    apply_seconds: float = Field(default=0.0, ge=0, le=600)
+    """How long each chunk's apply takes (before its one item is applied)."""
 
 
 class TickJobType(JobType):
@@ -68,6 +71,8 @@ class SlowJobType(JobType):
         return 1
 
     def apply(self, ctx: RunContext, chunk_no: int, spec: dict[str, Any]) -> None:
+        assert isinstance(ctx.properties, SlowProperties)
+        time.sleep(ctx.properties.apply_seconds)
         with ctx.engine.begin() as conn:
             conn.execute(
                 text("UPDATE run_item SET outcome = 'ok', applied_at = CURRENT_TIMESTAMP "

@@ -4,6 +4,8 @@
   go back to the queue, and the pool exits 0 — another pool finishes the run with no reclaim needed.
 - A run over its job's ``max_runtime`` ends FAILED with that reason; a job whose runs keep failing
   pauses itself (``pause_on_failure``), audited with the reason, and fires nothing more.
+- A reviewed run's runtime counts from its submit: one submitted long after it started is applied,
+  not failed half-way by beat.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from scheduler.dispatch import WAKE_CHANNEL, Dispatcher, make_broker
 from scheduler.jobs import JobCreate, create_job
 from scheduler.jobtypes import load_registry
 from scheduler.models import Job, MisfirePolicy, OverlapPolicy
-from scheduler.runs import RunCreate, create_manual_run, send_run
+from scheduler.runs import RunCreate, act_on_run, create_manual_run, send_apply, send_run
 from scheduler.settings import Settings
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.faults, time_limit(240)]
@@ -155,3 +157,83 @@ def test_runs_over_max_runtime_fail_and_the_job_pauses_itself(
         f"max_runtime 2 s: runs FAILED {', '.join(f'{(r.finished_at - paused).total_seconds():+.1f}' for r in runs)} s "
         f"from the pause; job paused by {event[0].actor}: {event[0].note!r}"
     )
+
+
+def test_a_reviewed_run_submitted_after_its_max_runtime_since_start_is_applied_not_failed(
+    fault_db: Engine, fault_db_url: str, private_redis: PrivateRedis, processes: Processes, tmp_path: Path,
+) -> None:
+    # Given a job that may run 3 s, needs review, and applies two chunks of 1.5 s each
+    env = scheduler_env(database_url=fault_db_url, redis_url=private_redis.url, data_dir=tmp_path / "data")
+    beat = processes.start("beat", beat_argv(), env)
+    pool = Pool(processes, "pool", worker_argv(["faults_slow"]), env)
+    registry = load_registry(Settings(extra_job_types=FAULT_TYPES))
+    factory = make_session_factory(fault_db)
+    dispatcher = Dispatcher(make_broker(private_redis.url), private_redis.url)
+    clock = SystemClock()
+    with factory() as session:
+        job = create_job(session=session, registry=registry, actor="fault-suite", clock=clock,
+                         job_in=JobCreate(name="reviewed", job_type="faults_slow", requires_review=True,
+                                          max_runtime=3, properties={"chunks": 2, "seconds": 0,
+                                                                     "apply_seconds": 1.5}))
+        assert job.id is not None
+        run, _ = create_manual_run(session=session, registry=registry, actor="fault-suite", clock=clock,
+                                   run_in=RunCreate(job_id=job.id))
+        assert run.id is not None
+        run_id = run.id
+    assert send_run(factory=factory, dispatcher=dispatcher, registry=registry, run_id=run_id, clock=clock)
+
+    def status() -> str:
+        return str(scalar(fault_db, "SELECT status FROM job_run WHERE id = :r", r=run_id))
+
+    # When the reviewer submits it more than 3 s after it started
+    wait_for(lambda: status() == "PREVIEW", "the preview", timeout=60, processes=processes,
+             must_live=[beat, pool.proc])
+    started = scalar(fault_db, "SELECT started_at FROM job_run WHERE id = :r", r=run_id)
+    wait_for(lambda: datetime.now(UTC) > started + timedelta(seconds=4), "the review to take 4 s", timeout=30)
+    with factory() as session:
+        act_on_run(session=session, run_id=run_id, action="submit", actor="reviewer", clock=clock)
+    assert send_apply(factory=factory, dispatcher=dispatcher, registry=registry, run_id=run_id) == 2
+    dispatcher.broker.close()
+
+    # Then it is applied in full: its runtime counts from the submit
+    final = wait_for(lambda: status() in ("COMPLETED", "INCOMPLETE", "FAILED") and status(), "the run to finish",
+                     timeout=60, processes=processes, must_live=[beat, pool.proc])
+    error = scalar(fault_db, "SELECT error FROM job_run WHERE id = :r", r=run_id)
+    assert final == "COMPLETED", error
+    assert scalar(fault_db, "SELECT COUNT(applied_at) FROM run_item WHERE run_id = :r", r=run_id) == 2
+
+
+def test_a_run_whose_apply_hangs_past_max_runtime_is_ended_with_the_reason(
+    fault_db: Engine, fault_db_url: str, private_redis: PrivateRedis, processes: Processes, tmp_path: Path,
+    figures: list[str],
+) -> None:
+    # Given a job that may run 3 s whose one chunk's apply hangs for a minute
+    env = scheduler_env(database_url=fault_db_url, redis_url=private_redis.url, data_dir=tmp_path / "data")
+    beat = processes.start("beat", beat_argv(), env)
+    pool = Pool(processes, "pool", worker_argv(["faults_slow"]), env)
+    registry = load_registry(Settings(extra_job_types=FAULT_TYPES))
+    factory = make_session_factory(fault_db)
+    dispatcher = Dispatcher(make_broker(private_redis.url), private_redis.url)
+    clock = SystemClock()
+    with factory() as session:
+        job = create_job(session=session, registry=registry, actor="fault-suite", clock=clock,
+                         job_in=JobCreate(name="hangs", job_type="faults_slow", max_runtime=3,
+                                          properties={"chunks": 1, "seconds": 0, "apply_seconds": 60}))
+        assert job.id is not None
+        run, _ = create_manual_run(session=session, registry=registry, actor="fault-suite", clock=clock,
+                                   run_in=RunCreate(job_id=job.id))
+        assert run.id is not None
+        run_id = run.id
+    assert send_run(factory=factory, dispatcher=dispatcher, registry=registry, run_id=run_id, clock=clock)
+    dispatcher.broker.close()
+
+    # When it overruns while applying, then beat has a worker end it: nothing applied, so FAILED, with the reason
+    ended = wait_for(
+        lambda: rows(fault_db, "SELECT status, error, started_at, finished_at FROM job_run WHERE id = :r AND "
+                               "status NOT IN ('CREATED', 'PROCESSING', 'SUBMITTED')", r=run_id),
+        "the run to end", timeout=60, processes=processes, must_live=[beat, pool.proc],
+    )[0]
+    assert ended.status == "FAILED" and ended.error.startswith("exceeded max_runtime of 3s"), ended
+    assert not scalar(fault_db, "SELECT COUNT(applied_at) FROM run_item WHERE run_id = :r", r=run_id)
+    figures.append(f"apply hanging past a 3 s max_runtime: run FAILED after "
+                   f"{(ended.finished_at - ended.started_at).total_seconds():.1f} s with {ended.error!r}")
