@@ -125,6 +125,7 @@ def _planned_items(conn: Connection, run_id: int, chunk_no: int) -> dict[str, di
 
 
 def _current_state(conn: Connection, bounds: dict[str, Any], as_of: Any) -> dict[int, AccountNow]:
+    """The chunk's accounts as they are now, locked until the apply commits."""
     d = SqlDialect.of(conn)
     days = d.days_between(d.date_param("as_of"), "d.oldest_due")
     statement = text(
@@ -134,6 +135,9 @@ def _current_state(conn: Connection, bounds: dict[str, Any], as_of: Any) -> dict
         f"FROM accounts a LEFT JOIN ({due_subquery(d)}) d ON d.account_id = a.id "
         "LEFT JOIN dunning_actions da ON da.run_id = :run_id AND da.account_id = a.id "
         "WHERE a.id BETWEEN :first_id AND :last_id"
+        # Another run applying these accounts now waits until it commits, then this one sees its changes
+        # ("tier changed"): two overlapping runs cannot both escalate an account (SQLite locks at BEGIN).
+        + (" FOR UPDATE OF a" if conn.dialect.name == "postgresql" else "")
     ).bindparams(bindparam("as_of", type_=Date()))
     return {
         r.id: AccountNow(tier=r.dunning_tier, status=r.status, amount_due=Decimal(r.amount_due),
