@@ -247,12 +247,14 @@ def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scheduler", description="Billing Scheduler")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+    # `--json` is accepted anywhere on the line; SUPPRESS keeps a later parser from resetting an earlier one.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def add(name: str, handler: Handler, help_: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_)
+        p = sub.add_parser(name, help=help_, parents=[common])
         p.set_defaults(handler=handler)
-        p.add_argument("--json", action="store_true", help="machine-readable output")
         return p
 
     up = add("up", cmd_up, "api + beat + one worker on the embedded defaults")
@@ -271,31 +273,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     jobs = add("jobs", cmd_jobs, "list, show, create, pause, resume, archive jobs")
     jobs_sub = jobs.add_subparsers(dest="action", required=True)
-    jl = jobs_sub.add_parser("list")
+    jl = jobs_sub.add_parser("list", parents=[common])
     jl.add_argument("--all", action="store_true", help="include archived jobs")
     for name in ("show", "pause", "resume", "archive", "next-fires"):
-        p = jobs_sub.add_parser(name)
+        p = jobs_sub.add_parser(name, parents=[common])
         p.add_argument("id", type=int)
         if name in ("pause", "resume", "archive"):
             p.add_argument("--note", default="")
         if name == "next-fires":
             p.add_argument("--count", type=int, default=10)
-    jc = jobs_sub.add_parser("create")
+    jc = jobs_sub.add_parser("create", parents=[common])
     jc.add_argument("definition", help="the job as JSON (the API's job create body)")
 
     runs = add("runs", cmd_runs, "list, show, create and act on runs")
     runs_sub = runs.add_subparsers(dest="action", required=True)
-    rl = runs_sub.add_parser("list")
+    rl = runs_sub.add_parser("list", parents=[common])
     rl.add_argument("--status", help="comma-separated statuses")
     rl.add_argument("--job", type=int)
     rl.add_argument("--limit", type=int, default=50)
     for name in ("show", "submit", "delete", "cancel", "retry"):
-        runs_sub.add_parser(name).add_argument("id", type=int)
-    ri = runs_sub.add_parser("items")
+        runs_sub.add_parser(name, parents=[common]).add_argument("id", type=int)
+    ri = runs_sub.add_parser("items", parents=[common])
     ri.add_argument("id", type=int)
     ri.add_argument("--outcome")
     ri.add_argument("--limit", type=int, default=100)
-    rc = runs_sub.add_parser("create")
+    rc = runs_sub.add_parser("create", parents=[common])
     rc.add_argument("--job", type=int, required=True)
     rc.add_argument("--preview", action="store_true")
     rc.add_argument("--properties", help="run properties as JSON")
@@ -303,15 +305,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     keys = add("keys", cmd_keys, "manage API keys")
     keys_sub = keys.add_subparsers(dest="action", required=True)
-    kc = keys_sub.add_parser("create")
+    kc = keys_sub.add_parser("create", parents=[common])
     kc.add_argument("--name", required=True)
     kc.add_argument("--role", choices=["viewer", "operator", "admin"], default="viewer")
-    keys_sub.add_parser("list")
-    keys_sub.add_parser("revoke").add_argument("id", type=int)
+    keys_sub.add_parser("list", parents=[common])
+    keys_sub.add_parser("revoke", parents=[common]).add_argument("id", type=int)
 
     demo = add("demo", cmd_demo_seed, "demo data")
     demo_sub = demo.add_subparsers(dest="action", required=True)
-    ds = demo_sub.add_parser("seed")
+    ds = demo_sub.add_parser("seed", parents=[common])
     ds.add_argument("--accounts", type=int, default=1000)
     ds.add_argument("--no-jobs", action="store_true", help="seed billing data only")
     return parser
