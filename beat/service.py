@@ -245,7 +245,7 @@ class _Outage:
             if isinstance(exc, ProgrammingError) or "no such table" in reason:
                 reason += " (is the database migrated? run `scheduler migrate`)"
             if stepped_down is not None:
-                reason += f"; no longer the leader (epoch {stepped_down}) until it holds the lease again"
+                reason += f"; this beat is no longer the leader (epoch {stepped_down}) until it holds the lease again"
             log.error("database unreachable, beat paused until it is back (SCHEDULER_DATABASE_URL): %s", reason)
             self.down = True
         return float(min(MAX_DB_BACKOFF, 0.5 * 2 ** min(self.failures - 1, 6)))
@@ -272,7 +272,7 @@ def engine_options(settings: Settings) -> dict[str, Any]:
     """
     if is_sqlite(settings.resolved_database_url):
         return {}
-    idle_ms = max(1000, int(settings.beat_lease_seconds * 1000 / 2))
+    idle_ms = max(2000, int(settings.beat_lease_seconds * 1000 / 2))
     return {"connect_args": {"options": f"-c idle_in_transaction_session_timeout={idle_ms}"}}
 
 

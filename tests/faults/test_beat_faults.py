@@ -138,7 +138,7 @@ def test_leader_faults_lose_no_tick_duplicate_none_and_hand_over_within_ten_seco
     scheduling(holder)
     # and then wakes up, still believing it leads
     frozen.signal_group(signal.SIGCONT)
-    wait_for(lambda: "no longer the leader" in frozen.log(), "the woken ex-leader to step down", timeout=30,
+    wait_for(lambda: "is no longer the leader" in frozen.log(), "the woken ex-leader to step down", timeout=30,
              processes=processes, must_live=[frozen])
 
     # When the leader is stopped (SIGTERM): it releases the lease
