@@ -121,7 +121,10 @@ def fail_overrunning(ctx: Repairs, now: datetime) -> int:
         return 0
     failed = []
     with ctx.write() as session:
+        free = _lock_free(session, [row.id for row in overdue])
         for row in overdue:
+            if row.id not in free:
+                continue  # a worker is writing it right now: next tick
             error = f"exceeded max_runtime of {row.max_runtime} s"
             if transition(
                 session, row.id, RunStatus.FAILED, actor=ctx.actor, expected=[RunStatus(row.status)], note=error,
@@ -202,7 +205,10 @@ def reclaim_stale(ctx: Repairs, now: datetime, *, timeout: timedelta | None = No
         return 0
     claimed = []
     with ctx.write() as session:
+        free = _lock_free(session, [row.id for row in candidates])
         for row in candidates:
+            if row.id not in free:
+                continue  # a worker is writing it right now, so it is not stale
             # Claim by bumping the heartbeat, unless the worker heart-beat meanwhile: one re-send
             # per timeout, not one per tick.
             result = session.execute(
@@ -257,6 +263,15 @@ def _resend_steps(ctx: Repairs, run_id: int, status: str, job_type: str) -> str 
     if steps[0].phase == Phase.PLAN:
         return "the plan step"
     return "evaluate chunk(s) " + ", ".join(str(s.chunk_no) for s in steps)
+
+
+def _lock_free(session: Session, run_ids: list[int]) -> set[int]:
+    """Lock the runs no other transaction holds (PostgreSQL ``SKIP LOCKED``): a worker frozen or slow
+    inside a transaction on a run must not stall beat, whose transaction holds the lease row."""
+    if not run_ids:
+        return set()
+    stmt = select(RUNS.c.id).where(RUNS.c.id.in_(run_ids)).with_for_update(skip_locked=True)
+    return set(session.scalars(stmt))
 
 
 def _audit(ctx: Repairs, run_id: int, status: str, note: str, now: datetime) -> None:
