@@ -15,14 +15,14 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from beat.misfire import SAMPLE, MissedTicks, MissReason, TickPlan, plan_ticks
-from beat.tables import JOBS, RUN_EVENTS, RUNS
+from beat.tables import JOBS, RUNS
 from scheduler.cron import CronSchedule
 from scheduler.errors import InvalidInput
+from scheduler.ledger import insert_tick_runs
 from scheduler.metrics import MISSED_TICKS
 from scheduler.models import (
     ACTIVE_RUN_STATUSES,
@@ -195,41 +195,12 @@ def _admit(plan: TickPlan, policy: str, *, waiting: int, running: int, groups: l
 
 def _insert_run(session: Session, job: Job, *, tick: datetime, now: datetime, actor: str) -> int | None:
     """Insert the run of ``tick`` unless the ledger has it; its ``run_event`` too. Returns its id."""
-    dialect_insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    stmt = (
-        dialect_insert(RUNS)
-        .values(
-            job_id=job.id,
-            job_type=job.job_type,
-            trigger=RunTrigger.SCHEDULED,
-            scheduled_for=tick,
-            status=RunStatus.CREATED,
-            preview=False,
-            run_properties={},
-            created_by=actor,
-            created_at=now,
-            attempt=0,
-            chunks_total=0,
-            chunks_done=0,
-            summary={},
-        )
-        .on_conflict_do_nothing(index_elements=["job_id", "scheduled_for"])
-        .returning(RUNS.c.id)
+    assert job.id is not None
+    inserted = insert_tick_runs(
+        session, job_id=job.id, job_type=job.job_type, ticks=[tick], trigger=RunTrigger.SCHEDULED, actor=actor,
+        at=now, note=f"scheduled tick {tick.isoformat()}",
     )
-    run_id = session.execute(stmt).scalar_one_or_none()
-    if run_id is None:
-        return None
-    session.execute(
-        insert(RUN_EVENTS).values(
-            run_id=run_id,
-            from_status=None,
-            to_status=RunStatus.CREATED,
-            at=now,
-            actor=actor,
-            note=f"scheduled tick {tick.isoformat()}",
-        )
-    )
-    return int(run_id)
+    return inserted[0][0] if inserted else None
 
 
 def _advance(session: Session, job: Job, *, next_fire_at: datetime | None, last_scheduled_for: datetime | None) -> None:
