@@ -36,7 +36,7 @@ from faultkit import (
 )
 from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
-from sqlalchemy import Engine, make_url
+from sqlalchemy import Engine, make_url, text
 from sqlalchemy.orm import Session
 
 from scheduler.dispatch import WAKE_CHANNEL
@@ -138,10 +138,14 @@ def test_database_outages_are_ridden_out_without_crash_duplicate_or_silent_miss(
                  must_live=must_live)
     finally:
         driver.close()
+    # Stop new ticks (next_fire_at stays the first tick not scheduled) while beat still runs, so its outbox
+    # sends a run whose tick was committed but not yet sent, then stop beat.
+    with fault_db.begin() as conn:
+        conn.execute(text("UPDATE job SET status = 'PAUSED'"))
+    wait_for(lambda: not scalar(fault_db, "SELECT COUNT(*) FROM job_run WHERE status <> 'COMPLETED'"),
+             "every tick's run to complete", timeout=90, processes=processes, must_live=[pool.proc])
     for beat in beats:
         assert beat.terminate() == 0, processes.logs()
-    wait_for(lambda: not scalar(fault_db, "SELECT COUNT(*) FROM job_run WHERE status <> 'COMPLETED'"),
-             "every tick's run to complete", timeout=60, processes=processes, must_live=[pool.proc])
     proxy.close()
 
     # No crash loop: the same processes all along, each saying once per outage that the database is gone
