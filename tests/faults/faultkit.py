@@ -154,6 +154,10 @@ def worker_argv(queues: Sequence[str], *, threads: int = 2, module: str = "worke
     return [module if arg == "workers.actors" else arg for arg in argv]
 
 
+FAULT_TYPES = ["fault_types:TICK", "fault_types:SLOW"]
+"""The suite's own job types (``fault_types.py``), as ``SCHEDULER_EXTRA_JOB_TYPES`` names them."""
+
+
 def scheduler_env(
     *,
     database_url: str,
@@ -167,7 +171,7 @@ def scheduler_env(
         "SCHEDULER_DATABASE_URL": database_url,
         "SCHEDULER_REDIS_URL": redis_url,
         "SCHEDULER_DATA_DIR": str(data_dir),
-        "SCHEDULER_EXTRA_JOB_TYPES": json.dumps(["fault_types:TICK", "fault_types:SLOW"]),
+        "SCHEDULER_EXTRA_JOB_TYPES": json.dumps(FAULT_TYPES),
         "SCHEDULER_LOG_LEVEL": "INFO",
         "PYTHONPATH": os.pathsep.join(p for p in [str(FAULTS_DIR), os.environ.get("PYTHONPATH", "")] if p),
         "PYTHONUNBUFFERED": "1",

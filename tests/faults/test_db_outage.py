@@ -18,6 +18,7 @@ import pytest
 import redis
 from dunning_ledger import DunningWorld, RunDriver, verify_ledger
 from faultkit import (
+    FAULT_TYPES,
     Pool,
     PrivateRedis,
     Proc,
@@ -39,8 +40,14 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from sqlalchemy import Engine, make_url, text
 from sqlalchemy.orm import Session
 
-from scheduler.dispatch import WAKE_CHANNEL
+from scheduler.clock import SystemClock
+from scheduler.db import make_session_factory
+from scheduler.dispatch import WAKE_CHANNEL, Dispatcher, make_broker
+from scheduler.jobs import JobCreate, create_job
+from scheduler.jobtypes import load_registry
 from scheduler.models import Job, MisfirePolicy, OverlapPolicy
+from scheduler.runs import RunCreate, create_manual_run, send_run
+from scheduler.settings import Settings
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.faults, time_limit(300)]
 
@@ -70,6 +77,45 @@ def add_tick_jobs(engine: Engine, redis_url: str) -> tuple[dict[str, int], datet
     return ids, first_tick
 
 
+class BusyWorker:
+    """Manual runs of the suite's slow type, so the pool is inside a step when PostgreSQL goes away.
+
+    Dunning chunks of four accounts take milliseconds and beat cannot schedule ticks during an outage,
+    so without this the pool may finish everything it holds just before the cut and never notice it.
+    A slow chunk sleeps first and writes after, well inside the outage.
+    """
+
+    def __init__(self, engine: Engine, redis_url: str) -> None:
+        self.registry = load_registry(Settings(extra_job_types=FAULT_TYPES))
+        self.factory = make_session_factory(engine)
+        self.dispatcher = Dispatcher(make_broker(redis_url), redis_url)
+        self.clock = SystemClock()
+        self.engine = engine
+        with self.factory() as session:
+            job = create_job(session=session, registry=self.registry, actor="fault-suite", clock=self.clock,
+                             job_in=JobCreate(name="busy across the outage", job_type="faults_slow",
+                                              properties={"chunks": 1, "seconds": 2.0}))
+            assert job.id is not None
+            self.job_id = job.id
+
+    def start(self) -> int:
+        with self.factory() as session:
+            run, _ = create_manual_run(session=session, registry=self.registry, actor="fault-suite",
+                                       clock=self.clock, run_in=RunCreate(job_id=self.job_id))
+            assert run.id is not None
+        assert send_run(factory=self.factory, dispatcher=self.dispatcher, registry=self.registry, run_id=run.id,
+                        clock=self.clock)
+        return run.id
+
+    def evaluating(self, run_id: int) -> bool:
+        """The run's one chunk is planned and not yet evaluated: a worker thread sleeps in it."""
+        return bool(scalar(self.engine, "SELECT COUNT(*) FROM run_chunk WHERE run_id = :r AND evaluated_at IS NULL",
+                           r=run_id))
+
+    def close(self) -> None:
+        self.dispatcher.broker.close()
+
+
 def missed_ticks(beats: list[Proc]) -> Counter[tuple[int, str]]:
     """Ticks beat logged as not run, by (job, reason)."""
     missed: Counter[tuple[int, str]] = Counter()
@@ -95,9 +141,10 @@ def test_database_outages_are_ridden_out_without_crash_duplicate_or_silent_miss(
     metrics_dir.mkdir()
     env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)  # each process writes its metrics there
     beats = [processes.start("beat", beat_argv(), env) for _ in range(2)]
-    pool = Pool(processes, "pool", worker_argv(["dunning", "faults_tick"]), env)
+    pool = Pool(processes, "pool", worker_argv(["dunning", "faults_tick", "faults_slow"], threads=3), env)
     world = DunningWorld.create(fault_db, jobs=2, accounts_per_job=40, chunk_size=4)
     driver = RunDriver(engine=fault_db, world=world, redis_url=private_redis.url)
+    busy = BusyWorker(fault_db, private_redis.url)
     outages: list[tuple[float, float]] = []
     must_live = [*beats, pool.proc]
 
@@ -116,11 +163,15 @@ def test_database_outages_are_ridden_out_without_crash_duplicate_or_silent_miss(
         wait_for(lambda: lease_holder(fault_db), "a leader", timeout=60, processes=processes, must_live=must_live)
         jobs, first_tick = add_tick_jobs(fault_db, private_redis.url)
         for _ in range(scale.db_outages):
-            # When PostgreSQL goes away while dunning runs are mid-chunk and ticks are due
+            # When PostgreSQL goes away while dunning runs are mid-chunk, a worker thread is inside a step
+            # and ticks are due
             scheduled = last_tick_run()
             wait_for(lambda scheduled=scheduled: pool.ready() and running() >= 1 and last_tick_run() > scheduled,
                      "dunning runs in progress and ticks scheduled", timeout=120, processes=processes,
                      tick=driver.pump, must_live=must_live)
+            slow_run = busy.start()
+            wait_for(lambda slow_run=slow_run: busy.evaluating(slow_run), "a slow chunk under way", timeout=30,
+                     processes=processes, tick=driver.pump, must_live=must_live)
             cut = time.monotonic()
             proxy.cut()
             time.sleep(OUTAGE_SECONDS)  # the outage itself: nothing can reach the database meanwhile
@@ -131,13 +182,15 @@ def test_database_outages_are_ridden_out_without_crash_duplicate_or_silent_miss(
             before, count = last_tick_run(), len(outages)
             wait_for(lambda before=before: last_tick_run() > before, "beat to schedule again", timeout=30,
                      processes=processes, tick=driver.pump, must_live=must_live)
-            wait_for(lambda count=count: all(recoveries(p) == count for p in must_live), "every process to resume",
+            wait_for(lambda count=count: all(recoveries(p) == count for p in must_live),
+                     f"every process to say 'database reachable again' {count} time(s)",
                      timeout=30, processes=processes, tick=driver.pump, must_live=must_live)
         driver.creating = False
         wait_for(lambda: not driver.unfinished(), "every dunning run to finish", timeout=120, processes=processes,
                  must_live=must_live)
     finally:
         driver.close()
+        busy.close()
     # Stop new ticks (next_fire_at stays the first tick not scheduled) while beat still runs, so its outbox
     # sends a run whose tick was committed but not yet sent, then stop beat.
     with fault_db.begin() as conn:

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import redis
 from faultkit import (
+    FAULT_TYPES,
     Pool,
     PrivateRedis,
     Processes,
@@ -44,8 +45,6 @@ from scheduler.runs import RunCreate, act_on_run, create_manual_run, send_apply,
 from scheduler.settings import Settings
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.faults, time_limit(240)]
-
-FAULT_TYPES = ["fault_types:TICK", "fault_types:SLOW"]
 
 
 def queued_chunks(url: str, queue: str) -> list[int]:
