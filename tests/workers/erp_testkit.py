@@ -34,28 +34,29 @@ def seed_ledger(engine: Engine) -> Ledger:
 
     In May 2026: invoices INV-0501, INV-0510, INV-0520, INV-0531 (late fee LF-0515 too) and payments
     P-0501-0000 (00:00:00) and P-0531-2359 (23:59:59); outside: INV-0430, INV-0601, P-0430-2359, P-0601-0000.
+    Bill cycle runs: 41 issued INV-0430, 51 INV-0501 and INV-0510, 52 INV-0520 and INV-0531, 61 INV-0601.
     """
     with engine.begin() as conn:
         a1 = conn.execute(insert(accounts).values(account_number="ACC-1", name="Ada Ltd")
                           .returning(accounts.c.id)).scalar_one()
         a2 = conn.execute(insert(accounts).values(account_number="ACC-2", name="Bob Inc")
                           .returning(accounts.c.id)).scalar_one()
-        invoice_rows = [
-            ("INV-0430", a1, date(2026, 4, 30), "100.00", "OPEN", "INVOICE"),
-            ("INV-0501", a1, date(2026, 5, 1), "120.50", "PAID", "INVOICE"),
-            ("INV-0510", a2, date(2026, 5, 10), "99.99", "OPEN", "INVOICE"),
-            ("LF-0515", a2, date(2026, 5, 15), "25.00", "OPEN", "LATE_FEE"),
-            ("INV-0520", a1, date(2026, 5, 20), "1000.00", "OPEN", "INVOICE"),
-            ("INV-0531", a2, date(2026, 5, 31), "0.10", "VOID", "INVOICE"),
-            ("INV-0601", a1, date(2026, 6, 1), "75.00", "OPEN", "INVOICE"),
+        invoice_rows = [  # number, account, issued on, amount, status, kind, bill cycle run
+            ("INV-0430", a1, date(2026, 4, 30), "100.00", "OPEN", "INVOICE", 41),
+            ("INV-0501", a1, date(2026, 5, 1), "120.50", "PAID", "INVOICE", 51),
+            ("INV-0510", a2, date(2026, 5, 10), "99.99", "OPEN", "INVOICE", 51),
+            ("LF-0515", a2, date(2026, 5, 15), "25.00", "OPEN", "LATE_FEE", None),
+            ("INV-0520", a1, date(2026, 5, 20), "1000.00", "OPEN", "INVOICE", 52),
+            ("INV-0531", a2, date(2026, 5, 31), "0.10", "VOID", "INVOICE", 52),
+            ("INV-0601", a1, date(2026, 6, 1), "75.00", "OPEN", "INVOICE", 61),
         ]
         ids = {}
-        for number, account_id, issued, amount, status, kind in invoice_rows:
+        for number, account_id, issued, amount, status, kind, cycle in invoice_rows:
             ids[number] = conn.execute(
                 insert(invoices).values(
                     account_id=account_id, number=number, issued_on=issued, due_on=date(2026, 7, 1),
                     amount=Decimal(amount), balance=Decimal(0) if status == "PAID" else Decimal(amount),
-                    status=status, kind=kind,
+                    status=status, kind=kind, bill_cycle_run_id=cycle,
                 ).returning(invoices.c.id)
             ).scalar_one()
         payment_rows = [

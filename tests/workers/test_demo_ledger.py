@@ -46,6 +46,16 @@ def test_seed_is_deterministic_and_not_repeated(billing_engine: Engine, sqlite_e
     assert any(r[6] for r in rows), "some accounts dispute an invoice"
     # Six months unpaid: the oldest open invoice is over 120 days past due.
     assert min(date.fromisoformat(str(r[7])) for r in rows) < AS_OF - timedelta(days=120)
+    # Every invoice came from a bill cycle run, one per issue day, numbered in date order
+    with billing_engine.connect() as conn:
+        cycles = conn.execute(text(
+            "SELECT bill_cycle_run_id, MIN(issued_on), MAX(issued_on) FROM invoices GROUP BY bill_cycle_run_id "
+            "ORDER BY bill_cycle_run_id")).all()
+    assert None not in [c[0] for c in cycles]
+    assert {c[0] for c in cycles} >= set(range(21, 61))  # the four months every account has
+    assert {c[0] for c in cycles} <= set(range(1, 61))
+    assert all(c[1] == c[2] for c in cycles)
+    assert [c[1] for c in cycles] == sorted(c[1] for c in cycles)
 
 
 def test_dunning_over_the_demo_ledger(

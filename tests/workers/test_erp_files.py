@@ -54,10 +54,10 @@ def test_json_batches_are_written_as_whole_files_named_by_run_and_batch(
         "records": [
             {"id": str(ledger.invoices["INV-0520"]), "number": "INV-0520", "account_number": "ACC-1",
              "kind": "INVOICE", "status": "OPEN", "issued_on": "2026-05-20", "due_on": "2026-07-01",
-             "amount": "1000.00", "balance": "1000.00"},
+             "amount": "1000.00", "balance": "1000.00", "bill_cycle_run_id": "52"},
             {"id": str(ledger.invoices["INV-0531"]), "number": "INV-0531", "account_number": "ACC-2",
              "kind": "INVOICE", "status": "VOID", "issued_on": "2026-05-31", "due_on": "2026-07-01",
-             "amount": "0.10", "balance": "0.10"},
+             "amount": "0.10", "balance": "0.10", "bill_cycle_run_id": "52"},
         ],
     }
     item = items_of(env, run_id)[f"invoices:{ledger.invoices['INV-0520']}"]
@@ -80,9 +80,9 @@ def test_csv_batches_have_a_header_and_one_row_per_record(
     assert run_row(env, run_id).status == S.COMPLETED
     content = (outbox(env) / f"payments-{run_id}-1.csv").read_bytes()
     assert content == (
-        "id,account_number,invoice_number,amount,received_at\r\n"
-        f"{ledger.payments['P-0501-0000']},ACC-1,INV-0501,120.50,2026-05-01T00:00:00Z\r\n"
-        f"{ledger.payments['P-0531-2359']},ACC-2,,40.00,2026-05-31T23:59:59Z\r\n"
+        "id,account_number,invoice_number,amount,received_at,bill_cycle_run_id\r\n"
+        f"{ledger.payments['P-0501-0000']},ACC-1,INV-0501,120.50,2026-05-01T00:00:00Z,51\r\n"
+        f"{ledger.payments['P-0531-2359']},ACC-2,,40.00,2026-05-31T23:59:59Z,\r\n"
     ).encode()
 
 

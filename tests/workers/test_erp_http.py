@@ -86,10 +86,10 @@ def test_invoices_of_a_date_range_arrive_once_in_batches_with_their_fields(
         "records": [
             {"id": ids(ledger, "INV-0501")[0], "number": "INV-0501", "account_number": "ACC-1", "kind": "INVOICE",
              "status": "PAID", "issued_on": "2026-05-01", "due_on": "2026-07-01", "amount": "120.50",
-             "balance": "0.00"},
+             "balance": "0.00", "bill_cycle_run_id": "51"},
             {"id": ids(ledger, "INV-0510")[0], "number": "INV-0510", "account_number": "ACC-2", "kind": "INVOICE",
              "status": "OPEN", "issued_on": "2026-05-10", "due_on": "2026-07-01", "amount": "99.99",
-             "balance": "99.99"},
+             "balance": "99.99", "bill_cycle_run_id": "51"},
         ],
     }
     assert [r["number"] for r in sink.requests[2].records] == ["INV-0531"]
@@ -130,9 +130,9 @@ def test_payments_are_taken_by_the_local_day_they_were_received(
     if timezone == "UTC":
         assert batch.records == [
             {"id": str(ledger.payments["P-0501-0000"]), "account_number": "ACC-1", "invoice_number": "INV-0501",
-             "amount": "120.50", "received_at": "2026-05-01T00:00:00Z"},
+             "amount": "120.50", "received_at": "2026-05-01T00:00:00Z", "bill_cycle_run_id": "51"},
             {"id": str(ledger.payments["P-0531-2359"]), "account_number": "ACC-2", "invoice_number": None,
-             "amount": "40.00", "received_at": "2026-05-31T23:59:59Z"},
+             "amount": "40.00", "received_at": "2026-05-31T23:59:59Z", "bill_cycle_run_id": None},
         ]
     assert [row[:2] for row in delivered(env.billing_engine)] == sorted(
         ("payments", ledger.payments[ref]) for ref in expected)

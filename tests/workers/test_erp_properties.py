@@ -53,6 +53,8 @@ def test_bad_targets_are_refused_with_the_reason(target: dict[str, Any], says: s
         ({"batch_size": 0}, "batch_size"),
         ({"batch_size": 5001}, "batch_size"),
         ({"inception_date": "yesterday"}, "inception_date"),
+        ({"lookback_days": -1}, "lookback_days"),
+        ({"lookback_days": 367}, "lookback_days"),
     ],
 )
 def test_bad_job_properties_are_refused(changes: dict[str, Any], says: str) -> None:
@@ -100,7 +102,7 @@ def test_the_template_offers_the_custom_fields() -> None:
     assert (template["name"], template["queue"], template["supports_preview"]) == (
         "erp_transfer", "erp_transfer", True)
     fields = template["job_properties"]["properties"]
-    assert {"dataset", "target", "format", "batch_size", "auto_send", "inception_date"} <= set(fields)
+    assert {"dataset", "target", "format", "batch_size", "auto_send", "inception_date", "lookback_days"} <= set(fields)
     assert set(template["run_properties"]["properties"]) == {"bill_cycle_run_id", "date_from", "date_to"}
 
 

@@ -84,19 +84,63 @@ def test_scheduled_runs_roll_on_from_the_last_completed_run(
     assert run_row(env, failed).status == S.FAILED
     outbox.unlink()
     blocked.rename(outbox)
-    # The next run starts where the last completed rolling run ended (May 15, read again, sent once)
+    # The next run starts a week (the default look-back) before the last completed rolling run ended;
+    # what was sent already is not sent again
     second = start_scheduled(env, clock, job, at("2026-06-02T00:10"))
     drain()
     assert run_row(env, second).status == S.COMPLETED
-    assert scope_of(env, second) == ("rolling", "2026-05-15", "2026-06-02")
+    assert scope_of(env, second) == ("rolling", "2026-05-08", "2026-06-02")
     assert sent_numbers(env, second) == ["INV-0520", "INV-0531", "INV-0601"]
     # And the one after takes only what is new since
     add_invoices(env.billing_engine, 2, date(2026, 6, 2), prefix="JUN")
     third = start_scheduled(env, clock, job, at("2026-06-02T00:20"))
     drain()
-    assert scope_of(env, third) == ("rolling", "2026-06-02", "2026-06-02")
+    assert scope_of(env, third) == ("rolling", "2026-05-26", "2026-06-02")
     assert sent_numbers(env, third) == ["JUN-0000", "JUN-0001"]
     assert len(delivered(env.billing_engine)) == 9
+
+
+def test_records_entered_late_are_sent_by_the_next_rolling_run_within_the_look_back(
+    env: WorkerEnv, clock: FrozenClock, ledger: Ledger, drain: Drain,
+) -> None:
+    # Given a daily job looking back 3 days, whose run of June 1 sent everything up to that day
+    job = make_job(env, clock, target=OUTBOX, cron="0 1 * * *", inception_date="2026-05-01", lookback_days=3)
+    first = start_scheduled(env, clock, job, at("2026-06-01T01:00"))
+    drain()
+    assert sent_numbers(env, first) == ["INV-0501", "INV-0510", "LF-0515", "INV-0520", "INV-0531", "INV-0601"]
+    # When invoices dated May 30 (within the look-back) and May 20 (before it) are entered afterwards
+    add_invoices(env.billing_engine, 1, date(2026, 5, 30), prefix="LATE")
+    add_invoices(env.billing_engine, 1, date(2026, 5, 20), prefix="OLD")
+    add_invoices(env.billing_engine, 1, date(2026, 6, 2), prefix="NEW")
+    # Then the next scheduled run sends the late one with the new one, and nothing twice
+    second = start_scheduled(env, clock, job, at("2026-06-02T01:00"))
+    drain()
+    assert scope_of(env, second) == ("rolling", "2026-05-29", "2026-06-02")
+    assert sent_numbers(env, second) == ["LATE-0000", "NEW-0000"]
+    # The one dated before the look-back goes with a run of an explicit range
+    explicit = start_manual(env, clock, job, date_from="2026-05-01", date_to="2026-05-31")
+    drain()
+    assert sent_numbers(env, explicit) == ["OLD-0000"]
+    assert len(delivered(env.billing_engine)) == 9
+
+
+def test_without_a_look_back_the_range_starts_on_the_last_end_day(
+    env: WorkerEnv, clock: FrozenClock, ledger: Ledger, drain: Drain,
+) -> None:
+    job = make_job(env, clock, target=OUTBOX, cron="0 1 * * *", inception_date="2026-05-01", lookback_days=0)
+    start_scheduled(env, clock, job, at("2026-05-15T01:00"))
+    drain()
+    second = start_scheduled(env, clock, job, at("2026-05-20T01:00"))
+    drain()
+    # The boundary day is read again; the look-back never reaches before the inception date either
+    assert scope_of(env, second) == ("rolling", "2026-05-15", "2026-05-20")
+    assert sent_numbers(env, second) == ["INV-0520"]
+    early = make_job(env, clock, name="ERP early", target=OUTBOX, cron="0 1 * * *", inception_date="2026-05-10")
+    start_scheduled(env, clock, early, at("2026-05-12T01:00"))
+    drain()
+    again = start_scheduled(env, clock, early, at("2026-05-13T01:00"))
+    drain()
+    assert scope_of(env, again) == ("rolling", "2026-05-10", "2026-05-13")
 
 
 def test_the_rolling_range_ends_on_the_local_date_of_the_tick(
@@ -156,12 +200,27 @@ def test_gl_journal_lines_of_one_bill_cycle_run_then_the_rest_of_the_range(
     assert [row[:2] for row in delivered(env.billing_engine)] == sorted(("gl_journal", i) for i in lines.values())
 
 
-def test_a_bill_cycle_run_on_a_dataset_without_one_fails_the_run_with_the_reason(
+def test_invoices_and_payments_of_one_bill_cycle_run(
     env: WorkerEnv, clock: FrozenClock, ledger: Ledger, drain: Drain,
 ) -> None:
-    job = make_job(env, clock, target=OUTBOX)
-    run_id = start_manual(env, clock, job, bill_cycle_run_id=7)
+    # The invoices bill cycle run 51 issued, whatever their dates
+    invoices_job = make_job(env, clock, target=OUTBOX)
+    cycle = start_manual(env, clock, invoices_job, bill_cycle_run_id=51)
     drain()
-    run = run_row(env, run_id)
-    assert run.status == S.FAILED
-    assert run.error is not None and "invoices records carry no bill cycle run; use a date range" in run.error
+    assert run_row(env, cycle).status == S.COMPLETED
+    assert sent_numbers(env, cycle) == ["INV-0501", "INV-0510"]
+    # With a range too: the cycle's records within it
+    narrowed = start_manual(env, clock, invoices_job, bill_cycle_run_id=52, date_from="2026-05-25")
+    drain()
+    assert sent_numbers(env, narrowed) == ["INV-0531"]
+    # The payments against bill cycle run 51's invoices (INV-0501 and INV-0510), not those against no invoice
+    payments_job = make_job(env, clock, name="ERP payments", dataset="payments", target=OUTBOX)
+    paid = start_manual(env, clock, payments_job, bill_cycle_run_id=51)
+    drain()
+    assert run_row(env, paid).status == S.COMPLETED
+    assert sent_numbers(env, paid) == [str(ledger.payments["P-0501-0000"]), str(ledger.payments["P-0601-0000"])]
+    # A bill cycle run nothing belongs to completes with nothing sent
+    unknown = start_manual(env, clock, invoices_job, bill_cycle_run_id=999)
+    drain()
+    assert run_row(env, unknown).status == S.COMPLETED
+    assert run_row(env, unknown).summary["delivered"] == 0

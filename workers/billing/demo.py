@@ -123,12 +123,15 @@ def _statements(d: SqlDialect) -> list[Any]:
     # Month m (0 = current) is issued m*30+5..14 days before as_of and due 30 days later.
     issued = d.add_days(d.date_param("as_of"), "-(x.m * 30 + 5 + x.id % 10)")
     due = d.add_days(issued, "30")
+    # One bill cycle run per issue day: 1 for the oldest month's first day up to 10 * months.
     insert_invoices = text(
-        "INSERT INTO invoices (account_id, number, issued_on, due_on, amount, balance, status, disputed, kind) "
+        "INSERT INTO invoices (account_id, number, issued_on, due_on, amount, balance, status, disputed, kind, "
+        "bill_cycle_run_id) "
         f"SELECT x.id, 'INV-' || {d.zero_pad('x.id', 8)} || '-' || CAST(x.m AS text), {issued}, {due}, "
         "x.amount, CASE WHEN x.is_open = 1 THEN x.amount ELSE 0 END, "
         "CASE WHEN x.is_open = 1 THEN 'OPEN' ELSE 'PAID' END, "
-        "CASE WHEN x.is_disputed = 1 THEN true ELSE false END, 'INVOICE' "
+        "CASE WHEN x.is_disputed = 1 THEN true ELSE false END, 'INVOICE', "
+        "(:months - 1 - x.m) * 10 + (9 - x.id % 10) + 1 "
         f"FROM ({ledger}) x"
     )
     paid_at = (

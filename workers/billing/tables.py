@@ -85,8 +85,12 @@ invoices = Table(
     Column("status", String(16), nullable=False, server_default=InvoiceStatus.OPEN.value),
     Column("disputed", Boolean, nullable=False, server_default=false()),
     Column("kind", String(16), nullable=False, server_default=InvoiceKind.INVOICE.value),
+    # The billing platform's bill cycle run that issued the invoice (none for late fees and one-off charges).
+    Column("bill_cycle_run_id", BigInteger, nullable=True),
     # Dunning reads an account's open invoices by due date.
     Index("ix_invoices_account_status_due", "account_id", "status", "due_on"),
+    # The ERP transfer takes one bill cycle run's invoices (and the payments against them).
+    Index("ix_invoices_bill_cycle_run", "bill_cycle_run_id"),
 )
 
 payments = Table(

@@ -27,7 +27,8 @@ class Source:
     table: str
     day_column: str
     day_is_instant: bool
-    cycle_column: str | None
+    cycle_condition: str
+    """Which records of ``r`` belong to the bill cycle run ``:bill_cycle_run_id``."""
     fields: tuple[str, ...]
 
     def select(self, d: SqlDialect) -> str:
@@ -50,7 +51,7 @@ _TYPES: dict[str, Any] = {
 def _invoices(d: SqlDialect) -> str:
     return (
         "SELECT r.id, r.number, a.account_number, r.kind, r.status, r.issued_on, r.due_on, "
-        f"{d.money_text('r.amount')} AS amount, {d.money_text('r.balance')} AS balance "
+        f"{d.money_text('r.amount')} AS amount, {d.money_text('r.balance')} AS balance, r.bill_cycle_run_id "
         "FROM invoices r JOIN accounts a ON a.id = r.account_id"
     )
 
@@ -58,7 +59,7 @@ def _invoices(d: SqlDialect) -> str:
 def _payments(d: SqlDialect) -> str:
     return (
         "SELECT r.id, a.account_number, i.number AS invoice_number, "
-        f"{d.money_text('r.amount')} AS amount, r.received_at "
+        f"{d.money_text('r.amount')} AS amount, r.received_at, i.bill_cycle_run_id "
         "FROM payments r JOIN accounts a ON a.id = r.account_id LEFT JOIN invoices i ON i.id = r.invoice_id"
     )
 
@@ -76,17 +77,20 @@ _SELECTS = {ErpDataset.INVOICES: _invoices, ErpDataset.PAYMENTS: _payments, ErpD
 SOURCES: dict[ErpDataset, Source] = {
     ErpDataset.INVOICES: Source(
         dataset=ErpDataset.INVOICES, table="invoices", day_column="issued_on", day_is_instant=False,
-        cycle_column=None,
-        fields=("id", "number", "account_number", "kind", "status", "issued_on", "due_on", "amount", "balance"),
+        cycle_condition="r.bill_cycle_run_id = :bill_cycle_run_id",
+        fields=("id", "number", "account_number", "kind", "status", "issued_on", "due_on", "amount", "balance",
+                "bill_cycle_run_id"),
     ),
     ErpDataset.PAYMENTS: Source(
         dataset=ErpDataset.PAYMENTS, table="payments", day_column="received_at", day_is_instant=True,
-        cycle_column=None,
-        fields=("id", "account_number", "invoice_number", "amount", "received_at"),
+        # The payments against the invoices the bill cycle run issued.
+        cycle_condition="r.invoice_id IN (SELECT c.id FROM invoices c WHERE c.bill_cycle_run_id = :bill_cycle_run_id)",
+        fields=("id", "account_number", "invoice_number", "amount", "received_at", "bill_cycle_run_id"),
     ),
     ErpDataset.GL_JOURNAL: Source(
         dataset=ErpDataset.GL_JOURNAL, table="gl_entries", day_column="entry_date", day_is_instant=False,
-        cycle_column="run_id",
+        # A journal's "bill cycle" is the GL collector run that posted it.
+        cycle_condition="r.run_id = :bill_cycle_run_id",
         fields=("id", "run_id", "source_type", "source_id", "line_no", "account_number", "gl_account", "debit",
                 "credit", "entry_date", "posted_at"),
     ),

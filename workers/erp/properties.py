@@ -131,6 +131,11 @@ class ErpProperties(BaseModel):
     inception_date: date | None = Field(
         default=None, description="First day scheduled runs transfer (empty: from the earliest record)"
     )
+    lookback_days: int = Field(
+        default=7, ge=0, le=366,
+        description="Days before the end of the last completed scheduled range that the next one reads again, "
+        "so records entered late with an earlier date are still sent (never twice)",
+    )
 
 
 class ErpRunProperties(BaseModel):
@@ -139,7 +144,9 @@ class ErpRunProperties(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     bill_cycle_run_id: int | None = Field(
-        default=None, ge=1, description="Only the records this run produced (gl_journal: the GL collector run)"
+        default=None, ge=1,
+        description="Only one bill cycle run's records: its invoices, the payments against them; gl_journal: the "
+        "lines the GL collector run of this id posted",
     )
     date_from: date | None = Field(default=None, description="First day, inclusive")
     date_to: date | None = Field(default=None, description="Last day, inclusive")

@@ -2,9 +2,12 @@
 
 The range is decided once, when the run is planned, and travels in every chunk spec, so the run's
 evaluation, apply and summary all see the same range; a retry reuses its original run's range.
-A rolling range starts where the job's last ``COMPLETED`` rolling run ended (its summary's
-``range_end``), or at the job's inception date, and ends on the run's as-of date. The boundary day
-is read again by the next run; the delivery ledger keeps that from sending anything twice.
+A rolling range starts ``lookback_days`` before the day the job's last ``COMPLETED`` rolling run
+ended (its summary's ``range_end``), never before the job's inception date, and ends on the run's
+as-of date. Reading recent days again is what catches records entered late (a payment booked today
+with yesterday's date, an invoice back-dated by a correction); the delivery ledger leaves out what
+was already sent, so nothing goes twice. A record dated before the look-back when it is entered is
+only sent by a run of an explicit range.
 """
 
 from __future__ import annotations
@@ -29,13 +32,10 @@ from workers.sql import SqlDialect
 
 class RangeKind(enum.StrEnum):
     ROLLING = "rolling"
-    """From the end of the job's last completed rolling run (or its inception date) to the run's date."""
+    """From the end of the job's last completed rolling run (less the look-back; or its inception date) to
+    the run's date."""
     EXPLICIT = "explicit"
     """The run's own date range and/or bill cycle run."""
-
-
-class UnsupportedScope(ValueError):
-    """A run property the job's dataset cannot honour."""
 
 
 def properties(ctx: RunContext) -> tuple[ErpProperties, ErpRunProperties]:
@@ -112,11 +112,7 @@ class Scope:
                 params["day_to"] = self.end
                 binds.append(bindparam("day_to", type_=Date()))
         if self.bill_cycle_run_id is not None:
-            if source.cycle_column is None:
-                raise UnsupportedScope(
-                    f"bill_cycle_run_id: {source.dataset} records carry no bill cycle run; use a date range"
-                )
-            parts.append(f"r.{source.cycle_column} = :bill_cycle_run_id")
+            parts.append(source.cycle_condition)
             params["bill_cycle_run_id"] = self.bill_cycle_run_id
         return " AND ".join(parts) or "1 = 1", params, binds
 
@@ -142,7 +138,9 @@ def resolve_scope(ctx: RunContext) -> Scope:
     if run_props.explicit:
         return Scope(kind=RangeKind.EXPLICIT, start=run_props.date_from, end=run_props.date_to,
                      bill_cycle_run_id=run_props.bill_cycle_run_id)
-    starts = [d for d in (props.inception_date, last_rolling_end(ctx)) if d is not None]
+    last_end = last_rolling_end(ctx)
+    looked_back = last_end - timedelta(days=props.lookback_days) if last_end is not None else None
+    starts = [d for d in (props.inception_date, looked_back) if d is not None]
     return Scope(kind=RangeKind.ROLLING, start=max(starts) if starts else None, end=as_of_date(ctx))
 
 
