@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, exists, func, not_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from beat.metrics import RECLAIMED_RUNS, RESENT_RUNS
 from beat.scheduling import RUNNING_STATUSES
 from beat.tables import JOBS, RUN_CHUNKS, RUN_EVENTS, RUNS
 from scheduler.clock import Clock
@@ -29,7 +30,7 @@ from scheduler.errors import BrokerUnavailable
 from scheduler.jobs import pause_if_failing
 from scheduler.jobtypes import JobTypeRegistry
 from scheduler.lifecycle import transition
-from scheduler.metrics import RECLAIMED_RUNS, RESENT_RUNS, RUNS_TOTAL
+from scheduler.metrics import RUNS_TOTAL
 from scheduler.models import OverlapPolicy, RunStatus
 from scheduler.runs import record_event, send_apply, send_run
 

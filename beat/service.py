@@ -36,6 +36,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from beat.broker_loss import BrokerWatch
 from beat.lease import LeaderLease
+from beat.metrics import BEAT_LEADER, BEAT_TICK
 from beat.recovery import Repairs, fail_overrunning, reclaim_stale, resend_outbox, stop_overrunning_submitted
 from beat.scheduling import NewRun, earliest_fire, record_misses, schedule_due_jobs, select_due_jobs
 from beat.wakeup import WakeListener
@@ -45,7 +46,7 @@ from scheduler.dispatch import Dispatcher, make_broker, redis_url
 from scheduler.errors import DatabaseUnavailable, StaleLeader
 from scheduler.jobtypes import JobTypeRegistry, load_registry
 from scheduler.logs import configure_logging
-from scheduler.metrics import BEAT_LEADER, BEAT_TICK, FIRE_LAG
+from scheduler.metrics import FIRE_LAG, serve_metrics
 from scheduler.runs import send_run
 from scheduler.settings import Settings
 
@@ -279,6 +280,7 @@ def engine_options(settings: Settings) -> dict[str, Any]:
 def run(settings: Settings) -> None:
     """Run beat until SIGTERM or SIGINT (``python -m beat`` and ``scheduler beat``)."""
     configure_logging(settings, process="beat")
+    metrics = serve_metrics(settings.metrics_host, settings.beat_metrics_port, what="beat")
     engine = make_engine(settings.resolved_database_url, **engine_options(settings))
     registry = load_registry(settings)
     url = redis_url(settings)
@@ -296,6 +298,8 @@ def run(settings: Settings) -> None:
         beat.run_forever(stop)
     finally:
         engine.dispose()
+        if metrics is not None:
+            metrics.shutdown()
 
 
 def main(settings: Settings | None = None) -> int:

@@ -1,8 +1,21 @@
-"""Prometheus metrics shared by every process (workers export them in multiprocess mode)."""
+"""Prometheus metrics shared by every process, and how a process serves them.
+
+The API serves ``/metrics`` on its own port; beat serves its metrics on ``SCHEDULER_BEAT_METRICS_PORT``;
+a worker pool serves the metrics of all its processes (ours and Dramatiq's) on
+``SCHEDULER_WORKER_METRICS_PORT`` in Prometheus's multiprocess mode: every process writes its values
+under ``PROMETHEUS_MULTIPROC_DIR``, which must be set before ``prometheus_client`` is first imported
+(``scheduler worker`` prepares it; see :mod:`workers.metrics`).
+"""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import logging
+import os
+from typing import Any
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, multiprocess, start_http_server
+
+log = logging.getLogger(__name__)
 
 RUNS_TOTAL = Counter(
     "scheduler_runs_total", "Runs that reached a terminal status.", ["job_type", "trigger", "status"]
@@ -33,18 +46,36 @@ RUNS_IN_STATUS = Gauge(
     multiprocess_mode="livemax",
 )
 ITEMS_TOTAL = Counter("scheduler_items_total", "Run items by final outcome.", ["job_type", "outcome"])
-BEAT_LEADER = Gauge(
-    "scheduler_beat_leader", "1 while this beat holds the leader lease.", multiprocess_mode="livemax"
-)
-BEAT_TICK = Histogram(
-    "scheduler_beat_tick_seconds", "Duration of one beat tick.",
-    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
-)
-RECLAIMED_RUNS = Counter("scheduler_reclaimed_runs_total", "Stale runs whose unfinished steps beat re-sent.")
-RESENT_RUNS = Counter("scheduler_resent_runs_total", "Created runs beat sent again from the outbox.")
 JOB_LAST_SUCCESS = Gauge(
     "scheduler_job_last_success_timestamp_seconds",
     "Unix time of the job's last COMPLETED run.",
     ["job"],
     multiprocess_mode="max",
 )
+
+
+def exposition_registry() -> CollectorRegistry:
+    """What to expose: every process's values in multiprocess mode, else this process's own."""
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not path:
+        return REGISTRY
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=path)  # type: ignore[no-untyped-call]
+    return registry
+
+
+def serve_metrics(host: str, port: int, *, what: str) -> Any | None:
+    """Serve :func:`exposition_registry` over HTTP on ``host:port`` from a daemon thread.
+
+    Returns the server, or ``None`` when ``port`` is 0 or taken (one warning line: a process without
+    its metrics endpoint still does its work).
+    """
+    if not port:
+        return None
+    try:
+        server, _thread = start_http_server(port, addr=host, registry=exposition_registry())
+    except OSError as exc:
+        log.warning("%s metrics not served on %s:%s: %s", what, host, port, exc)
+        return None
+    log.info("%s metrics on http://%s:%s/metrics", what, host, port)
+    return server

@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    metrics_host: str = "127.0.0.1"
+    beat_metrics_port: int = 9192
+    worker_metrics_port: int = 9191
     beat_lease_seconds: float = 8.0
     beat_max_sleep_seconds: float = 1.0
     run_heartbeat_timeout: float = 30.0

@@ -13,6 +13,7 @@ from scheduler.dispatch import Dispatcher, make_broker, redis_url
 from scheduler.jobtypes import load_registry
 from scheduler.logs import configure_logging
 from scheduler.settings import Settings
+from workers import metrics
 from workers.env import WorkerEnv, build_env
 from workers.steps import LazyEnv, declare_actors
 
@@ -21,6 +22,8 @@ configure_logging(settings, process="worker")
 registry = load_registry(settings)
 url = redis_url(settings)
 broker = make_broker(url)
+for extra in metrics.middleware(settings):
+    broker.add_middleware(extra)
 dramatiq.set_broker(broker)
 
 

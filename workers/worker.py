@@ -13,6 +13,7 @@ from scheduler.dispatch import SCHEDULER_QUEUE, redis_url
 from scheduler.errors import InvalidInput
 from scheduler.jobtypes import load_registry
 from scheduler.settings import Settings
+from workers.metrics import prepare_environment
 
 
 def settings_env(settings: Settings, base: dict[str, str] | None = None) -> dict[str, str]:
@@ -65,4 +66,6 @@ def run_worker(
     chosen = worker_queues(settings, queues)
     resolved = settings.model_copy(update={"redis_url": redis_url(settings)})
     argv = worker_command(chosen, processes or settings.worker_processes, threads or settings.worker_threads)
-    os.execve(sys.executable, argv, settings_env(resolved))
+    # The pool keeps this process's id: it names the pool's metrics directory.
+    env = prepare_environment(resolved, settings_env(resolved), pool_id=os.getpid())
+    os.execve(sys.executable, argv, env)

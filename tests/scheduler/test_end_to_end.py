@@ -1,8 +1,9 @@
 """End to end as a user meets it: the HTTP API, a real beat process, a real worker pool on Redis.
 
 On SQLite and PostgreSQL: a seconds-cron job makes a scheduled run that goes CREATED → PROCESSING →
-SUBMITTED → COMPLETED; a review-required run stops at PREVIEW, is submitted and completes; a preview
-is deleted; an ERP run that fails (the ERP is down) is retried once the ERP is up, and completes.
+SUBMITTED → COMPLETED, and Prometheus can read it off beat and the worker pool; a review-required run
+stops at PREVIEW, is submitted and completes; a preview is deleted; an ERP run that fails (the ERP is
+down) is retried once the ERP is up, and completes.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -23,6 +26,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import redis
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine
 from test_api_support import TestClient
 
@@ -30,7 +34,6 @@ from scheduler.api.app import create_app
 from scheduler.dispatch import Dispatcher, make_broker
 from scheduler.settings import Settings
 from workers.billing.demo import seed_demo
-from workers.worker import worker_command
 
 pytestmark = pytest.mark.slow
 
@@ -86,17 +89,29 @@ class Erp:
             self.server.server_close()
 
 
+@dataclass(frozen=True)
+class Stack:
+    client: TestClient
+    logs: list[Path]
+    beat_metrics: str
+    worker_metrics: str
+
+
 @pytest.fixture
-def stack(engine: Engine, db_url: str, redis_url: str, tmp_path: Path) -> Iterator[tuple[TestClient, list[Path]]]:
-    """The API in-process; beat and a worker pool for every job type as real processes."""
+def stack(engine: Engine, db_url: str, redis_url: str, tmp_path: Path) -> Iterator[Stack]:
+    """The API in-process; beat and a worker pool for every job type as real processes (as the CLI starts them)."""
     seed_demo(engine, accounts=60)
     url = _private(redis_url)
     redis.Redis.from_url(url).flushdb()
+    beat_port, worker_port = _free_port(), _free_port()
     env = {**os.environ, "SCHEDULER_DATABASE_URL": db_url, "SCHEDULER_REDIS_URL": url,
-           "SCHEDULER_DATA_DIR": str(tmp_path / "data"), "SCHEDULER_CHUNK_SIZE": "25", TOKEN_ENV: "s3cret"}
+           "SCHEDULER_DATA_DIR": str(tmp_path / "data"), "SCHEDULER_CHUNK_SIZE": "25", TOKEN_ENV: "s3cret",
+           "SCHEDULER_BEAT_METRICS_PORT": str(beat_port), "SCHEDULER_WORKER_METRICS_PORT": str(worker_port)}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     logs = [tmp_path / "beat.log", tmp_path / "worker.log"]
-    commands = [[sys.executable, "-m", "beat"],
-                worker_command(["dunning", "erp_transfer", "scheduler"], processes=1, threads=2)]
+    commands = [[sys.executable, "-m", "scheduler.cli", "beat"],
+                [sys.executable, "-m", "scheduler.cli", "worker", "--queues", "dunning", "erp_transfer", "scheduler",
+                 "--processes", "2", "--threads", "2"]]
     handles = [log.open("wb") for log in logs]
     processes = [subprocess.Popen(cmd, env=env, stdout=handle, stderr=subprocess.STDOUT)
                  for cmd, handle in zip(commands, handles, strict=True)]
@@ -104,7 +119,7 @@ def stack(engine: Engine, db_url: str, redis_url: str, tmp_path: Path) -> Iterat
     settings = Settings(data_dir=tmp_path / "api", database_url=db_url, redis_url=url)
     client = TestClient(create_app(settings, engine=engine, dispatcher=Dispatcher(broker, url)))
     try:
-        yield client, logs
+        yield Stack(client, logs, f"http://127.0.0.1:{beat_port}/metrics", f"http://127.0.0.1:{worker_port}/metrics")
     finally:
         for process in processes:
             process.send_signal(signal.SIGTERM)
@@ -140,8 +155,21 @@ def _path(run: dict[str, Any]) -> list[str]:
     return [e["to_status"] for e in run["events"]]
 
 
-def test_scheduled_reviewed_deleted_and_retried_runs_end_to_end(stack: tuple[TestClient, list[Path]]) -> None:
-    client, logs = stack
+class Scrape:
+    """The samples at a Prometheus endpoint."""
+
+    def __init__(self, url: str) -> None:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text = response.read().decode()
+        self.samples = [s for family in text_string_to_metric_families(text) for s in family.samples]
+
+    def total(self, name: str, **labels: str) -> float:
+        """The sum of the samples ``name`` whose labels include ``labels``."""
+        return sum(s.value for s in self.samples if s.name == name and labels.items() <= s.labels.items())
+
+
+def test_scheduled_reviewed_deleted_and_retried_runs_end_to_end(stack: Stack) -> None:
+    client, logs = stack.client, stack.logs
     dunning = {"job_type": "dunning", "properties": {"minimum_account_due": "5.00", "tiers": LADDER}}
 
     # A job every two seconds (Quartz, with seconds) is scheduled by beat and run by the worker
@@ -156,6 +184,25 @@ def test_scheduled_reviewed_deleted_and_retried_runs_end_to_end(stack: tuple[Tes
     detail = client.get(f"/api/v1/runs/{first['id']}").json()
     assert _path(detail) == ["CREATED", "PROCESSING", "SUBMITTED", "COMPLETED"]
     assert client.post(f"/api/v1/jobs/{job['id']}/pause").status_code == 200
+
+    # Prometheus reads the leader and its fire lag off beat, and the runs off the worker pool (both of its
+    # processes, with Dramatiq's own message counts)
+    beat = Scrape(stack.beat_metrics)
+    assert beat.total("scheduler_beat_leader") == 1
+    assert beat.total("scheduler_fire_lag_seconds_count", job_type="dunning") >= 1
+    completed = {"job_type": "dunning", "trigger": "SCHEDULED", "status": "COMPLETED"}
+
+    def pool_counted() -> Scrape | None:
+        # The pool serves its metrics from a process of its own, started once its workers are up.
+        try:
+            scraped = Scrape(stack.worker_metrics)
+        except OSError:
+            return None
+        return scraped if scraped.total("scheduler_runs_total", **completed) else None
+
+    pool = _wait(pool_counted, "the pool's metrics", logs)
+    assert pool.total("scheduler_start_lag_seconds_count", job_type="dunning") >= 1
+    assert pool.total("dramatiq_messages_total", queue_name="dunning") >= 3
 
     # A review-required job's run stops at PREVIEW, is submitted, and completes
     reviewed = client.post("/api/v1/jobs", json={**dunning, "name": "reviewed", "requires_review": True}).json()

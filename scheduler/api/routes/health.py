@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import logging
-import os
 
 from fastapi import APIRouter, Response
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
@@ -17,7 +16,7 @@ from scheduler.api.errors import ErrorBody
 from scheduler.api.services import Services
 from scheduler.db import check_database
 from scheduler.dispatch import check_broker
-from scheduler.metrics import RUNS_IN_STATUS
+from scheduler.metrics import RUNS_IN_STATUS, exposition_registry
 from scheduler.models import ACTIVE_RUN_STATUSES, JobRun
 
 log = logging.getLogger(__name__)
@@ -73,8 +72,4 @@ def metrics(services: ServicesDep) -> Response:
         update_runs_in_status(services)
     except SQLAlchemyError as exc:
         log.warning("scheduler_runs_in_status not updated: %s", exc)
-    registry = REGISTRY
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(exposition_registry()), media_type=CONTENT_TYPE_LATEST)

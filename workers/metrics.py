@@ -1,0 +1,97 @@
+"""A worker pool's Prometheus endpoint: the metrics of all its processes, ours and Dramatiq's, on one port.
+
+Dramatiq runs a pool as several processes, so their values meet in Prometheus's multiprocess mode:
+each process writes them under ``PROMETHEUS_MULTIPROC_DIR`` and one extra process of the pool (a
+Dramatiq *fork*) serves them all on ``SCHEDULER_WORKER_METRICS_PORT``. ``prometheus_client`` picks
+its storage when first imported, so the directory is in the environment before the pool starts:
+:func:`prepare_environment` puts it there for ``scheduler worker``; a pool started another way gets
+the endpoint only when its environment names a directory itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from scheduler.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+DRAMATIQ_DIR_ENV = "dramatiq_prom_db"
+"""Where Dramatiq's own Prometheus middleware keeps its values (read when the middleware is imported)."""
+
+
+def prepare_environment(settings: Settings, env: dict[str, str], pool_id: int) -> dict[str, str]:
+    """``env`` with a fresh multiprocess directory for the pool ``pool_id`` (when its endpoint is on).
+
+    The directory is ``<data dir>/metrics/worker-<pool_id>``; those of pools that are gone are removed.
+    An operator's own ``PROMETHEUS_MULTIPROC_DIR`` is kept as it is (created when missing).
+    """
+    if not settings.worker_metrics_port:
+        return env
+    if not env.get(MULTIPROC_ENV):
+        parent = Path(settings.data_dir).resolve() / "metrics"
+        parent.mkdir(parents=True, exist_ok=True)
+        for old in parent.glob("worker-*"):
+            pid = old.name.removeprefix("worker-")
+            if not pid.isdigit() or not _alive(int(pid)):
+                shutil.rmtree(old, ignore_errors=True)
+        directory = parent / f"worker-{pool_id}"
+        shutil.rmtree(directory, ignore_errors=True)
+        directory.mkdir()
+        env = {**env, MULTIPROC_ENV: str(directory)}
+    else:
+        Path(env[MULTIPROC_ENV]).mkdir(parents=True, exist_ok=True)
+    return {**env, DRAMATIQ_DIR_ENV: env[MULTIPROC_ENV]}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def middleware(settings: Settings) -> list[Any]:
+    """The pool's metrics middleware, when its endpoint is on and its processes write multiprocess values."""
+    directory = os.environ.get(MULTIPROC_ENV)
+    if not settings.worker_metrics_port or not directory:
+        return []
+    os.environ.setdefault(DRAMATIQ_DIR_ENV, directory)
+    from dramatiq.middleware.prometheus import Prometheus
+
+    class PoolMetrics(Prometheus):
+        """Dramatiq's message metrics; the endpoint is :func:`serve`, which knows our settings."""
+
+        @property
+        def forks(self) -> list[Any]:
+            return [serve]
+
+    return [PoolMetrics()]
+
+
+def serve() -> int:
+    """A fork process of the pool: serve every process's metrics until the pool stops (or is gone)."""
+    from scheduler.logs import configure_logging
+    from scheduler.metrics import serve_metrics
+
+    settings = Settings()
+    configure_logging(settings, process="worker")
+    parent = os.getppid()
+    server = serve_metrics(settings.metrics_host, settings.worker_metrics_port, what="worker pool")
+    if server is None:
+        return 0
+    # Dramatiq stops its forks with SIGTERM; a pool killed outright would leave this process orphaned.
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    server.shutdown()
+    return 0
+
