@@ -6,20 +6,15 @@ endpoint runs in the test process and fails some requests on purpose.
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
-import redis
 from erp_sink import ErpSink
 from erp_testkit import TOKEN, TOKEN_ENV, Ledger, delivered, http_target, seed_ledger
+from real_worker_kit import WorkerPool, private_redis, wait_for
 from sqlalchemy import Engine
 from sqlalchemy.orm import sessionmaker
 
@@ -29,66 +24,27 @@ from scheduler.jobs import JobCreate, create_job
 from scheduler.jobtypes import JobTypeRegistry
 from scheduler.models import JobRun, RunStatus
 from scheduler.runs import RunCreate, create_manual_run, send_run
-from workers.worker import worker_command
 
 pytestmark = pytest.mark.slow
 
 S = RunStatus
-DEADLINE = 60.0
-REDIS_DB = 12
+REDIS_DB = 15
 
 
 @pytest.fixture
 def erp_redis(redis_url: str) -> Iterator[str]:
     """The test Redis server, a database index of our own."""
-    parts = urlsplit(redis_url)
-    if parts.scheme == "unix":
-        url = f"{redis_url.split('?', 1)[0]}?db={REDIS_DB}"
-    else:
-        url = urlunsplit(parts._replace(path=f"/{REDIS_DB}"))
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    yield url
-    client.flushdb()
-    client.close()
+    with private_redis(redis_url, REDIS_DB) as url:
+        yield url
 
 
 @pytest.fixture
 def erp_worker(
     billing_engine: Engine, db_url: str, erp_redis: str, tmp_path: Path
 ) -> Iterator[subprocess.Popen[bytes]]:
-    env = {
-        **os.environ,
-        "SCHEDULER_DATABASE_URL": db_url,
-        "SCHEDULER_REDIS_URL": erp_redis,
-        "SCHEDULER_DATA_DIR": str(tmp_path / "worker-data"),
-        TOKEN_ENV: TOKEN,
-    }
-    log = (tmp_path / "worker.log").open("wb")
-    process = subprocess.Popen(
-        worker_command(["erp_transfer"], processes=1, threads=2),
-        env=env, stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[2],
-    )
-    yield process
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-    log.close()
-
-
-def wait_for(check: Callable[[], Any], process: subprocess.Popen[bytes], log: Path) -> Any:
-    deadline = time.monotonic() + DEADLINE
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        if process.poll() is not None:
-            pytest.fail(f"the worker exited ({process.returncode}):\n{log.read_text()[-3000:]}")
-        time.sleep(0.05)
-    pytest.fail(f"timed out waiting for the run:\n{log.read_text()[-3000:]}")
+    with WorkerPool(["erp_transfer"], db_url=db_url, redis_url=erp_redis, tmp_path=tmp_path,
+                    env={TOKEN_ENV: TOKEN}) as process:
+        yield process
 
 
 def test_an_erp_transfer_through_redis_and_a_real_worker_delivers_each_record_once(
@@ -125,7 +81,7 @@ def test_an_erp_transfer_through_redis_and_a_real_worker_delivers_each_record_on
                 assert current is not None
                 return current if current.status in (S.COMPLETED, S.INCOMPLETE, S.FAILED) else None
 
-        done = wait_for(finished, erp_worker, tmp_path / "worker.log")
+        done = wait_for(finished, "the run", erp_worker, tmp_path / "worker.log")
         # Then it completed, and the ERP took each of May's 5 invoices exactly once
         assert done.status == S.COMPLETED, done.error
         assert done.summary["delivered"] == 5 and done.worker.startswith("worker:")

@@ -2,36 +2,29 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
-import redis
+from real_worker_kit import WorkerPool, private_redis, redis_dispatcher, wait_for
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import sessionmaker
 from workers_testkit import add_account
 
 from scheduler.clock import SystemClock
-from scheduler.dispatch import Dispatcher, Phase, RunStep, make_broker
+from scheduler.dispatch import Dispatcher, Phase, RunStep
 from scheduler.jobs import JobCreate, create_job
 from scheduler.jobtypes import JobTypeRegistry
 from scheduler.models import JobRun, RunStatus
 from scheduler.runs import RunCreate, act_on_run, create_manual_run, send_apply, send_run
 from workers.billing.usage_tables import usage_daily, usage_events
 from workers.mediation import JOB_TYPE
-from workers.worker import worker_command
 
 pytestmark = pytest.mark.slow
 
 S = RunStatus
-DEADLINE = 60.0
-TEST_REDIS_DB = 13
+REDIS_DB = 13
 METERS = [{"meter": "data_gb", "unit": "GB", "price_per_unit": "0.10"}]
 
 
@@ -43,16 +36,8 @@ def registry() -> JobTypeRegistry:
 @pytest.fixture
 def usage_redis(redis_url: str) -> Iterator[str]:
     """The test Redis server, a database index of its own."""
-    parts = urlsplit(redis_url)
-    if parts.scheme == "unix":
-        url = f"{redis_url.split('?', 1)[0]}?db={TEST_REDIS_DB}"
-    else:
-        url = urlunsplit(parts._replace(path=f"/{TEST_REDIS_DB}"))
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    yield url
-    client.flushdb()
-    client.close()
+    with private_redis(redis_url, REDIS_DB) as url:
+        yield url
 
 
 @pytest.fixture
@@ -65,45 +50,15 @@ def files_root(tmp_path: Path) -> Path:
 @pytest.fixture
 def usage_worker(billing_engine: Engine, db_url: str, usage_redis: str, files_root: Path,
                  tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    env = {
-        **os.environ,
-        "SCHEDULER_DATABASE_URL": db_url,
-        "SCHEDULER_REDIS_URL": usage_redis,
-        "SCHEDULER_DATA_DIR": str(tmp_path / "worker-data"),
-        "SCHEDULER_FILES_ROOT": str(files_root),
-    }
-    log = (tmp_path / "worker.log").open("wb")
-    process = subprocess.Popen(
-        worker_command(["usage_mediation"], processes=1, threads=2),
-        env=env, stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[2],
-    )
-    yield process
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-    log.close()
+    with WorkerPool(["usage_mediation"], db_url=db_url, redis_url=usage_redis, tmp_path=tmp_path,
+                    env={"SCHEDULER_FILES_ROOT": str(files_root)}) as process:
+        yield process
 
 
 @pytest.fixture
 def usage_dispatcher(usage_redis: str) -> Iterator[Dispatcher]:
-    broker = make_broker(usage_redis)
-    yield Dispatcher(broker, usage_redis)
-    broker.close()
-
-
-def wait_for(check: Callable[[], Any], what: str, process: subprocess.Popen[bytes], log: Path) -> Any:
-    deadline = time.monotonic() + DEADLINE
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        if process.poll() is not None:
-            pytest.fail(f"the worker exited ({process.returncode}) waiting for {what}:\n{log.read_text()[-3000:]}")
-        time.sleep(0.05)
-    pytest.fail(f"timed out waiting for {what}:\n{log.read_text()[-3000:]}")
+    with redis_dispatcher(usage_redis) as dispatcher:
+        yield dispatcher
 
 
 def test_mediation_runs_through_redis_and_a_real_worker(

@@ -2,34 +2,28 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import dramatiq
 import pytest
-import redis
+from real_worker_kit import WorkerPool, private_redis, redis_dispatcher, wait_for
 from sqlalchemy import Engine, select
 from workers_testkit import AS_OF, dunning_registry
 
 from scheduler.clock import SystemClock
-from scheduler.dispatch import REQUEST_RUN_ACTOR, SCHEDULER_QUEUE, Dispatcher, make_broker
+from scheduler.dispatch import REQUEST_RUN_ACTOR, SCHEDULER_QUEUE, Dispatcher
 from scheduler.jobs import JobCreate, create_job
 from scheduler.jobtypes import JobTypeRegistry
 from scheduler.models import JobRun, RunEvent, RunStatus
 from scheduler.runs import RunCreate, act_on_run, create_manual_run, send_apply, send_run
-from workers.worker import worker_command
 
 pytestmark = pytest.mark.slow
 
 S = RunStatus
-DEADLINE = 60.0
-TEST_REDIS_DB = 11
+REDIS_DB = 11
 
 
 @pytest.fixture
@@ -37,68 +31,25 @@ def registry() -> JobTypeRegistry:
     return dunning_registry()
 
 
-def private_db(url: str) -> str:
-    """The same Redis server, another database index, so other test suites' flushes cannot touch ours."""
-    parts = urlsplit(url)
-    if parts.scheme == "unix":
-        return f"{url.split('?', 1)[0]}?db={TEST_REDIS_DB}"
-    return urlunsplit(parts._replace(path=f"/{TEST_REDIS_DB}"))
-
-
 @pytest.fixture
 def worker_redis(redis_url: str) -> Iterator[str]:
-    url = private_db(redis_url)
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    yield url
-    client.flushdb()
-    client.close()
+    with private_redis(redis_url, REDIS_DB) as url:
+        yield url
 
 
 @pytest.fixture
 def worker_process(
     billing_engine: Engine, db_url: str, worker_redis: str, tmp_path: Path
 ) -> Iterator[subprocess.Popen[bytes]]:
-    env = {
-        **os.environ,
-        "SCHEDULER_DATABASE_URL": db_url,
-        "SCHEDULER_REDIS_URL": worker_redis,
-        "SCHEDULER_DATA_DIR": str(tmp_path / "worker-data"),
-        "SCHEDULER_CHUNK_SIZE": "3",
-    }
-    log = (tmp_path / "worker.log").open("wb")
-    process = subprocess.Popen(
-        worker_command(["dunning", SCHEDULER_QUEUE], processes=1, threads=2),
-        env=env, stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[2],
-    )
-    yield process
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-    log.close()
+    with WorkerPool(["dunning", SCHEDULER_QUEUE], db_url=db_url, redis_url=worker_redis, tmp_path=tmp_path,
+                    env={"SCHEDULER_CHUNK_SIZE": "3"}) as process:
+        yield process
 
 
 @pytest.fixture
 def real_dispatcher(worker_redis: str) -> Iterator[Dispatcher]:
-    broker = make_broker(worker_redis)
-    yield Dispatcher(broker, worker_redis)
-    broker.close()
-
-
-def wait_for(check: Callable[[], Any], what: str, process: subprocess.Popen[bytes], log: Path) -> Any:
-    """Poll ``check`` until it returns something truthy, the worker dies, or the deadline passes."""
-    deadline = time.monotonic() + DEADLINE
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        if process.poll() is not None:
-            pytest.fail(f"the worker exited ({process.returncode}) waiting for {what}:\n{log.read_text()[-3000:]}")
-        time.sleep(0.05)
-    pytest.fail(f"timed out waiting for {what}:\n{log.read_text()[-3000:]}")
+    with redis_dispatcher(worker_redis) as dispatcher:
+        yield dispatcher
 
 
 def test_runs_through_redis_and_a_real_worker(
