@@ -480,6 +480,70 @@ def test_two_runs_applying_at_the_same_time_post_each_document_once(
     assert sum(s["skipped_lines"] for s in summaries) == 16
 
 
+def test_documents_voided_after_posting_are_reversed_once_on_the_run_date(
+    env: WorkerEnv, billing_engine: Engine, ledger: dict[str, int], gl_job: Callable[..., Job],
+    gl_run: Callable[..., int], drain: Drain, clock: FrozenClock,
+) -> None:
+    # Given the ledger posted by a job with its own accounts for late fees
+    job = gl_job(gl_accounts={"late_fees": {"debit": "AR-9", "credit": "FEES"}})
+    gl_run(job)
+    drain()
+    before = set(posted(billing_engine))
+    # When INV-2 and the late fee are voided, and a day later the job runs again
+    with billing_engine.begin() as conn:
+        conn.execute(update(invoices).where(invoices.c.id.in_([ledger["INV-2"], ledger["LF-1"]]))
+                     .values(status="VOID"))
+    clock.set(at("2026-06-02"))
+    run_id = gl_run(job)
+    drain()
+    # Then each gets the reverse of the entry it was posted with, dated the run's date, and nothing else moves
+    run = run_of(env, run_id)
+    assert run.status == S.COMPLETED, run.error
+    day = date(2026, 6, 2)
+    new = set(posted(billing_engine)) - before
+    assert {(r[0], r[1]) for r in new if not r[0].endswith("_VOID")} == {("PAYMENT", ledger["PAY-LATER"])}
+    assert {r for r in new if r[0].endswith("_VOID")} == {
+        ("INVOICE_VOID", ledger["INV-2"], 1, "4000", D("250.50"), D("0.00"), day),
+        ("INVOICE_VOID", ledger["INV-2"], 2, "1200", D("0.00"), D("250.50"), day),
+        ("LATE_FEE_VOID", ledger["LF-1"], 1, "FEES", D("15.00"), D("0.00"), day),
+        ("LATE_FEE_VOID", ledger["LF-1"], 2, "AR-9", D("0.00"), D("15.00"), day),
+    }
+    assert (run.summary["documents"], run.summary["balanced"]) == (3, True)  # with PAY-LATER, received since
+    # INV-2's own lines and the reversal net to zero on both accounts
+    with billing_engine.connect() as conn:
+        net = conn.execute(select(gl_entries.c.gl_account, func.sum(gl_entries.c.debit - gl_entries.c.credit))
+                           .where(gl_entries.c.source_id == ledger["INV-2"],
+                                  gl_entries.c.source_type.in_(["INVOICE", "INVOICE_VOID"]))
+                           .group_by(gl_entries.c.gl_account)).all()
+    assert {account: D(total) for account, total in net} == {"1200": D("0.00"), "4000": D("0.00")}
+    # A further run reverses nothing again; INV-VOID, voided before it was ever collected, is never reversed
+    again = gl_run(job)
+    drain()
+    assert run_of(env, again).summary["documents"] == 0
+    assert not [r for r in posted(billing_engine) if r[1] == ledger["INV-VOID"]]
+
+
+def test_a_reversal_is_previewed_and_posted_on_submit(
+    env: WorkerEnv, billing_engine: Engine, ledger: dict[str, int], gl_job: Callable[..., Job],
+    gl_run: Callable[..., int], drain: Drain, clock: FrozenClock,
+) -> None:
+    job = gl_job(collectors=["invoices", "invoice_voids"])
+    gl_run(job)
+    drain()
+    with billing_engine.begin() as conn:
+        conn.execute(update(invoices).where(invoices.c.id == ledger["INV-1"]).values(status="VOID"))
+    run_id = gl_run(job, preview=True)
+    drain()
+    assert run_of(env, run_id).status == S.PREVIEW
+    assert staged_count(billing_engine, run_id) == 2
+    assert not [r for r in posted(billing_engine) if r[0] == "INVOICE_VOID"]
+    submit(env, clock, run_id)
+    drain()
+    assert run_of(env, run_id).status == S.COMPLETED
+    assert sorted((r[0], r[1], r[2], r[3]) for r in posted(billing_engine) if r[0] == "INVOICE_VOID") == [
+        ("INVOICE_VOID", ledger["INV-1"], 1, "4000"), ("INVOICE_VOID", ledger["INV-1"], 2, "1200")]
+
+
 def test_an_invoice_voided_after_the_preview_is_skipped_with_the_reason(
     env: WorkerEnv, billing_engine: Engine, ledger: dict[str, int], gl_job: Callable[..., Job],
     gl_run: Callable[..., int], drain: Drain, clock: FrozenClock,
@@ -612,7 +676,8 @@ def test_invalid_job_properties_are_refused(properties: dict[str, Any], message:
 def test_defaults_and_run_properties() -> None:
     props = JOB_TYPE.validate_properties({})
     assert isinstance(props, GLProperties)
-    assert [c.value for c in props.collectors] == ["invoices", "payments", "late_fees", "write_offs"]
+    assert [c.value for c in props.collectors] == [
+        "invoices", "payments", "late_fees", "write_offs", "invoice_voids", "late_fee_voids"]
     assert props.model_dump(mode="json")["gl_accounts"] == {
         "invoices": {"debit": "1200", "credit": "4000"},
         "payments": {"debit": "1000", "credit": "1200"},

@@ -29,7 +29,8 @@ def test_demo_job_collects_the_demo_ledger_once(
         n_invoices = conn.execute(select(func.count()).select_from(invoices)).scalar_one()
         n_payments = conn.execute(select(func.count()).select_from(payments)).scalar_one()
     assert before == {"gl_entries": 0, "uncollected": {"invoices": n_invoices, "payments": n_payments,
-                                                       "late_fees": 0, "write_offs": 0}}
+                                                       "late_fees": 0, "write_offs": 0, "invoice_voids": 0,
+                                                       "late_fee_voids": 0}}
     # When the demo job (as the demo wires it) runs once
     with env.factory() as session:
         job = create_job(session=session, registry=env.registry, actor="demo", clock=clock,
@@ -49,4 +50,4 @@ def test_demo_job_collects_the_demo_ledger_once(
     assert lines == 2 * (n_invoices + n_payments)
     after = seed_gl_demo(billing_engine, now=clock.now())
     assert after == {"gl_entries": lines, "uncollected": {"invoices": 0, "payments": 0, "late_fees": 0,
-                                                          "write_offs": 0}}
+                                                          "write_offs": 0, "invoice_voids": 0, "late_fee_voids": 0}}

@@ -22,8 +22,9 @@ DEMO_JOB: dict[str, Any] = {
     "name": "General ledger collector (every 10 minutes)",
     "job_type": "gl_collector",
     "description": (
-        "Posts new invoices, payments, late fees and write-offs as balanced GL lines: 1000 cash, "
-        "1200 receivables, 4000 revenue, 4100 late-fee income, 6100 bad-debt expense."
+        "Posts new invoices, payments, late fees and write-offs as balanced GL lines (and reverses invoices "
+        "voided after posting): 1000 cash, 1200 receivables, 4000 revenue, 4100 late-fee income, 6100 bad-debt "
+        "expense."
     ),
     "cron": "*/10 * * * *",
     "timezone": "UTC",

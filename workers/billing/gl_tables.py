@@ -46,6 +46,10 @@ class GLSourceType(enum.StrEnum):
     """A late-fee charge (``invoices.kind = 'LATE_FEE'``); ``source_id`` is ``invoices.id``."""
     WRITE_OFF = "WRITE_OFF"
     """A balance written off by dunning; ``source_id`` is ``dunning_actions.id``."""
+    INVOICE_VOID = "INVOICE_VOID"
+    """The reversal of a collected invoice voided since; ``source_id`` is ``invoices.id``."""
+    LATE_FEE_VOID = "LATE_FEE_VOID"
+    """The reversal of a collected late fee voided since; ``source_id`` is ``invoices.id``."""
 
 
 gl_entries = Table(

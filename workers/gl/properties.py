@@ -29,6 +29,14 @@ class GLCollector(enum.StrEnum):
     """Late fees posted by dunning, by issue date: debit receivables, credit late-fee income."""
     WRITE_OFFS = "write_offs"
     """Balances written off by dunning: debit bad-debt expense, credit receivables."""
+    INVOICE_VOIDS = "invoice_voids"
+    """Invoices voided after they were collected: the reverse of their entry, dated the run's as-of date."""
+    LATE_FEE_VOIDS = "late_fee_voids"
+    """Late fees voided after they were collected: the reverse of their entry, dated the run's as-of date."""
+
+
+REVERSES = {GLCollector.INVOICE_VOIDS: GLCollector.INVOICES, GLCollector.LATE_FEE_VOIDS: GLCollector.LATE_FEES}
+"""The collector whose entries each void collector reverses."""
 
 
 class GLPosting(BaseModel):
@@ -57,6 +65,10 @@ class GLAccountMapping(BaseModel):
     write_offs: GLPosting = GLPosting(debit=BAD_DEBT_EXPENSE, credit=ACCOUNTS_RECEIVABLE)
 
     def posting(self, collector: GLCollector) -> GLPosting:
+        """The accounts of ``collector``; a void collector's are those of the entry it reverses, swapped."""
+        if (reversed_collector := REVERSES.get(collector)) is not None:
+            original = self.posting(reversed_collector)
+            return GLPosting(debit=original.credit, credit=original.debit)
         posting: GLPosting = getattr(self, collector.value)
         return posting
 

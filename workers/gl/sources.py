@@ -1,9 +1,11 @@
 """Where each collector's documents come from, and the SQL that turns a keyset range of them into lines.
 
 A document is *uncollected* when it qualifies (kind, status, a non-zero amount, dated up to the run's
-as-of) and ``gl_entries`` has no line of it. Each becomes a two-line entry: line 1 on the posting's
-debit account, line 2 on its credit account, for the document's amount (a negative amount, e.g. a
-refund, swaps the sides). :func:`journal_lines` is the one place that says so.
+as-of) and ``gl_entries`` has no line of it. A voided invoice whose entry was posted is a document of
+its own (``INVOICE_VOID``/``LATE_FEE_VOID``): its entry reverses the posted one. Each document
+becomes a two-line entry: line 1 on the posting's debit account, line 2 on its credit account, for
+the document's amount (a negative amount, e.g. a refund, swaps the sides). :func:`journal_lines` is
+the one place that says so.
 """
 
 from __future__ import annotations
@@ -82,6 +84,26 @@ def _invoices(kind: InvoiceKind, collector: GLCollector, source_type: GLSourceTy
     )
 
 
+def _voids(kind: InvoiceKind, collector: GLCollector, source_type: GLSourceType, original: GLSourceType) -> Source:
+    """Voided invoices of ``kind`` whose ``original`` entry was posted: the amount that entry debited to
+    its line 1 (so the reversal undoes exactly what was posted), dated the run's as-of date (the void's
+    own date is not recorded). An invoice voided before it was collected has no entry and no reversal."""
+    posted = (
+        "(SELECT o.debit - o.credit FROM gl_entries o "
+        f"WHERE o.source_type = '{original}' AND o.source_id = src.id AND o.line_no = 1)"
+    )
+    return Source(
+        collector=collector,
+        source_type=source_type,
+        table="invoices",
+        condition=f"src.kind = '{kind}' AND src.status = '{InvoiceStatus.VOID}'",
+        amount=posted,
+        cutoff="src.issued_on <= :as_of_date",
+        entry_date=lambda _d: ":as_of_date",
+        recheck=True,
+    )
+
+
 SOURCES: dict[GLCollector, Source] = {
     GLCollector.INVOICES: _invoices(InvoiceKind.INVOICE, GLCollector.INVOICES, GLSourceType.INVOICE),
     GLCollector.PAYMENTS: Source(
@@ -103,6 +125,10 @@ SOURCES: dict[GLCollector, Source] = {
         cutoff="src.applied_at <= :as_of",
         entry_date=lambda d: utc_date(d, "src.applied_at"),
     ),
+    GLCollector.INVOICE_VOIDS: _voids(InvoiceKind.INVOICE, GLCollector.INVOICE_VOIDS, GLSourceType.INVOICE_VOID,
+                                      GLSourceType.INVOICE),
+    GLCollector.LATE_FEE_VOIDS: _voids(InvoiceKind.LATE_FEE, GLCollector.LATE_FEE_VOIDS,
+                                       GLSourceType.LATE_FEE_VOID, GLSourceType.LATE_FEE),
 }
 
 SOURCE_BY_TYPE: dict[str, Source] = {s.source_type.value: s for s in SOURCES.values()}
