@@ -542,6 +542,18 @@ def test_a_reversal_is_previewed_and_posted_on_submit(
     assert run_of(env, run_id).status == S.COMPLETED
     assert sorted((r[0], r[1], r[2], r[3]) for r in posted(billing_engine) if r[0] == "INVOICE_VOID") == [
         ("INVOICE_VOID", ledger["INV-1"], 1, "4000"), ("INVOICE_VOID", ledger["INV-1"], 2, "1200")]
+    # A void undone between the preview and the submit is not reversed, and the items say why
+    with billing_engine.begin() as conn:
+        conn.execute(update(invoices).where(invoices.c.id == ledger["INV-2"]).values(status="VOID"))
+    undone = gl_run(job, preview=True)
+    drain()
+    with billing_engine.begin() as conn:
+        conn.execute(update(invoices).where(invoices.c.id == ledger["INV-2"]).values(status="OPEN"))
+    submit(env, clock, undone)
+    drain()
+    assert not [r for r in posted(billing_engine) if r[:2] == ("INVOICE_VOID", ledger["INV-2"])]
+    reasons = {d["reason"] for outcome, d in items_of(env, undone).values() if outcome == "skipped"}
+    assert reasons == {"1 line(s) of documents no longer collectable (no longer void since the preview)"}
 
 
 def test_an_invoice_voided_after_the_preview_is_skipped_with_the_reason(

@@ -73,7 +73,7 @@ def apply_chunk(ctx: RunContext, chunk_no: int, spec: dict[str, Any]) -> None:
         check_balanced(conn, posted_sql, params, posted, chunk=chunk, where=f"posted chunk {chunk_no} ({chunk.label})")
         if chunk.staged:
             if any(posted.get(a, _NONE).lines < t.lines for a, t in staged.items()):
-                reasons = _skip_reasons(conn, params)
+                reasons = _skip_reasons(conn, params, chunk.source)
             conn.execute(text(f"DELETE FROM gl_staged WHERE {RANGE}"), params)
         if same_db:
             _record_outcomes(conn, planned, posted, reasons, now)
@@ -93,7 +93,7 @@ def _planned_items(conn: Connection, run_id: int, chunk_no: int) -> dict[int, di
     return {r.id: json.loads(r.detail) if isinstance(r.detail, str) else dict(r.detail) for r in rows}
 
 
-def _skip_reasons(conn: Connection, params: dict[str, Any]) -> dict[str, str]:
+def _skip_reasons(conn: Connection, params: dict[str, Any], source: Source) -> dict[str, str]:
     """Per GL account, why some staged lines were not posted by this run."""
     rows = conn.execute(
         text(
@@ -111,7 +111,7 @@ def _skip_reasons(conn: Connection, params: dict[str, Any]) -> dict[str, str]:
         if r.elsewhere:
             parts.append(f"{r.elsewhere} line(s) already collected by another run")
         if r.dropped:
-            parts.append(f"{r.dropped} line(s) of documents no longer collectable (voided since the preview)")
+            parts.append(f"{r.dropped} line(s) of documents no longer collectable ({source.changed})")
         if parts:
             reasons[r.gl_account] = "; ".join(parts)
     return reasons

@@ -53,6 +53,8 @@ class Source:
     entry_date: Callable[[SqlDialect], str]
     recheck: bool = False
     """Whether a document may stop qualifying after it is staged (an invoice voided since the preview)."""
+    changed: str = "voided since the preview"
+    """Why a rechecked document no longer qualifies, as a skipped item says."""
 
     def uncollected(self, *, in_chunk: bool = False) -> str:
         """``FROM … WHERE …`` of this collector's documents not yet in ``gl_entries``, up to the as-of.
@@ -101,6 +103,7 @@ def _voids(kind: InvoiceKind, collector: GLCollector, source_type: GLSourceType,
         cutoff="src.issued_on <= :as_of_date",
         entry_date=lambda _d: ":as_of_date",
         recheck=True,
+        changed="no longer void since the preview",
     )
 
 
