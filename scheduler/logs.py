@@ -4,12 +4,44 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
 from scheduler.settings import Settings
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+_RUN_FIELDS: ContextVar[dict[str, int] | None] = ContextVar("scheduler_run_fields", default=None)
+
+
+@contextmanager
+def run_fields(**ids: int) -> Iterator[None]:
+    """Records logged inside the block (by this thread) carry ``ids``, e.g. ``run_id``; see :class:`RunFields`."""
+    token = _RUN_FIELDS.set({**(_RUN_FIELDS.get() or {}), **ids})
+    try:
+        yield
+    finally:
+        _RUN_FIELDS.reset(token)
+
+
+def add_run_fields(**ids: int) -> None:
+    """Add ``ids`` (e.g. the ``job_id`` once the run is loaded) to the enclosing :func:`run_fields` block, if any."""
+    fields = _RUN_FIELDS.get()
+    if fields is not None:
+        fields.update(ids)  # this block's own dict: gone with the block
+
+
+class RunFields(logging.Filter):
+    """Puts the ids of the run being worked on (:func:`run_fields`) on every record, as ``extra`` would."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for name, value in (_RUN_FIELDS.get() or {}).items():
+            if not hasattr(record, name):
+                setattr(record, name, value)
+        return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -30,6 +62,7 @@ class JsonFormatter(logging.Formatter):
 
 def configure_logging(settings: Settings, *, process: str) -> None:
     handler = logging.StreamHandler()
+    handler.addFilter(RunFields())
     if settings.log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:

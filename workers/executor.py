@@ -20,6 +20,7 @@ from scheduler.dispatch import Phase, RunStep
 from scheduler.errors import BrokerUnavailable, RunNotFound
 from scheduler.jobtypes import JobType, RunContext
 from scheduler.lifecycle import transition
+from scheduler.logs import add_run_fields, run_fields
 from scheduler.metrics import START_LAG
 from scheduler.models import Job, JobRun, RunChunk, RunStatus
 from scheduler.runs import send_apply
@@ -45,7 +46,7 @@ FINAL_CHECK = -1
 def execute_step(env: WorkerEnv, run_id: int, phase: str, chunk_no: int = 0) -> None:
     """Execute one step of a run; safe to call any number of times with the same arguments."""
     beating = env.heartbeat.beating(run_id) if env.heartbeat is not None else nullcontext()
-    with beating:
+    with run_fields(run_id=run_id), beating:
         if phase == Phase.PLAN:
             plan_run(env, run_id)
         elif phase == Phase.EVALUATE:
@@ -66,7 +67,8 @@ def load_run(env: WorkerEnv, run_id: int) -> tuple[JobRun, Job] | None:
         job = session.get(Job, run.job_id)
         assert job is not None
         session.expunge_all()
-        return run, job
+    add_run_fields(job_id=run.job_id)
+    return run, job
 
 
 def build_context(env: WorkerEnv, run: JobRun, job: Job) -> RunContext:
