@@ -27,6 +27,14 @@ import pytest
 import redis
 from sqlalchemy import Engine, make_url, text
 
+from scheduler.clock import SystemClock
+from scheduler.db import make_session_factory
+from scheduler.dispatch import Dispatcher, make_broker
+from scheduler.jobs import JobCreate, create_job
+from scheduler.jobtypes import load_registry
+from scheduler.runs import RunCreate, create_manual_run, send_run
+from scheduler.settings import Settings
+
 FAULTS_DIR = Path(__file__).resolve().parent
 REPO = FAULTS_DIR.parent.parent
 T = TypeVar("T")
@@ -156,6 +164,37 @@ def worker_argv(queues: Sequence[str], *, threads: int = 2, module: str = "worke
 
 FAULT_TYPES = ["fault_types:TICK", "fault_types:SLOW"]
 """The suite's own job types (``fault_types.py``), as ``SCHEDULER_EXTRA_JOB_TYPES`` names them."""
+
+
+class ManualRuns:
+    """Jobs of any type (the suite's own included) and their manual runs, recorded and sent as the API would."""
+
+    def __init__(self, engine: Engine, redis_url: str) -> None:
+        self.registry = load_registry(Settings(extra_job_types=FAULT_TYPES))
+        self.factory = make_session_factory(engine)
+        self.dispatcher = Dispatcher(make_broker(redis_url), redis_url)
+        self.clock = SystemClock()
+
+    def job(self, job_in: JobCreate) -> int:
+        with self.factory() as session:
+            job = create_job(session=session, registry=self.registry, actor="fault-suite", clock=self.clock,
+                             job_in=job_in)
+            assert job.id is not None
+            return job.id
+
+    def start(self, job_id: int) -> int:
+        """A manual run of ``job_id``, sent to its queue; returns its id."""
+        with self.factory() as session:
+            run, _ = create_manual_run(session=session, registry=self.registry, actor="fault-suite",
+                                       clock=self.clock, run_in=RunCreate(job_id=job_id))
+            assert run.id is not None
+            run_id = run.id
+        assert send_run(factory=self.factory, dispatcher=self.dispatcher, registry=self.registry, run_id=run_id,
+                        clock=self.clock)
+        return run_id
+
+    def close(self) -> None:
+        self.dispatcher.broker.close()
 
 
 def scheduler_env(

@@ -18,7 +18,7 @@ import pytest
 import redis
 from dunning_ledger import DunningWorld, RunDriver, verify_ledger
 from faultkit import (
-    FAULT_TYPES,
+    ManualRuns,
     Pool,
     PrivateRedis,
     Proc,
@@ -40,14 +40,9 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from sqlalchemy import Engine, make_url, text
 from sqlalchemy.orm import Session
 
-from scheduler.clock import SystemClock
-from scheduler.db import make_session_factory
-from scheduler.dispatch import WAKE_CHANNEL, Dispatcher, make_broker
-from scheduler.jobs import JobCreate, create_job
-from scheduler.jobtypes import load_registry
+from scheduler.dispatch import WAKE_CHANNEL
+from scheduler.jobs import JobCreate
 from scheduler.models import Job, MisfirePolicy, OverlapPolicy
-from scheduler.runs import RunCreate, create_manual_run, send_run
-from scheduler.settings import Settings
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.faults, time_limit(300)]
 
@@ -77,7 +72,7 @@ def add_tick_jobs(engine: Engine, redis_url: str) -> tuple[dict[str, int], datet
     return ids, first_tick
 
 
-class BusyWorker:
+class BusyWorker(ManualRuns):
     """Manual runs of the suite's slow type, so the pool is inside a step when PostgreSQL goes away.
 
     Dunning chunks of four accounts take milliseconds and beat cannot schedule ticks during an outage,
@@ -86,34 +81,15 @@ class BusyWorker:
     """
 
     def __init__(self, engine: Engine, redis_url: str) -> None:
-        self.registry = load_registry(Settings(extra_job_types=FAULT_TYPES))
-        self.factory = make_session_factory(engine)
-        self.dispatcher = Dispatcher(make_broker(redis_url), redis_url)
-        self.clock = SystemClock()
+        super().__init__(engine, redis_url)
         self.engine = engine
-        with self.factory() as session:
-            job = create_job(session=session, registry=self.registry, actor="fault-suite", clock=self.clock,
-                             job_in=JobCreate(name="busy across the outage", job_type="faults_slow",
-                                              properties={"chunks": 1, "seconds": 2.0}))
-            assert job.id is not None
-            self.job_id = job.id
-
-    def start(self) -> int:
-        with self.factory() as session:
-            run, _ = create_manual_run(session=session, registry=self.registry, actor="fault-suite",
-                                       clock=self.clock, run_in=RunCreate(job_id=self.job_id))
-            assert run.id is not None
-        assert send_run(factory=self.factory, dispatcher=self.dispatcher, registry=self.registry, run_id=run.id,
-                        clock=self.clock)
-        return run.id
+        self.job_id = self.job(JobCreate(name="busy across the outage", job_type="faults_slow",
+                                         properties={"chunks": 1, "seconds": 2.0}))
 
     def evaluating(self, run_id: int) -> bool:
         """The run's one chunk is planned and not yet evaluated: a worker thread sleeps in it."""
         return bool(scalar(self.engine, "SELECT COUNT(*) FROM run_chunk WHERE run_id = :r AND evaluated_at IS NULL",
                            r=run_id))
-
-    def close(self) -> None:
-        self.dispatcher.broker.close()
 
 
 def missed_ticks(beats: list[Proc]) -> Counter[tuple[int, str]]:
@@ -169,7 +145,7 @@ def test_database_outages_are_ridden_out_without_crash_duplicate_or_silent_miss(
             wait_for(lambda scheduled=scheduled: pool.ready() and running() >= 1 and last_tick_run() > scheduled,
                      "dunning runs in progress and ticks scheduled", timeout=120, processes=processes,
                      tick=driver.pump, must_live=must_live)
-            slow_run = busy.start()
+            slow_run = busy.start(busy.job_id)
             wait_for(lambda slow_run=slow_run: busy.evaluating(slow_run), "a slow chunk under way", timeout=30,
                      processes=processes, tick=driver.pump, must_live=must_live)
             cut = time.monotonic()

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import redis
 from faultkit import (
-    FAULT_TYPES,
+    ManualRuns,
     Pool,
     PrivateRedis,
     Processes,
@@ -35,14 +35,10 @@ from faultkit import (
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from scheduler.clock import SystemClock
-from scheduler.db import make_session_factory
-from scheduler.dispatch import WAKE_CHANNEL, Dispatcher, make_broker
-from scheduler.jobs import JobCreate, create_job
-from scheduler.jobtypes import load_registry
+from scheduler.dispatch import WAKE_CHANNEL
+from scheduler.jobs import JobCreate
 from scheduler.models import Job, MisfirePolicy, OverlapPolicy
-from scheduler.runs import RunCreate, act_on_run, create_manual_run, send_apply, send_run
-from scheduler.settings import Settings
+from scheduler.runs import act_on_run, send_apply
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.faults, time_limit(240)]
 
@@ -68,21 +64,10 @@ def test_sigterm_finishes_the_chunk_in_hand_and_hands_back_the_rest(
                         run_heartbeat_timeout=60, outbox_resend_after=60)
     first = Pool(processes, "pool-first", worker_argv(["faults_slow"], threads=1), env)
     wait_for(first.ready, "the pool", timeout=60, processes=processes)
-    registry = load_registry(Settings(extra_job_types=FAULT_TYPES))
-    factory = make_session_factory(fault_db)
-    dispatcher = Dispatcher(make_broker(private_redis.url), private_redis.url)
-    clock = SystemClock()
-    with factory() as session:
-        job = create_job(session=session, registry=registry, actor="fault-suite", clock=clock,
-                         job_in=JobCreate(name="slow", job_type="faults_slow",
-                                          properties={"chunks": 6, "seconds": 1.5}))
-        assert job.id is not None
-        run, _ = create_manual_run(session=session, registry=registry, actor="fault-suite", clock=clock,
-                                   run_in=RunCreate(job_id=job.id))
-        assert run.id is not None
-        run_id = run.id
-    assert send_run(factory=factory, dispatcher=dispatcher, registry=registry, run_id=run_id, clock=clock)
-    dispatcher.broker.close()
+    manual = ManualRuns(fault_db, private_redis.url)
+    run_id = manual.start(manual.job(JobCreate(name="slow", job_type="faults_slow",
+                                               properties={"chunks": 6, "seconds": 1.5})))
+    manual.close()
 
     def evaluated() -> int:
         return int(scalar(fault_db, "SELECT COUNT(evaluated_at) FROM run_chunk WHERE run_id = :r", r=run_id))
@@ -165,21 +150,10 @@ def test_a_reviewed_run_submitted_after_its_max_runtime_since_start_is_applied_n
     env = scheduler_env(database_url=fault_db_url, redis_url=private_redis.url, data_dir=tmp_path / "data")
     beat = processes.start("beat", beat_argv(), env)
     pool = Pool(processes, "pool", worker_argv(["faults_slow"]), env)
-    registry = load_registry(Settings(extra_job_types=FAULT_TYPES))
-    factory = make_session_factory(fault_db)
-    dispatcher = Dispatcher(make_broker(private_redis.url), private_redis.url)
-    clock = SystemClock()
-    with factory() as session:
-        job = create_job(session=session, registry=registry, actor="fault-suite", clock=clock,
-                         job_in=JobCreate(name="reviewed", job_type="faults_slow", requires_review=True,
-                                          max_runtime=3, properties={"chunks": 2, "seconds": 0,
-                                                                     "apply_seconds": 1.5}))
-        assert job.id is not None
-        run, _ = create_manual_run(session=session, registry=registry, actor="fault-suite", clock=clock,
-                                   run_in=RunCreate(job_id=job.id))
-        assert run.id is not None
-        run_id = run.id
-    assert send_run(factory=factory, dispatcher=dispatcher, registry=registry, run_id=run_id, clock=clock)
+    manual = ManualRuns(fault_db, private_redis.url)
+    run_id = manual.start(manual.job(JobCreate(name="reviewed", job_type="faults_slow", requires_review=True,
+                                               max_runtime=3, properties={"chunks": 2, "seconds": 0,
+                                                                          "apply_seconds": 1.5})))
 
     def status() -> str:
         return str(scalar(fault_db, "SELECT status FROM job_run WHERE id = :r", r=run_id))
@@ -189,10 +163,11 @@ def test_a_reviewed_run_submitted_after_its_max_runtime_since_start_is_applied_n
              must_live=[beat, pool.proc])
     started = scalar(fault_db, "SELECT started_at FROM job_run WHERE id = :r", r=run_id)
     wait_for(lambda: datetime.now(UTC) > started + timedelta(seconds=4), "the review to take 4 s", timeout=30)
-    with factory() as session:
-        act_on_run(session=session, run_id=run_id, action="submit", actor="reviewer", clock=clock)
-    assert send_apply(factory=factory, dispatcher=dispatcher, registry=registry, run_id=run_id) == 2
-    dispatcher.broker.close()
+    with manual.factory() as session:
+        act_on_run(session=session, run_id=run_id, action="submit", actor="reviewer", clock=manual.clock)
+    assert send_apply(factory=manual.factory, dispatcher=manual.dispatcher, registry=manual.registry,
+                      run_id=run_id) == 2
+    manual.close()
 
     # Then it is applied in full: its runtime counts from the submit
     final = wait_for(lambda: status() in ("COMPLETED", "INCOMPLETE", "FAILED") and status(), "the run to finish",
@@ -210,21 +185,10 @@ def test_a_run_whose_apply_hangs_past_max_runtime_is_ended_with_the_reason(
     env = scheduler_env(database_url=fault_db_url, redis_url=private_redis.url, data_dir=tmp_path / "data")
     beat = processes.start("beat", beat_argv(), env)
     pool = Pool(processes, "pool", worker_argv(["faults_slow"]), env)
-    registry = load_registry(Settings(extra_job_types=FAULT_TYPES))
-    factory = make_session_factory(fault_db)
-    dispatcher = Dispatcher(make_broker(private_redis.url), private_redis.url)
-    clock = SystemClock()
-    with factory() as session:
-        job = create_job(session=session, registry=registry, actor="fault-suite", clock=clock,
-                         job_in=JobCreate(name="hangs", job_type="faults_slow", max_runtime=3,
-                                          properties={"chunks": 1, "seconds": 0, "apply_seconds": 60}))
-        assert job.id is not None
-        run, _ = create_manual_run(session=session, registry=registry, actor="fault-suite", clock=clock,
-                                   run_in=RunCreate(job_id=job.id))
-        assert run.id is not None
-        run_id = run.id
-    assert send_run(factory=factory, dispatcher=dispatcher, registry=registry, run_id=run_id, clock=clock)
-    dispatcher.broker.close()
+    manual = ManualRuns(fault_db, private_redis.url)
+    run_id = manual.start(manual.job(JobCreate(name="hangs", job_type="faults_slow", max_runtime=3,
+                                               properties={"chunks": 1, "seconds": 0, "apply_seconds": 60})))
+    manual.close()
 
     # When it overruns while applying, then beat has a worker end it: nothing applied, so FAILED, with the reason
     ended = wait_for(
