@@ -19,18 +19,17 @@ import os
 import sys
 import time
 import uuid
-from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, text
+from benchkit import QueueDispatcher, scratch_database
+from sqlalchemy import Engine, text
 
 from scheduler.clock import SystemClock
-from scheduler.db import make_engine, normalize_url
-from scheduler.dispatch import Dispatcher, RunStep
+from scheduler.db import make_engine
 from scheduler.jobs import JobCreate, create_job
 from scheduler.jobtypes import load_registry
 from scheduler.migrate import upgrade
@@ -45,28 +44,6 @@ from workers.executor import execute_step
 
 AS_OF = date(2026, 6, 1)
 JOB_PROPERTIES: dict[str, Any] = {"minimum_account_due": "10.00", "strategy": "oldest_open_invoice"}
-
-
-class QueueDispatcher(Dispatcher):
-    """Keeps sent steps in memory, in order, instead of sending them to Redis."""
-
-    def __init__(self) -> None:
-        self.url = "memory://"
-        self.steps: deque[RunStep] = deque()
-
-    def send_step(self, queue: str, step: RunStep) -> None:
-        self.steps.append(step)
-
-    def wake_beat(self) -> None:
-        return None
-
-
-def scratch_database(admin_url: str) -> tuple[str, Engine]:
-    name = f"bench_dunning_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(normalize_url(admin_url), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    return name, admin
 
 
 def run_preview(env: WorkerEnv, dispatcher: QueueDispatcher, threads: int) -> tuple[float, int]:
@@ -145,32 +122,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
     args = parser.parse_args(argv)
 
-    name, admin = scratch_database(args.postgres_url)
-    url = normalize_url(args.postgres_url).rsplit("/", 1)[0] + "/" + name
-    engine = make_engine(url, pool_size=max(5, args.threads + 2))
-    try:
-        upgrade(engine)
-        migrate_billing(engine)
-        t0 = time.perf_counter()
-        counts = seed_demo(engine, accounts=args.accounts, seed=7, as_of=AS_OF)
-        seed_seconds = time.perf_counter() - t0
-        settings = Settings(database_url=url, chunk_size=args.chunk_size, data_dir=Path(".scheduler"))
-        dispatcher = QueueDispatcher()
-        env = build_env(settings, dispatcher=dispatcher, registry=load_registry(settings), engine=engine,
-                        billing_engine=engine, clock=SystemClock(), heartbeat=False)
-        seconds, run_id = run_preview(env, dispatcher, args.threads)
-        with env.factory() as session:
-            run = session.get(JobRun, run_id)
-            assert run is not None
-            summary, chunks = run.summary, run.chunks_total
-        base_seconds, base_accounts, in_scope = row_at_a_time(engine, args.sample, run_id)
-        baseline = base_seconds * in_scope / max(1, base_accounts)
-    finally:
-        engine.dispose()
-        if not args.keep:
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with scratch_database(args.postgres_url, "bench_dunning", keep=args.keep) as url:
+        engine = make_engine(url, pool_size=max(5, args.threads + 2))
+        try:
+            upgrade(engine)
+            migrate_billing(engine)
+            t0 = time.perf_counter()
+            counts = seed_demo(engine, accounts=args.accounts, seed=7, as_of=AS_OF)
+            seed_seconds = time.perf_counter() - t0
+            settings = Settings(database_url=url, chunk_size=args.chunk_size, data_dir=Path(".scheduler"))
+            dispatcher = QueueDispatcher()
+            env = build_env(settings, dispatcher=dispatcher, registry=load_registry(settings), engine=engine,
+                            billing_engine=engine, clock=SystemClock(), heartbeat=False)
+            seconds, run_id = run_preview(env, dispatcher, args.threads)
+            with env.factory() as session:
+                run = session.get(JobRun, run_id)
+                assert run is not None
+                summary, chunks = run.summary, run.chunks_total
+            base_seconds, base_accounts, in_scope = row_at_a_time(engine, args.sample, run_id)
+            baseline = base_seconds * in_scope / max(1, base_accounts)
+        finally:
+            engine.dispose()
 
     result = {
         "benchmark": "dunning_preview",

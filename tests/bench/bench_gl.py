@@ -21,18 +21,17 @@ import queue
 import sys
 import threading
 import time
-import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, text
+from benchkit import BackendCpu, MemoryDispatcher, scratch_database
+from sqlalchemy import Engine, event, text
 
 from scheduler.clock import SystemClock
-from scheduler.db import make_engine, normalize_url
-from scheduler.dispatch import Dispatcher, RunStep
+from scheduler.db import make_engine
+from scheduler.dispatch import RunStep
 from scheduler.jobs import JobCreate, create_job
 from scheduler.jobtypes import load_registry
 from scheduler.migrate import upgrade
@@ -48,18 +47,15 @@ ACCOUNTS = 20_000
 MIX = {"invoices": 0.50, "payments": 0.35, "late_fees": 0.10, "write_offs": 0.05}
 
 
-class StepQueue(Dispatcher):
+class StepQueue(MemoryDispatcher):
     """A dispatcher that hands run steps to in-process worker threads."""
 
     def __init__(self) -> None:
-        self.url = "memory://"
+        super().__init__()
         self.steps: queue.Queue[RunStep] = queue.Queue()
 
     def send_step(self, queue_name: str, step: RunStep) -> None:
         self.steps.put(step)
-
-    def wake_beat(self) -> None:
-        return None
 
 
 @dataclass
@@ -95,50 +91,6 @@ class StatementTimes:
     def top(self, n: int = 12) -> list[tuple[str, int, float]]:
         rows = sorted(((k, int(v[0]), v[1]) for k, v in self.totals.items()), key=lambda r: -r[2])
         return rows[:n]
-
-
-class BackendCpu:
-    """CPU seconds the PostgreSQL backends of one database used (a local server only): a figure that
-    holds still when other processes load the machine, unlike wall time."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self.start = self._sample()
-
-    def _sample(self) -> dict[int, float] | None:
-        with self.engine.connect() as conn:
-            pids = list(conn.execute(text(
-                "SELECT pid FROM pg_stat_activity WHERE datname = current_database()")).scalars())
-        ticks = os.sysconf("SC_CLK_TCK")
-        used: dict[int, float] = {}
-        for pid in pids:
-            try:
-                with open(f"/proc/{pid}/stat") as stat:
-                    fields = stat.read().rsplit(")", 1)[1].split()
-            except OSError:
-                return None
-            used[pid] = (int(fields[11]) + int(fields[12])) / ticks
-        return used
-
-    def seconds(self) -> float | None:
-        end = self._sample()
-        if self.start is None or end is None:
-            return None
-        return sum(cpu - self.start.get(pid, 0.0) for pid, cpu in end.items())
-
-
-def scratch_database(server_url: str) -> tuple[str, Callable[[], None]]:
-    admin = create_engine(normalize_url(server_url), isolation_level="AUTOCOMMIT")
-    name = f"bench_gl_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-
-    def drop() -> None:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-    return normalize_url(server_url).rsplit("/", 1)[0] + "/" + name, drop
 
 
 def seed(engine: Engine, documents: int, now: datetime) -> dict[str, int]:
@@ -303,14 +255,12 @@ def main(argv: list[str] | None = None) -> int:
         print("set SCHEDULER_BENCH_POSTGRES_URL (or SCHEDULER_TEST_POSTGRES_URL) to a PostgreSQL server URL",
               file=sys.stderr)
         return 2
-    url, drop = scratch_database(server)
-    try:
-        return bench(url, args)
-    finally:
-        if args.keep:
-            print(f"kept {url}", file=sys.stderr)
-        else:
-            drop()
+    with scratch_database(server, "bench_gl", keep=args.keep) as url:
+        try:
+            return bench(url, args)
+        finally:
+            if args.keep:
+                print(f"kept {url}", file=sys.stderr)
 
 
 def bench(url: str, args: argparse.Namespace) -> int:
@@ -347,8 +297,9 @@ def bench(url: str, args: argparse.Namespace) -> int:
     traced = StatementTimes(engine) if args.trace else None
     timings = Timings()
     cpu = BackendCpu(engine)
+    cpu_start = cpu.sample()
     elapsed = run_collector(env, dispatcher, run_id, args.workers, timings)
-    cpu_seconds = cpu.seconds()
+    cpu_seconds = cpu.since(cpu_start)
     # The next run finds nothing new: what planning costs once the history is collected.
     again = run_collector(env, dispatcher, start_run(), args.workers, Timings())
 

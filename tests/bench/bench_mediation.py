@@ -20,20 +20,18 @@ import resource
 import sys
 import tempfile
 import time
-import uuid
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, text
+from benchkit import BackendCpu, QueueDispatcher, scratch_database
+from sqlalchemy import Engine, text
 
 from scheduler.clock import SystemClock
-from scheduler.db import make_engine, normalize_url
-from scheduler.dispatch import Dispatcher, RunStep
+from scheduler.db import make_engine
 from scheduler.jobs import JobCreate, create_job
 from scheduler.jobtypes import JobTypeRegistry
 from scheduler.migrate import upgrade
@@ -60,20 +58,6 @@ BAD_LINES = [
     "{id},{acct},unknown_meter,1,{at}",
     "{id},,data_gb,1,{at}",
 ]
-
-
-class QueueDispatcher(Dispatcher):
-    """Keeps the steps a run sends, to be executed in order in this process."""
-
-    def __init__(self) -> None:
-        self.url = "memory://"
-        self.steps: deque[tuple[str, RunStep]] = deque()
-
-    def send_step(self, queue: str, step: RunStep) -> None:
-        self.steps.append((queue, step))
-
-    def wake_beat(self) -> None:
-        return None
 
 
 def records(count: int, accounts: int, *, fmt: str, prefix: str, seed: int) -> Iterator[str]:
@@ -113,32 +97,6 @@ def write_file(path: Path, count: int, accounts: int, *, fmt: str, prefix: str, 
     return path.stat().st_size
 
 
-@dataclass
-class Database:
-    admin_url: str
-    name: str
-
-    @property
-    def url(self) -> str:
-        return self.admin_url.rsplit("/", 1)[0] + "/" + self.name
-
-
-def create_database(admin_url: str) -> Database:
-    db = Database(normalize_url(admin_url), f"bench_mediation_{uuid.uuid4().hex[:8]}")
-    admin = create_engine(db.admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{db.name}"'))
-    admin.dispose()
-    return db
-
-
-def drop_database(db: Database) -> None:
-    admin = create_engine(db.admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{db.name}" WITH (FORCE)'))
-    admin.dispose()
-
-
 def seed_accounts(engine: Engine, count: int) -> None:
     with engine.begin() as conn:
         conn.execute(text(
@@ -151,37 +109,6 @@ def seed_accounts(engine: Engine, count: int) -> None:
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-class BackendCpu:
-    """CPU seconds used by this database's PostgreSQL backends (a local server only, else ``None``):
-    unlike wall time, a figure that holds still while other processes load the machine."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-
-    def sample(self) -> dict[int, float] | None:
-        if self.engine.dialect.name != "postgresql":
-            return None
-        with self.engine.connect() as conn:
-            pids = list(conn.execute(text(
-                "SELECT pid FROM pg_stat_activity WHERE datname = current_database()")).scalars())
-        ticks = os.sysconf("SC_CLK_TCK")
-        used: dict[int, float] = {}
-        for pid in pids:
-            try:
-                with open(f"/proc/{pid}/stat") as stat:
-                    fields = stat.read().rsplit(")", 1)[1].split()
-            except OSError:
-                return None
-            used[pid] = (int(fields[11]) + int(fields[12])) / ticks
-        return used
-
-    @staticmethod
-    def used(start: dict[int, float] | None, end: dict[int, float] | None) -> float | None:
-        if start is None or end is None:
-            return None
-        return sum(cpu - start.get(pid, 0.0) for pid, cpu in end.items())
 
 
 def run_mediation(engine: Engine, settings: Settings, fmt: str) -> dict[str, Any]:
@@ -203,13 +130,13 @@ def run_mediation(engine: Engine, settings: Settings, fmt: str) -> dict[str, Any
     server_cpu: dict[str, float | None] = dict.fromkeys(seconds, 0.0)
     backends = BackendCpu(engine)
     while dispatcher.steps:
-        _, step = dispatcher.steps.popleft()
+        step = dispatcher.steps.popleft()
         before = backends.sample()
         started, started_cpu = time.perf_counter(), time.process_time()
         execute_step(env, step.run_id, step.phase, step.chunk_no)
         seconds[step.phase] += time.perf_counter() - started
         client_cpu[step.phase] += time.process_time() - started_cpu
-        used = BackendCpu.used(before, backends.sample())
+        used = backends.since(before)
         server = server_cpu[step.phase]
         server_cpu[step.phase] = None if used is None or server is None else server + used
     with env.factory() as session:
@@ -275,20 +202,17 @@ def main(argv: list[str] | None = None) -> int:
     if not args.database_url or not args.database_url.startswith("postgres"):
         print("needs PostgreSQL: --database-url or SCHEDULER_TEST_POSTGRES_URL", file=sys.stderr)
         return 2
-    db = create_database(args.database_url)
-    try:
-        with tempfile.TemporaryDirectory(prefix="bench-mediation-") as tmp:
-            return _bench(args, db, Path(tmp))
-    finally:
-        drop_database(db)
+    with (scratch_database(args.database_url, "bench_mediation") as url,
+          tempfile.TemporaryDirectory(prefix="bench-mediation-") as tmp):
+        return _bench(args, url, Path(tmp))
 
 
-def _bench(args: argparse.Namespace, db: Database, tmp: Path) -> int:
-    engine = make_engine(db.url)
+def _bench(args: argparse.Namespace, url: str, tmp: Path) -> int:
+    engine = make_engine(url)
     upgrade(engine)
     migrate_billing(engine)
     seed_accounts(engine, args.accounts)
-    settings = Settings(data_dir=tmp / "data", database_url=db.url, files_root=tmp / "files")
+    settings = Settings(data_dir=tmp / "data", database_url=url, files_root=tmp / "files")
     incoming = settings.resolved_files_root / "usage" / "incoming"
     incoming.mkdir(parents=True)
     size = write_file(incoming / f"usage.{args.format}", args.records, args.accounts, fmt=args.format,
