@@ -62,13 +62,20 @@ class DatabaseOutage:
             self._since = time.monotonic()
         log.error("database unreachable, worker steps wait for it (SCHEDULER_DATABASE_URL): %s", first_line(exc))
 
-    def recovered(self) -> None:
+    def recovered(self, *, attempt_started: float) -> None:
+        """A step that started at ``attempt_started`` (``time.monotonic()``) got through to the database.
+
+        That ends the outage only if the step started after the outage was noticed: a step already under
+        way may have done its work just before the cut while another thread met the cut.
+        """
         if self._since is None:
             return
         with self._lock:
-            since, self._since = self._since, None
-        if since is not None:
-            log.info("database reachable again after %.1f s; worker steps resumed", time.monotonic() - since)
+            since = self._since
+            if since is None or attempt_started <= since:
+                return
+            self._since = None
+        log.info("database reachable again after %.1f s; worker steps resumed", time.monotonic() - since)
 
 
 OUTAGE = DatabaseOutage()
@@ -91,6 +98,7 @@ def ride_out(
     deadline = time.monotonic() + patience
     delay = 0.5
     while True:
+        started = time.monotonic()
         try:
             step()
         except Exception as exc:
@@ -103,5 +111,5 @@ def ride_out(
             sleep(delay)
             delay = min(MAX_BACKOFF, delay * 2)
             continue
-        outage.recovered()
+        outage.recovered(attempt_started=started)
         return True

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -45,6 +46,24 @@ def test_a_step_waits_out_an_outage_and_runs_again(caplog: pytest.LogCaptureFixt
     assert [r.levelname for r in caplog.records] == ["ERROR", "INFO"]
     assert "database unreachable" in caplog.records[0].getMessage()
     assert "database reachable again" in caplog.records[1].getMessage()
+
+
+def test_a_step_under_way_when_the_outage_is_noticed_does_not_end_it(caplog: pytest.LogCaptureFixture) -> None:
+    # Given one thread's step in flight while another thread meets the cut
+    outage = DatabaseOutage()
+    before_the_cut = time.monotonic()
+    with caplog.at_level(logging.INFO, logger="workers.outage"):
+        outage.failed(REFUSED)
+        # When the step that began before the outage was noticed completes (its work got in just before)
+        outage.recovered(attempt_started=before_the_cut)
+        # Then the outage goes on: no "reachable again", no second "unreachable" from the next failure
+        assert outage.down
+        outage.failed(REFUSED)
+        # and a step begun since, once the database answers, ends it
+        outage.recovered(attempt_started=time.monotonic())
+    assert not outage.down
+    assert [r.getMessage().split(",")[0].split(" after")[0] for r in caplog.records] == [
+        "database unreachable", "database reachable again"]
 
 
 def test_other_errors_propagate_and_a_long_outage_is_left_to_beat() -> None:
