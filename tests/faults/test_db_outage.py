@@ -158,9 +158,13 @@ def test_database_outages_are_ridden_out_without_crash_duplicate_or_silent_miss(
             before, count = last_tick_run(), len(outages)
             wait_for(lambda before=before: last_tick_run() > before, "beat to schedule again", timeout=30,
                      processes=processes, tick=driver.pump, must_live=must_live)
-            wait_for(lambda count=count: all(recoveries(p) == count for p in must_live),
-                     f"every process to say 'database reachable again' {count} time(s)",
-                     timeout=30, processes=processes, tick=driver.pump, must_live=must_live)
+            try:
+                wait_for(lambda count=count: all(recoveries(p) == count for p in must_live),
+                         f"every process to say 'database reachable again' {count} time(s)",
+                         timeout=30, processes=processes, tick=driver.pump, must_live=must_live)
+            except AssertionError as exc:
+                said = {p.name: (p.log().count("database unreachable"), recoveries(p)) for p in must_live}
+                raise AssertionError(f"(unreachable, reachable again) lines by process: {said}\n{exc}") from None
         driver.creating = False
         wait_for(lambda: not driver.unfinished(), "every dunning run to finish", timeout=120, processes=processes,
                  must_live=must_live)
