@@ -16,8 +16,9 @@ run: $(STAMP)
 	$(VENV)/bin/scheduler up --demo
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check scheduler beat workers tests
-	$(VENV)/bin/mypy scheduler
+	$(VENV)/bin/ruff check cli scheduler beat workers tests
+	$(VENV)/bin/mypy cli scheduler beat workers
+	$(VENV)/bin/lint-imports
 
 test: lint
 	$(VENV)/bin/pytest -q

@@ -4,7 +4,7 @@ The API serves ``/metrics`` on its own port; beat serves its metrics on ``SCHEDU
 a worker pool serves the metrics of all its processes (ours and Dramatiq's) on
 ``SCHEDULER_WORKER_METRICS_PORT`` in Prometheus's multiprocess mode: every process writes its values
 under ``PROMETHEUS_MULTIPROC_DIR``, which must be set before ``prometheus_client`` is first imported
-(``scheduler worker`` prepares it; see :mod:`workers.metrics`).
+(``scheduler worker`` prepares it; see :mod:`workers.runtime.metrics`).
 """
 
 from __future__ import annotations

@@ -39,8 +39,8 @@ from scheduler.settings import Settings
 from workers.billing import migrate_billing
 from workers.billing.demo import seed_demo
 from workers.dunning.properties import DunningProperties
-from workers.env import WorkerEnv, build_env
-from workers.executor import execute_step
+from workers.runtime.env import WorkerEnv, build_env
+from workers.runtime.executor import execute_step
 
 AS_OF = date(2026, 6, 1)
 JOB_PROPERTIES: dict[str, Any] = {"minimum_account_due": "10.00", "strategy": "oldest_open_invoice"}

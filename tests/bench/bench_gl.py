@@ -39,8 +39,8 @@ from scheduler.models import JobRun, RunStatus
 from scheduler.runs import RunCreate, create_manual_run, send_run
 from scheduler.settings import Settings
 from workers.billing import migrate_billing
-from workers.env import WorkerEnv, build_env
-from workers.executor import execute_step
+from workers.runtime.env import WorkerEnv, build_env
+from workers.runtime.executor import execute_step
 
 ACCOUNTS = 20_000
 # Shares of the documents by kind: invoices, payments, late fees, write-offs.

@@ -39,12 +39,12 @@ from scheduler.models import JobRun
 from scheduler.runs import RunCreate, create_manual_run, send_run
 from scheduler.settings import Settings
 from workers.billing import migrate_billing
-from workers.env import build_env
-from workers.executor import execute_step
 from workers.mediation import JOB_TYPE
 from workers.mediation.properties import FileFormat
 from workers.mediation.reader import ReadStats, read_records
 from workers.mediation.records import Normalizer, StagedRow
+from workers.runtime.env import build_env
+from workers.runtime.executor import execute_step
 
 METERS = [
     {"meter": "data_gb", "unit": "GB", "price_per_unit": "0.10"},

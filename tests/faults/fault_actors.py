@@ -15,9 +15,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from workers.actors import actors, broker
 from workers.dunning import DunningJobType
 from workers.dunning import apply as dunning_apply
+from workers.runtime.actors import actors, broker
 
 _recorded = threading.local()
 

@@ -154,12 +154,12 @@ def beat_argv(*, shim: bool = False) -> list[str]:
     return [sys.executable, "-m", "fault_beat" if shim else "beat"]
 
 
-def worker_argv(queues: Sequence[str], *, threads: int = 2, module: str = "workers.actors") -> list[str]:
-    """``scheduler worker``'s command (``python -m dramatiq workers.actors …``), optionally on another module."""
-    from workers.worker import worker_command
+def worker_argv(queues: Sequence[str], *, threads: int = 2, module: str = "workers.runtime.actors") -> list[str]:
+    """``scheduler worker``'s command (``python -m dramatiq workers.runtime.actors …``), maybe on another module."""
+    from workers.runtime.worker import worker_command
 
     argv = worker_command(list(queues), processes=1, threads=threads)
-    return [module if arg == "workers.actors" else arg for arg in argv]
+    return [module if arg == "workers.runtime.actors" else arg for arg in argv]
 
 
 FAULT_TYPES = ["fault_types:TICK", "fault_types:SLOW"]

@@ -109,8 +109,8 @@ def stack(engine: Engine, db_url: str, redis_url: str, tmp_path: Path) -> Iterat
            "SCHEDULER_BEAT_METRICS_PORT": str(beat_port), "SCHEDULER_WORKER_METRICS_PORT": str(worker_port)}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     logs = [tmp_path / "beat.log", tmp_path / "worker.log"]
-    commands = [[sys.executable, "-m", "scheduler.cli", "beat"],
-                [sys.executable, "-m", "scheduler.cli", "worker", "--queues", "dunning", "erp_transfer", "scheduler",
+    commands = [[sys.executable, "-m", "cli", "beat"],
+                [sys.executable, "-m", "cli", "worker", "--queues", "dunning", "erp_transfer", "scheduler",
                  "--processes", "2", "--threads", "2"]]
     handles = [log.open("wb") for log in logs]
     processes = [subprocess.Popen(cmd, env=env, stdout=handle, stderr=subprocess.STDOUT)

@@ -22,8 +22,8 @@ from scheduler.models import Job, JobRun
 from scheduler.runs import RunCreate, create_manual_run, send_run
 from scheduler.settings import Settings
 from workers.billing import accounts, migrate_billing
-from workers.env import WorkerEnv, build_env
-from workers.executor import execute_step
+from workers.runtime.env import WorkerEnv, build_env
+from workers.runtime.executor import execute_step
 
 
 @pytest.fixture

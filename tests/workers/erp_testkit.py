@@ -15,7 +15,7 @@ from scheduler.models import Job, JobRun, RunEvent, RunItem, RunStatus, RunTrigg
 from scheduler.runs import RunCreate, create_manual_run, retry_run, send_run
 from workers.billing import accounts, invoices, payments
 from workers.billing.erp_tables import erp_deliveries
-from workers.env import WorkerEnv
+from workers.runtime.env import WorkerEnv
 
 TOKEN_ENV = "ERP_TEST_TOKEN"
 TOKEN = "s3cr3t-token-value"

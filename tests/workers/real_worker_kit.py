@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from scheduler.dispatch import Dispatcher, make_broker
-from workers.worker import worker_command
+from workers.runtime.worker import worker_command
 
 DEADLINE = 60.0
 ROOT = Path(__file__).resolve().parents[2]

@@ -12,7 +12,7 @@ from workers_testkit import AS_OF, Drain, dunning_registry
 from scheduler.jobtypes import JobTypeRegistry
 from scheduler.models import Job, JobRun
 from workers.billing.demo import seed_demo
-from workers.env import WorkerEnv
+from workers.runtime.env import WorkerEnv
 
 
 @pytest.fixture

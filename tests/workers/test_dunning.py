@@ -18,8 +18,8 @@ from scheduler.models import Job, RunItem, RunStatus
 from scheduler.runs import act_on_run, retry_run, send_apply, send_run
 from workers.billing import dunning_actions, invoices
 from workers.dunning import JOB_TYPE, DunningJobType
-from workers.env import WorkerEnv
-from workers.executor import build_context, execute_step, load_run
+from workers.runtime.env import WorkerEnv
+from workers.runtime.executor import build_context, execute_step, load_run
 
 S = RunStatus
 StateFn = Callable[[], dict[str, tuple[int, str]]]

@@ -13,8 +13,8 @@ from workers_testkit import RecordingDispatcher
 
 from scheduler.models import Job
 from workers.dunning import apply as dunning_apply
-from workers.env import WorkerEnv
-from workers.executor import execute_step
+from workers.runtime.env import WorkerEnv
+from workers.runtime.executor import execute_step
 
 
 def test_concurrent_applies_of_two_runs_charge_each_late_fee_once(

@@ -15,9 +15,9 @@ from scheduler.clock import FrozenClock
 from scheduler.errors import InvalidProperties
 from scheduler.jobtypes import JobTypeRegistry
 from scheduler.models import RunStatus
-from workers.env import WorkerEnv
 from workers.erp import JOB_TYPE
 from workers.erp.send import write_atomically
+from workers.runtime.env import WorkerEnv
 
 S = RunStatus
 OUTBOX = {"kind": "file", "directory": "erp/outbox"}

@@ -30,8 +30,8 @@ from workers_testkit import Drain
 from scheduler.clock import FrozenClock
 from scheduler.jobtypes import JobTypeRegistry
 from scheduler.models import RunStatus
-from workers.env import WorkerEnv
 from workers.erp import JOB_TYPE
+from workers.runtime.env import WorkerEnv
 
 S = RunStatus
 MAY: dict[str, Any] = {"date_from": "2026-05-01", "date_to": "2026-05-31"}

@@ -28,10 +28,10 @@ from scheduler.dispatch import Phase
 from scheduler.jobtypes import JobTypeRegistry
 from scheduler.models import RunStatus
 from scheduler.runs import act_on_run, send_apply
-from workers.env import WorkerEnv
 from workers.erp import JOB_TYPE
 from workers.erp import apply as erp_apply
-from workers.executor import FINAL_CHECK, execute_step
+from workers.runtime.env import WorkerEnv
+from workers.runtime.executor import FINAL_CHECK, execute_step
 
 S = RunStatus
 MAY: dict[str, Any] = {"date_from": "2026-05-01", "date_to": "2026-05-31"}

@@ -24,8 +24,8 @@ from scheduler.clock import FrozenClock
 from scheduler.jobtypes import JobTypeRegistry
 from scheduler.models import RunStatus
 from workers.billing.gl_tables import gl_entries
-from workers.env import WorkerEnv
 from workers.erp import JOB_TYPE
+from workers.runtime.env import WorkerEnv
 
 S = RunStatus
 OUTBOX = {"kind": "file", "directory": "erp/outbox"}

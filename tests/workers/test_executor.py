@@ -15,9 +15,9 @@ from scheduler.dispatch import Phase
 from scheduler.jobtypes import JobTypeRegistry
 from scheduler.models import Job, JobRun, RunChunk, RunEvent, RunItem, RunStatus
 from workers.dunning import DunningJobType
-from workers.env import WorkerEnv
-from workers.executor import FINAL_CHECK, execute_step
-from workers.heartbeat import RunHeartbeat
+from workers.runtime.env import WorkerEnv
+from workers.runtime.executor import FINAL_CHECK, execute_step
+from workers.runtime.heartbeat import RunHeartbeat
 
 S = RunStatus
 

@@ -21,12 +21,12 @@ from scheduler.runs import RunCreate, act_on_run, create_manual_run, retry_run, 
 from scheduler.settings import Settings
 from workers.billing import accounts, dunning_actions, invoices, payments
 from workers.billing.gl_tables import gl_entries, gl_staged
-from workers.env import WorkerEnv
-from workers.executor import build_context, execute_step, load_run
 from workers.gl import JOB_TYPE, GLProperties
 from workers.gl import evaluate as gl_evaluate
 from workers.gl.sources import JournalLine, journal_lines
 from workers.gl.summary import run_lines
+from workers.runtime.env import WorkerEnv
+from workers.runtime.executor import build_context, execute_step, load_run
 
 S = RunStatus
 D = Decimal
@@ -706,7 +706,7 @@ def test_a_run_with_a_separate_billing_database(tmp_path: Path, sqlite_engine: E
     from scheduler.db import make_engine
     from scheduler.jobtypes import load_registry
     from workers.billing import migrate_billing
-    from workers.env import build_env
+    from workers.runtime.env import build_env
 
     billing = make_engine(f"sqlite:///{tmp_path / 'billing.db'}")
     migrate_billing(billing)

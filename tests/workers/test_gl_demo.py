@@ -16,7 +16,7 @@ from workers.billing import invoices, payments
 from workers.billing.demo import seed_demo
 from workers.billing.demo_gl import DEMO_JOB, seed_gl_demo
 from workers.billing.gl_tables import gl_entries
-from workers.env import WorkerEnv
+from workers.runtime.env import WorkerEnv
 
 
 def test_demo_job_collects_the_demo_ledger_once(

@@ -26,10 +26,10 @@ from scheduler.runs import RunCreate, act_on_run, create_manual_run, retry_run, 
 from scheduler.settings import Settings
 from workers.billing import accounts
 from workers.billing.usage_tables import usage_daily, usage_events, usage_files, usage_rejects
-from workers.env import WorkerEnv, build_env
-from workers.executor import build_context, execute_step, load_run
 from workers.mediation import JOB_TYPE
 from workers.mediation.staging import table_name
+from workers.runtime.env import WorkerEnv, build_env
+from workers.runtime.executor import build_context, execute_step, load_run
 
 S = RunStatus
 

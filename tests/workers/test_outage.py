@@ -15,9 +15,9 @@ from workers_testkit import Drain, RecordingDispatcher
 
 from scheduler.models import Job, JobRun, RunStatus
 from workers.dunning import DunningJobType
-from workers.env import WorkerEnv
-from workers.executor import execute_step
-from workers.outage import DatabaseOutage, is_database_outage, ride_out
+from workers.runtime.env import WorkerEnv
+from workers.runtime.executor import execute_step
+from workers.runtime.outage import DatabaseOutage, is_database_outage, ride_out
 
 REFUSED = OperationalError("SELECT 1", {}, Exception("connection refused"))
 
@@ -52,7 +52,7 @@ def test_a_step_under_way_when_the_outage_is_noticed_does_not_end_it(caplog: pyt
     # Given one thread's step in flight while another thread meets the cut
     outage = DatabaseOutage()
     before_the_cut = time.monotonic()
-    with caplog.at_level(logging.INFO, logger="workers.outage"):
+    with caplog.at_level(logging.INFO, logger="workers.runtime.outage"):
         outage.failed(REFUSED)
         # When the step that began before the outage was noticed completes (its work got in just before)
         outage.recovered(attempt_started=before_the_cut)

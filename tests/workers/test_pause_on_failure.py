@@ -14,7 +14,7 @@ from scheduler.errors import JobNotRunnable
 from scheduler.jobs import JobCreate, JobPublic, create_job, pause_if_failing
 from scheduler.models import Job, JobEvent, JobRun, JobStatus, RunStatus
 from workers.dunning import DunningJobType
-from workers.env import WorkerEnv
+from workers.runtime.env import WorkerEnv
 
 S = RunStatus
 

@@ -13,7 +13,7 @@ import pytest
 
 from scheduler.metrics import serve_metrics
 from scheduler.settings import Settings
-from workers.metrics import DRAMATIQ_DIR_ENV, MULTIPROC_ENV, prepare_environment
+from workers.runtime.metrics import DRAMATIQ_DIR_ENV, MULTIPROC_ENV, prepare_environment
 
 
 def test_each_pool_gets_a_fresh_directory_and_those_of_pools_gone_are_removed(tmp_path: Path) -> None:

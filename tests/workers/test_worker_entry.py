@@ -10,12 +10,13 @@ import pytest
 
 from scheduler.errors import InvalidInput
 from scheduler.settings import Settings
-from workers.worker import settings_env, worker_command, worker_queues
+from workers.runtime.worker import settings_env, worker_command, worker_queues
 
 
 def test_worker_command_runs_dramatiq_on_the_actors_module() -> None:
     assert worker_command(["dunning"], processes=2, threads=4) == [
-        sys.executable, "-m", "dramatiq", "workers.actors", "--processes", "2", "--threads", "4", "--queues", "dunning",
+        sys.executable, "-m", "dramatiq", "workers.runtime.actors",
+        "--processes", "2", "--threads", "4", "--queues", "dunning",
     ]
 
 

@@ -14,7 +14,7 @@ from scheduler.db import make_engine, make_session_factory
 from scheduler.dispatch import Dispatcher
 from scheduler.jobtypes import JobTypeRegistry, load_registry
 from scheduler.settings import Settings
-from workers.heartbeat import RunHeartbeat
+from workers.runtime.heartbeat import RunHeartbeat
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,4 +1,4 @@
-"""``scheduler worker``: run a worker pool by exec-ing the ``dramatiq`` CLI on :mod:`workers.actors`."""
+"""``scheduler worker``: run a worker pool by exec-ing the ``dramatiq`` CLI on :mod:`workers.runtime.actors`."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from scheduler.dispatch import SCHEDULER_QUEUE, redis_url
 from scheduler.errors import InvalidInput
 from scheduler.jobtypes import load_registry
 from scheduler.settings import Settings
-from workers.metrics import prepare_environment
+from workers.runtime.metrics import prepare_environment
 
 
 def settings_env(settings: Settings, base: dict[str, str] | None = None) -> dict[str, str]:
@@ -46,7 +46,7 @@ def worker_queues(settings: Settings, queues: Sequence[str] | None) -> list[str]
 
 def worker_command(queues: Sequence[str], processes: int, threads: int) -> list[str]:
     return [
-        sys.executable, "-m", "dramatiq", "workers.actors",
+        sys.executable, "-m", "dramatiq", "workers.runtime.actors",
         "--processes", str(processes), "--threads", str(threads), "--queues", *queues,
     ]
 
@@ -58,7 +58,7 @@ def run_worker(
     processes: int | None = None,
     threads: int | None = None,
 ) -> Any:
-    """Replace this process with ``dramatiq workers.actors`` on ``queues``; returns only on error.
+    """Replace this process with ``dramatiq workers.runtime.actors`` on ``queues``; returns only on error.
 
     The Redis URL is resolved first (starting the embedded server when none is configured), so every
     worker process talks to the same Redis.

@@ -38,7 +38,7 @@ def test_up_with_demo_serves_the_page_and_runs_all_four_job_types(tmp_path: Path
     port = _free_port()
     log = (tmp_path / "up.log").open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "scheduler.cli", "up", "--demo", "--port", str(port)],
+        [sys.executable, "-m", "cli", "up", "--demo", "--port", str(port)],
         cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}"

@@ -21,11 +21,11 @@ from scheduler.lifecycle import transition
 from scheduler.metrics import ITEMS_TOTAL, JOB_LAST_SUCCESS, RUN_DURATION, RUNS_TOTAL
 from scheduler.models import ItemOutcome, Job, JobRun, RunEvent, RunItem, RunStatus
 from scheduler.runs import item_counts, item_error_text
-from workers.outage import is_database_outage
+from workers.runtime.outage import is_database_outage
 from workers.sql import SqlDialect
 
 if TYPE_CHECKING:
-    from workers.env import WorkerEnv
+    from workers.runtime.env import WorkerEnv
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
-"""The ``dramatiq`` CLI's entry module: ``python -m dramatiq workers.actors --queues dunning``.
+"""The ``dramatiq`` CLI's entry module: ``python -m dramatiq workers.runtime.actors --queues dunning``.
 
 Importing it builds :class:`~scheduler.settings.Settings` from the ``SCHEDULER_*`` environment,
-sets the Redis broker and declares the actors (see :mod:`workers.steps`). Nothing else imports
+sets the Redis broker and declares the actors (see :mod:`workers.runtime.steps`). Nothing else imports
 this module; databases are opened in each worker process on its first message.
 """
 
@@ -13,9 +13,9 @@ from scheduler.dispatch import Dispatcher, make_broker, redis_url
 from scheduler.jobtypes import load_registry
 from scheduler.logs import configure_logging
 from scheduler.settings import Settings
-from workers import metrics
-from workers.env import WorkerEnv, build_env
-from workers.steps import LazyEnv, declare_actors
+from workers.runtime import metrics
+from workers.runtime.env import WorkerEnv, build_env
+from workers.runtime.steps import LazyEnv, declare_actors
 
 settings = Settings()
 configure_logging(settings, process="worker")

@@ -1,4 +1,4 @@
-"""The ``scheduler`` command: the composition root that starts api, beat and workers.
+"""The ``scheduler`` command: parses the command line and runs api, beat, workers and the admin commands.
 
 Job types, beat and workers are imported only inside the commands that need them, so the core
 stays free of them. Every command prints one clear line on a known error and exits 2.
@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from cli.migrations import migrate_all
 from scheduler.clock import SystemClock
 from scheduler.db import check_database, make_engine, make_session_factory
 from scheduler.errors import InvalidInput, SchedulerError
@@ -38,22 +39,6 @@ def emit(args: argparse.Namespace, data: Any, lines: Callable[[], list[str]]) ->
     else:
         for line in lines():
             print(line)
-
-
-def migrate_all(settings: Settings) -> None:
-    """Apply the core's migrations, then the billing tables' migrations of the installed job types."""
-    from scheduler.migrate import upgrade
-
-    engine = make_engine(settings.resolved_database_url)
-    check_database(engine)
-    upgrade(engine)
-    engine.dispose()
-    from workers.billing import migrate_billing
-
-    billing = make_engine(settings.resolved_billing_database_url)
-    check_database(billing)
-    migrate_billing(billing)
-    billing.dispose()
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
@@ -80,20 +65,20 @@ def cmd_beat(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
-    from workers.worker import run_worker
+    from workers.runtime.worker import run_worker
 
     queues = [q for part in (args.queues or []) for q in part.split(",") if q]
     return int(run_worker(settings, queues=queues, processes=args.processes, threads=args.threads))
 
 
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
-    from scheduler.up import run_all_in_one
+    from cli.up import run_all_in_one
 
     return run_all_in_one(settings, host=args.host, port=args.port, demo=args.demo)
 
 
 def cmd_demo_seed(args: argparse.Namespace, settings: Settings) -> int:
-    from scheduler.up import seed_demo
+    from cli.up import seed_demo
 
     migrate_all(settings)
     counts = seed_demo(settings, accounts=args.accounts, with_jobs=not args.no_jobs)

@@ -35,11 +35,11 @@ def seed_demo(settings: Settings, *, accounts: int, with_jobs: bool = True) -> d
 
     Data already seeded is left as it is. The first runs are recorded unsent: beat's outbox sends them.
     """
+    from cli.demo import DEMO_JOBS, seed_demo_data
     from scheduler.jobs import JobCreate, create_job
     from scheduler.jobtypes import load_registry
     from scheduler.models import Job, JobStatus
     from scheduler.runs import RunCreate, create_manual_run
-    from workers.demo_jobs import DEMO_JOBS, seed_demo_data
 
     counts = seed_demo_data(make_engine(settings.resolved_billing_database_url), settings.resolved_files_root,
                             accounts=accounts)
@@ -82,8 +82,8 @@ def _new_admin_key_if_keys_exist(settings: Settings) -> str | None:
 def run_all_in_one(settings: Settings, *, host: str | None, port: int | None, demo: bool) -> int:
     import uvicorn
 
+    from cli.migrations import migrate_all
     from scheduler.api.app import create_app
-    from scheduler.cli import migrate_all
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     embedded: EmbeddedRedis | None = None
@@ -99,7 +99,7 @@ def run_all_in_one(settings: Settings, *, host: str | None, port: int | None, de
         token = _new_admin_key_if_keys_exist(settings)
         env = child_env(settings)
         children.extend(
-            subprocess.Popen([sys.executable, "-m", "scheduler.cli", *args], env=env)
+            subprocess.Popen([sys.executable, "-m", "cli", *args], env=env)
             for args in (["beat"], ["worker", "--processes", "1", "--threads", "2"])
         )
         host = host or settings.api_host

@@ -22,9 +22,9 @@ from scheduler.errors import JobNotFound, SchedulerError
 from scheduler.jobtypes import JobTypeRegistry
 from scheduler.models import Job, JobStatus
 from scheduler.runs import RunCreate, create_manual_run, send_run
-from workers.env import WorkerEnv
-from workers.executor import execute_step
-from workers.outage import ride_out
+from workers.runtime.env import WorkerEnv
+from workers.runtime.executor import execute_step
+from workers.runtime.outage import ride_out
 
 log = logging.getLogger(__name__)
 

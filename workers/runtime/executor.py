@@ -24,8 +24,9 @@ from scheduler.logs import add_run_fields, run_fields
 from scheduler.metrics import START_LAG
 from scheduler.models import Job, JobRun, RunChunk, RunStatus
 from scheduler.runs import send_apply
-from workers.env import WorkerEnv
-from workers.finalize import (
+from workers.retry import original_as_of
+from workers.runtime.env import WorkerEnv
+from workers.runtime.finalize import (
     error_planned_items,
     fail_run,
     finish_evaluation,
@@ -33,8 +34,7 @@ from workers.finalize import (
     runtime_exceeded,
     submitted_at,
 )
-from workers.outage import is_database_outage
-from workers.retry import original_as_of
+from workers.runtime.outage import is_database_outage
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from sqlmodel import col
 
 from scheduler.clock import Clock
 from scheduler.models import JobRun, RunStatus
-from workers.outage import OUTAGE, is_database_outage
+from workers.runtime.outage import OUTAGE, is_database_outage
 
 log = logging.getLogger(__name__)
 

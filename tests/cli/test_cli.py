@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from scheduler.cli import main
+from cli.main import main
 
 LADDER = [{"code": 1, "name": "Reminder", "min_days_past_due": 1, "actions": ["notice"]}]
 JOB = {"name": "Nightly dunning", "job_type": "dunning", "cron": "30 1 * * *", "timezone": "America/New_York",
