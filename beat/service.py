@@ -20,6 +20,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -43,7 +44,7 @@ from beat.wakeup import WakeListener
 from scheduler.clock import Clock, SystemClock
 from scheduler.db import is_sqlite, make_engine, make_session_factory
 from scheduler.dispatch import Dispatcher, make_broker, redis_url
-from scheduler.errors import DatabaseUnavailable, StaleLeader
+from scheduler.errors import DatabaseUnavailable, SchedulerError, StaleLeader
 from scheduler.jobtypes import JobTypeRegistry, load_registry
 from scheduler.logs import configure_logging
 from scheduler.metrics import FIRE_LAG, serve_metrics
@@ -280,6 +281,7 @@ def engine_options(settings: Settings) -> dict[str, Any]:
 def run(settings: Settings) -> None:
     """Run beat until SIGTERM or SIGINT (``python -m beat`` and ``scheduler beat``)."""
     configure_logging(settings, process="beat")
+    settings.require("database_url", "redis_url", process="beat")
     metrics = serve_metrics(settings.metrics_host, settings.beat_metrics_port, what="beat")
     engine = make_engine(settings.resolved_database_url, **engine_options(settings))
     registry = load_registry(settings)
@@ -303,6 +305,10 @@ def run(settings: Settings) -> None:
 
 
 def main(settings: Settings | None = None) -> int:
-    """Entry point of ``python -m beat``; returns the exit status."""
-    run(settings or Settings())
+    """Entry point of ``python -m beat``; returns the exit status (2 with one line on a known error)."""
+    try:
+        run(settings or Settings())
+    except SchedulerError as exc:
+        sys.stderr.write(f"error: {exc.message}\n")
+        return 2
     return 0

@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from cli.embedded import settings_for
 from cli.migrations import migrate_all
 from scheduler.clock import SystemClock
 from scheduler.db import check_database, make_engine, make_session_factory
@@ -155,13 +156,14 @@ def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_runs(args: argparse.Namespace, settings: Settings) -> int:
     from scheduler import runs as R
-    from scheduler.dispatch import Dispatcher, make_broker, redis_url
+    from scheduler.dispatch import Dispatcher, make_broker
 
     clock = SystemClock()
 
-    def _dispatcher() -> Dispatcher:
-        url = redis_url(settings)
-        return Dispatcher(make_broker(url), url)
+    def _dispatcher() -> Dispatcher | None:
+        """Redis, when configured (or a `scheduler up` runs here); without it beat's outbox sends the run."""
+        url = settings.redis_url
+        return Dispatcher(make_broker(url), url) if url else None
 
     def _line(run: Any) -> str:
         return (f"{run.id:>6}  {run.status:<10} {run.job_type:<16} {run.trigger:<9} "
@@ -188,19 +190,21 @@ def cmd_runs(args: argparse.Namespace, settings: Settings) -> int:
             run, _ = R.create_manual_run(session=session, registry=registry, run_in=run_in, actor="cli",
                                          clock=clock, idempotency_key=args.idempotency_key)
             assert run.id is not None
-            sent = R.send_run(factory=factory, dispatcher=_dispatcher(), registry=registry, run_id=run.id,
-                              clock=clock)
+            dispatcher = _dispatcher()
+            sent = dispatcher is not None and R.send_run(factory=factory, dispatcher=dispatcher, registry=registry,
+                                                         run_id=run.id, clock=clock)
             emit(args, run.model_dump(), lambda: [f"run {run.id} created" + ("" if sent else " (queued for re-send)")])
         elif args.action in ("submit", "delete", "cancel"):
             run = R.act_on_run(session=session, run_id=args.id, action=args.action, actor="cli", clock=clock)
-            if args.action == "submit":
-                R.send_apply(factory=factory, dispatcher=_dispatcher(), registry=_registry(settings), run_id=args.id)
+            if args.action == "submit" and (dispatcher := _dispatcher()) is not None:
+                R.send_apply(factory=factory, dispatcher=dispatcher, registry=_registry(settings), run_id=args.id)
             emit(args, run.model_dump(), lambda: [f"run {run.id} is {run.status}"])
         elif args.action == "retry":
             run = R.retry_run(session=session, run_id=args.id, actor="cli", clock=clock)
             assert run.id is not None
-            R.send_run(factory=factory, dispatcher=_dispatcher(), registry=_registry(settings), run_id=run.id,
-                       clock=clock)
+            if (dispatcher := _dispatcher()) is not None:
+                R.send_run(factory=factory, dispatcher=dispatcher, registry=_registry(settings), run_id=run.id,
+                           clock=clock)
             emit(args, run.model_dump(), lambda: [f"run {run.id} created as a retry of run {args.id}"])
         elif args.action == "items":
             items, _ = R.list_items(session, args.id, outcome=args.outcome, limit=args.limit)
@@ -316,7 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     configure_logging(settings, process=args.command)
     try:
-        return int(args.handler(args, settings))
+        return int(args.handler(args, settings_for(args.command, settings)))
     except SchedulerError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2

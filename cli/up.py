@@ -12,9 +12,9 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlmodel import col
 
+from cli.embedded import EmbeddedRedis
 from scheduler.clock import SystemClock
 from scheduler.db import make_engine, make_session_factory
-from scheduler.dispatch import EmbeddedRedis
 from scheduler.settings import Settings
 
 

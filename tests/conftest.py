@@ -17,9 +17,9 @@ import redis
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from cli.embedded import EmbeddedRedis
 from scheduler.clock import FrozenClock
 from scheduler.db import make_engine, make_session_factory, normalize_url
-from scheduler.dispatch import EmbeddedRedis
 from scheduler.jobtypes import JobTypeRegistry, load_registry
 from scheduler.migrate import upgrade
 from scheduler.settings import Settings

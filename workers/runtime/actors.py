@@ -7,9 +7,12 @@ this module; databases are opened in each worker process on its first message.
 
 from __future__ import annotations
 
+import sys
+
 import dramatiq
 
-from scheduler.dispatch import Dispatcher, make_broker, redis_url
+from scheduler.dispatch import Dispatcher, make_broker
+from scheduler.errors import MissingSetting
 from scheduler.jobtypes import load_registry
 from scheduler.logs import configure_logging
 from scheduler.settings import Settings
@@ -19,8 +22,13 @@ from workers.runtime.steps import LazyEnv, declare_actors
 
 settings = Settings()
 configure_logging(settings, process="worker")
+try:
+    settings.require("database_url", "redis_url", process="a worker")
+except MissingSetting as exc:
+    sys.stderr.write(f"error: {exc.message}\n")
+    raise SystemExit(2) from exc
 registry = load_registry(settings)
-url = redis_url(settings)
+url = str(settings.redis_url)
 broker = make_broker(url)
 for extra in metrics.middleware(settings):
     broker.add_middleware(extra)
