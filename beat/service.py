@@ -45,15 +45,19 @@ from scheduler.clock import Clock, SystemClock
 from scheduler.db import is_sqlite, make_engine, make_session_factory
 from scheduler.dispatch import Dispatcher, make_broker, redis_url
 from scheduler.errors import DatabaseUnavailable, SchedulerError, StaleLeader
+from scheduler.health import Pulse, Readiness
 from scheduler.jobtypes import JobTypeRegistry, load_registry
 from scheduler.logs import configure_logging
 from scheduler.metrics import FIRE_LAG, serve_metrics
+from scheduler.redact import redact
 from scheduler.runs import send_run
 from scheduler.settings import Settings
 
 log = logging.getLogger(__name__)
 
 MAX_DB_BACKOFF = 30.0
+LIVENESS_GRACE = 60.0
+"""Seconds a pass of beat's loop may overrun its announced sleep before ``/healthz`` calls beat stuck."""
 
 
 @dataclass(kw_only=True)
@@ -118,6 +122,9 @@ class Beat:
             write=self.fenced,
         )
         self.wakeups = WakeListener(dispatcher.broker.client)
+        self.pulse = Pulse(grace=LIVENESS_GRACE)
+        """``/healthz``: alive while each pass (a tick, or a failed tick waited out with backoff while the
+        database is down) ends within its sleep plus :data:`LIVENESS_GRACE`; a tick stuck in a call is not."""
         self.broker_watch = BrokerWatch(
             client=dispatcher.broker.client, holder=self.beat_id,
             heartbeat_timeout=timedelta(seconds=settings.run_heartbeat_timeout),
@@ -200,8 +207,9 @@ class Beat:
 
     def run_forever(self, stop: threading.Event) -> None:
         """Tick until ``stop`` is set, then release the lease. Outages are logged once and waited out."""
-        log.info("beat %s started (lease %s s, max sleep %s s)", self.beat_id, self.settings.beat_lease_seconds,
-                 self.settings.beat_max_sleep_seconds)
+        log.info("beat %s started (database %s, Redis %s, lease %s s, max sleep %s s)", self.beat_id,
+                 redact(self.settings.resolved_database_url), redact(self.dispatcher.url),
+                 self.settings.beat_lease_seconds, self.settings.beat_max_sleep_seconds)
         outage = _Outage()
         try:
             while not stop.is_set():
@@ -212,14 +220,16 @@ class Beat:
                     led = self.lease.epoch
                     self.lease.forget()
                     BEAT_LEADER.set(0)
-                    stop.wait(outage.failed(exc, stepped_down=led))
+                    self._wait(outage.failed(exc, stepped_down=led), stop)
                     continue
                 except Exception:
                     log.exception("beat tick failed; retrying")
-                    stop.wait(outage.failed(None))
+                    self._wait(outage.failed(None), stop)
                     continue
                 outage.recovered()
-                self.wakeups.wait(self.sleep_seconds(result), stop)
+                sleep = self.sleep_seconds(result)
+                self.pulse.beat(sleep)
+                self.wakeups.wait(sleep, stop)
         finally:
             self.wakeups.close()
             try:
@@ -229,6 +239,12 @@ class Beat:
                             _first_line(exc))
             BEAT_LEADER.set(0)
             log.info("beat %s stopped", self.beat_id)
+
+
+    def _wait(self, backoff: float, stop: threading.Event) -> None:
+        """Wait out a failed tick: deliberately, so the loop counts as alive (see :attr:`pulse`)."""
+        self.pulse.beat(backoff)
+        stop.wait(backoff)
 
 
 class _Outage:
@@ -282,12 +298,14 @@ def run(settings: Settings) -> None:
     """Run beat until SIGTERM or SIGINT (``python -m beat`` and ``scheduler beat``)."""
     configure_logging(settings, process="beat")
     settings.require("database_url", "redis_url", process="beat")
-    metrics = serve_metrics(settings.metrics_host, settings.beat_metrics_port, what="beat")
     engine = make_engine(settings.resolved_database_url, **engine_options(settings))
     registry = load_registry(settings)
     url = redis_url(settings)
     dispatcher = Dispatcher(make_broker(url), url)
     beat = Beat(settings, engine, registry, dispatcher, SystemClock())
+    readiness = Readiness.of_urls(settings.resolved_database_url, url, settings.redactor())
+    metrics = serve_metrics(settings.metrics_host, settings.beat_metrics_port, what="beat",
+                            liveness=beat.pulse.answer, readiness=readiness.answer)
     stop = threading.Event()
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
@@ -302,6 +320,7 @@ def run(settings: Settings) -> None:
         engine.dispose()
         if metrics is not None:
             metrics.shutdown()
+            metrics.server_close()
 
 
 def main(settings: Settings | None = None) -> int:

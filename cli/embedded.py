@@ -114,7 +114,8 @@ def settings_for(command: str, settings: Settings) -> Settings:
     if command in ADMIN and not settings.database_url:
         found = embedded_database(settings)
         if not found.exists():
-            raise MissingSetting("SCHEDULER_DATABASE_URL", process, f"nor is there a `scheduler up` database at {found}")
+            hint = f"nor is there a `scheduler up` database at {found}"
+            raise MissingSetting("SCHEDULER_DATABASE_URL", process, hint)
         update: dict[str, str] = {"database_url": f"sqlite:///{found}"}
         embedded = EmbeddedRedis(settings.data_dir)
         if not settings.redis_url and embedded.running():

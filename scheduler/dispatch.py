@@ -16,6 +16,7 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import AgeLimit, Callbacks, Pipelines, Retries, TimeLimit
 
 from scheduler.errors import BrokerUnavailable
+from scheduler.metrics import BROKER_UP
 from scheduler.settings import Settings
 
 SCHEDULER_QUEUE = "scheduler"
@@ -61,13 +62,6 @@ def make_broker(url: str, *, middleware: list[Any] | None = None) -> RedisBroker
     return RedisBroker(url=url, middleware=middleware if middleware is not None else default)  # type: ignore[no-untyped-call]
 
 
-def check_broker(broker: RedisBroker, url: str) -> None:
-    try:
-        broker.client.ping()
-    except redis.RedisError as exc:
-        raise BrokerUnavailable(url, str(exc)) from exc
-
-
 class Dispatcher:
     """Sends run steps and beat wake-ups; translates Redis errors to :class:`BrokerUnavailable`."""
 
@@ -86,7 +80,9 @@ class Dispatcher:
         try:
             self.broker.enqueue(message)
         except redis.RedisError as exc:
+            BROKER_UP.set(0)
             raise BrokerUnavailable(self.url, str(exc)) from exc
+        BROKER_UP.set(1)
 
     def wake_beat(self) -> None:
         """Tell beat a job was created or resumed; best effort (beat polls anyway)."""

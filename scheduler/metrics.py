@@ -1,4 +1,4 @@
-"""Prometheus metrics shared by every process, and how a process serves them.
+"""Prometheus metrics shared by every process, and how beat and worker pools serve them with their health.
 
 The API serves ``/metrics`` on its own port; beat serves its metrics on ``SCHEDULER_BEAT_METRICS_PORT``;
 a worker pool serves the metrics of all its processes (ours and Dramatiq's) on
@@ -9,11 +9,24 @@ under ``PROMETHEUS_MULTIPROC_DIR``, which must be set before ``prometheus_client
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, multiprocess, start_http_server
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +67,12 @@ JOB_LAST_SUCCESS = Gauge(
 )
 
 
+BROKER_UP = Gauge(
+    "scheduler_broker_up", "1 when this process reached Redis at its last attempt.",
+    multiprocess_mode="livemostrecent",
+)
+
+
 def exposition_registry() -> CollectorRegistry:
     """What to expose: every process's values in multiprocess mode, else this process's own."""
     path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
@@ -64,18 +83,63 @@ def exposition_registry() -> CollectorRegistry:
     return registry
 
 
-def serve_metrics(host: str, port: int, *, what: str) -> Any | None:
-    """Serve :func:`exposition_registry` over HTTP on ``host:port`` from a daemon thread.
+Probe = Callable[[], tuple[int, dict[str, Any]]]
+"""A health answer: an HTTP status and a JSON body (see :mod:`scheduler.health`)."""
 
-    Returns the server, or ``None`` when ``port`` is 0 or taken (one warning line: a process without
-    its metrics endpoint still does its work).
+
+def serve_metrics(
+    host: str,
+    port: int,
+    *,
+    what: str,
+    liveness: Probe | None = None,
+    readiness: Probe | None = None,
+    before_scrape: Callable[[], None] | None = None,
+) -> ThreadingHTTPServer | None:
+    """Serve ``/metrics`` (:func:`exposition_registry`), ``/healthz`` and ``/readyz`` on ``host:port``.
+
+    From a daemon thread. Returns the server, or ``None`` when ``port`` is 0 or taken (one warning line:
+    a process without its endpoint still does its work). ``before_scrape`` refreshes what a scrape shows.
     """
     if not port:
         return None
+    registry = exposition_registry()
+    probes = {"/healthz": liveness or _alive, "/readyz": readiness or _alive}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                if before_scrape is not None:
+                    before_scrape()
+                self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+            elif path in probes:
+                status, body = probes[path]()
+                self._send(status, json.dumps(body).encode(), "application/json")
+            else:
+                self._send(404, json.dumps({"code": "not_found", "message": "no such path"}).encode(),
+                           "application/json")
+
+        def _send(self, status: int, body: bytes, content_type: str) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # probes every few seconds would drown the process's own lines
+
     try:
-        server, _thread = start_http_server(port, addr=host, registry=exposition_registry())
+        server = ThreadingHTTPServer((host, port), Handler)
     except OSError as exc:
         log.warning("%s metrics not served on %s:%s: %s", what, host, port, exc)
         return None
-    log.info("%s metrics on http://%s:%s/metrics", what, host, port)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name=f"{what} metrics", daemon=True).start()
+    log.info("%s metrics on http://%s:%s/metrics (health: /healthz, /readyz)", what, host, port)
     return server
+
+
+def _alive() -> tuple[int, dict[str, Any]]:
+    return 200, {"status": "ok"}

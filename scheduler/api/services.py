@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -13,6 +14,7 @@ from scheduler.clock import Clock, SystemClock
 from scheduler.db import make_engine, make_session_factory
 from scheduler.dispatch import Dispatcher, make_broker, redis_url
 from scheduler.errors import SchedulerError
+from scheduler.health import Readiness, broker, database, database_probe, redis_probe
 from scheduler.jobtypes import JobTypeRegistry, load_registry
 from scheduler.runs import send_apply, send_run
 from scheduler.settings import Settings
@@ -41,6 +43,8 @@ class Services:
         self._factory: sessionmaker[Session] | None = None
         self._keys_exist = False
         self._lock = threading.Lock()
+        self._readiness: Readiness | None = None
+        self._redis_probe: Callable[[], None] | None = None
 
     @property
     def engine(self) -> Engine:
@@ -72,6 +76,25 @@ class Services:
                 url = redis_url(self.settings)
                 self._dispatcher = Dispatcher(make_broker(url), url)
             return self._dispatcher
+
+    @property
+    def readiness(self) -> Readiness:
+        """``/readyz``: fresh connections with short timeouts to the database and Redis."""
+        with self._lock:
+            if self._readiness is None:
+                url = (self._engine.url.render_as_string(hide_password=False) if self._engine is not None
+                       else self.settings.resolved_database_url)
+                self._readiness = Readiness(
+                    [database(database_probe(url)), broker(self.probe_redis)],
+                    self.settings.redactor(),
+                )
+            return self._readiness
+
+    def probe_redis(self) -> None:
+        """Ping Redis with short timeouts (setting ``scheduler_broker_up``); raises when it does not answer."""
+        if self._redis_probe is None:
+            self._redis_probe = redis_probe(self.dispatcher.url)
+        self._redis_probe()
 
     def database_url(self) -> str:
         """The database URL without its password, for error messages."""

@@ -42,7 +42,10 @@ def test_readyz_names_the_database_setting_when_the_database_is_unreachable(
     settings = Settings(data_dir=tmp_path, database_url="postgresql://nobody@127.0.0.1:1/none")
     client = TestClient(create_app(settings, registry=fake_registry(), dispatcher=live_dispatcher))
     body = assert_error(client.get("/readyz"), 503, "database_unavailable")
-    assert body["details"] == {"setting": "SCHEDULER_DATABASE_URL"}
+    assert body["details"]["setting"] == "SCHEDULER_DATABASE_URL"
+    assert body["details"]["checks"]["redis"] == "ok"
+    assert body["details"]["checks"]["database"].startswith("unreachable: ")
+    assert "postgresql://" not in body["message"]  # a probe answer names the setting, never the URL
     # A request needing the database answers 503 naming the setting too, not a 500
     body = assert_error(client.get("/api/v1/jobs"), 503, "database_unavailable")
     assert "SCHEDULER_DATABASE_URL" in body["message"]

@@ -14,14 +14,18 @@ import logging
 import os
 import shutil
 import time
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
 from scheduler.settings import Settings
+from workers.runtime.liveness import ProcessPulse, pool_liveness, process_alive
 
 log = logging.getLogger(__name__)
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+ALIVE_DIR = "alive"
+"""Under the multiprocess directory: one file per live worker process (:mod:`workers.runtime.liveness`)."""
 DRAMATIQ_DIR_ENV = "dramatiq_prom_db"
 """Where Dramatiq's own Prometheus middleware keeps its values (read when the middleware is imported)."""
 
@@ -39,7 +43,7 @@ def prepare_environment(settings: Settings, env: dict[str, str], pool_id: int) -
         parent.mkdir(parents=True, exist_ok=True)
         for old in parent.glob("worker-*"):
             pid = old.name.removeprefix("worker-")
-            if not pid.isdigit() or not _alive(int(pid)):
+            if not pid.isdigit() or not process_alive(int(pid)):
                 shutil.rmtree(old, ignore_errors=True)
         directory = parent / f"worker-{pool_id}"
         shutil.rmtree(directory, ignore_errors=True)
@@ -48,16 +52,6 @@ def prepare_environment(settings: Settings, env: dict[str, str], pool_id: int) -
     else:
         Path(env[MULTIPROC_ENV]).mkdir(parents=True, exist_ok=True)
     return {**env, DRAMATIQ_DIR_ENV: env[MULTIPROC_ENV]}
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def middleware(settings: Settings) -> list[Any]:
@@ -75,18 +69,36 @@ def middleware(settings: Settings) -> list[Any]:
         def forks(self) -> list[Any]:
             return [serve]
 
-    return [PoolMetrics()]
+    return [PoolMetrics(), ProcessPulse(Path(directory) / ALIVE_DIR)]
 
 
 def serve() -> int:
-    """A fork process of the pool: serve every process's metrics until the pool stops (or is gone)."""
+    """A fork process of the pool: serve every process's metrics and the pool's health until the pool stops.
+
+    ``/healthz``: the pool's processes and threads are alive; ``/readyz``: the database and Redis answer.
+    """
+    from scheduler.health import Readiness, redis_probe
     from scheduler.logs import configure_logging
     from scheduler.metrics import serve_metrics
 
     settings = Settings()
     configure_logging(settings, process="worker")
     parent = os.getppid()
-    server = serve_metrics(settings.metrics_host, settings.worker_metrics_port, what="worker pool")
+    started = time.monotonic()
+    directory = Path(os.environ[MULTIPROC_ENV]) / ALIVE_DIR
+    readiness = Readiness.of_urls(settings.resolved_database_url, str(settings.redis_url), settings.redactor())
+    broker_check = redis_probe(str(settings.redis_url))
+
+    def before_scrape() -> None:
+        with suppress(Exception):
+            broker_check()  # sets scheduler_broker_up
+
+    server = serve_metrics(
+        settings.metrics_host, settings.worker_metrics_port, what="worker pool",
+        liveness=lambda: pool_liveness(directory, processes=settings.worker_processes, parent=parent,
+                                       started=started),
+        readiness=readiness.answer, before_scrape=before_scrape,
+    )
     if server is None:
         return 0
     # Dramatiq stops its forks with SIGTERM; a pool killed outright would leave this process orphaned.
@@ -94,4 +106,3 @@ def serve() -> int:
         time.sleep(1.0)
     server.shutdown()
     return 0
-

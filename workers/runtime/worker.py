@@ -60,12 +60,15 @@ def run_worker(
 ) -> Any:
     """Replace this process with ``dramatiq workers.runtime.actors`` on ``queues``; returns only on error.
 
-    The Redis URL is resolved first (starting the embedded server when none is configured), so every
-    worker process talks to the same Redis.
+    Without a Redis URL it refuses (:class:`~scheduler.errors.MissingSetting`): a worker never embeds a Redis.
     """
     chosen = worker_queues(settings, queues)
-    resolved = settings.model_copy(update={"redis_url": redis_url(settings)})
-    argv = worker_command(chosen, processes or settings.worker_processes, threads or settings.worker_threads)
+    processes = processes or settings.worker_processes
+    threads = threads or settings.worker_threads
+    # The pool's processes (and its health answer, which counts them) read these settings.
+    resolved = settings.model_copy(update={"redis_url": redis_url(settings, process="a worker"),
+                                           "worker_processes": processes, "worker_threads": threads})
+    argv = worker_command(chosen, processes, threads)
     # The pool keeps this process's id: it names the pool's metrics directory.
     env = prepare_environment(resolved, settings_env(resolved), pool_id=os.getpid())
     os.execve(sys.executable, argv, env)
