@@ -43,7 +43,7 @@ from beat.scheduling import NewRun, earliest_fire, record_misses, schedule_due_j
 from beat.wakeup import WakeListener
 from scheduler.clock import Clock, SystemClock
 from scheduler.db import is_sqlite, make_engine, make_session_factory
-from scheduler.dispatch import Dispatcher, make_broker, redis_url
+from scheduler.dispatch import Dispatcher, make_dispatcher
 from scheduler.errors import DatabaseUnavailable, SchedulerError, StaleLeader
 from scheduler.health import Pulse, Readiness
 from scheduler.jobtypes import JobTypeRegistry, load_registry
@@ -182,7 +182,7 @@ class Beat:
         for run in runs:
             if run.hold:
                 log.info("run %s of job %s waits for the job's running run (BUFFER_ONE)", run.run_id, run.job_id,
-                         extra={"run_id": run.run_id, "job_id": run.job_id})
+                         extra={"run_id": run.run_id, "job_id": run.job_id, "job_type": run.job_type})
                 continue
             if not send_run(
                 factory=self.factory, dispatcher=self.dispatcher, registry=self.registry, run_id=run.run_id,
@@ -193,7 +193,7 @@ class Beat:
             lag = (self.clock.now() - run.scheduled_for).total_seconds()
             FIRE_LAG.labels(job_type=run.job_type).observe(max(0.0, lag))
             log.info("run %s of job %s sent for tick %s", run.run_id, run.job_id, run.scheduled_for.isoformat(),
-                     extra={"run_id": run.run_id, "job_id": run.job_id})
+                     extra={"run_id": run.run_id, "job_id": run.job_id, "job_type": run.job_type})
         return sent
 
     def sleep_seconds(self, result: TickResult) -> float:
@@ -233,7 +233,9 @@ class Beat:
         finally:
             self.wakeups.close()
             try:
-                self.lease.release()
+                if self.lease.state is not None:
+                    self.lease.release()
+                    self.dispatcher.wake_beat()  # a standby sleeping on the wake channel takes over at once
             except DBAPIError as exc:
                 log.warning("beat %s could not release the lease (it expires by itself): %s", self.beat_id,
                             _first_line(exc))
@@ -296,14 +298,13 @@ def engine_options(settings: Settings) -> dict[str, Any]:
 
 def run(settings: Settings) -> None:
     """Run beat until SIGTERM or SIGINT (``python -m beat`` and ``scheduler beat``)."""
-    configure_logging(settings, process="beat")
+    configure_logging(settings, service="beat")
     settings.require("database_url", "redis_url", process="beat")
     engine = make_engine(settings.resolved_database_url, **engine_options(settings))
     registry = load_registry(settings)
-    url = redis_url(settings)
-    dispatcher = Dispatcher(make_broker(url), url)
+    dispatcher = make_dispatcher(settings)
     beat = Beat(settings, engine, registry, dispatcher, SystemClock())
-    readiness = Readiness.of_urls(settings.resolved_database_url, url, settings.redactor())
+    readiness = Readiness.of_urls(settings.resolved_database_url, dispatcher.url, settings.redactor(), settings)
     metrics = serve_metrics(settings.metrics_host, settings.beat_metrics_port, what="beat",
                             liveness=beat.pulse.answer, readiness=readiness.answer)
     stop = threading.Event()

@@ -49,13 +49,11 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
-    import uvicorn
-
     from scheduler.api.app import create_app
+    from scheduler.api.server import serve_api
 
-    uvicorn.run(create_app(settings), host=args.host or settings.api_host, port=args.port or settings.api_port,
-                log_level=settings.log_level.lower())
-    return 0
+    return serve_api(create_app(settings), settings, host=args.host or settings.api_host,
+                     port=args.port or settings.api_port)
 
 
 def cmd_beat(args: argparse.Namespace, settings: Settings) -> int:
@@ -156,14 +154,13 @@ def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_runs(args: argparse.Namespace, settings: Settings) -> int:
     from scheduler import runs as R
-    from scheduler.dispatch import Dispatcher, make_broker
+    from scheduler.dispatch import Dispatcher, make_dispatcher
 
     clock = SystemClock()
 
     def _dispatcher() -> Dispatcher | None:
         """Redis, when configured (or a `scheduler up` runs here); without it beat's outbox sends the run."""
-        url = settings.redis_url
-        return Dispatcher(make_broker(url), url) if url else None
+        return make_dispatcher(settings) if settings.redis_url else None
 
     def _line(run: Any) -> str:
         return (f"{run.id:>6}  {run.status:<10} {run.job_type:<16} {run.trigger:<9} "
@@ -318,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from scheduler.logs import configure_logging
 
-    configure_logging(settings, process=args.command)
+    configure_logging(settings, service=args.command)
     try:
         return int(args.handler(args, settings_for(args.command, settings)))
     except SchedulerError as exc:

@@ -17,6 +17,7 @@ from dramatiq.middleware import AgeLimit, Callbacks, Pipelines, Retries, TimeLim
 
 from scheduler.errors import BrokerUnavailable
 from scheduler.metrics import BROKER_UP
+from scheduler.redis_client import redis_client
 from scheduler.settings import Settings
 
 SCHEDULER_QUEUE = "scheduler"
@@ -50,16 +51,24 @@ def redis_url(settings: Settings, *, process: str = "this process") -> str:
     return settings.redis_url
 
 
-def make_broker(url: str, *, middleware: list[Any] | None = None) -> RedisBroker:
+def make_broker(url: str, *, middleware: list[Any] | None = None, settings: Settings | None = None) -> RedisBroker:
     """A Redis broker with Dramatiq's usual middleware, minus retries of failed steps.
 
     Failed steps are not retried by Dramatiq: the executor records the failure on the run, and beat
-    re-sends steps whose runs went stale.
+    re-sends steps whose runs went stale. Its client comes from :func:`~scheduler.redis_client.redis_client`
+    (TLS and Sentinel settings applied); ``settings`` defaults to none of those.
     """
     default = [
         AgeLimit(), TimeLimit(time_limit=6 * 3600 * 1000), Callbacks(), Pipelines(), Retries(max_retries=0),
     ]
-    return RedisBroker(url=url, middleware=middleware if middleware is not None else default)  # type: ignore[no-untyped-call]
+    client = redis_client(settings or Settings.model_construct(redis_url=url), url)
+    return RedisBroker(client=client, middleware=middleware if middleware is not None else default)  # type: ignore[no-untyped-call]
+
+
+def make_dispatcher(settings: Settings, *, process: str = "this process") -> Dispatcher:
+    """The dispatcher of a process on the configured Redis, with TLS and Sentinel applied."""
+    url = redis_url(settings, process=process)
+    return Dispatcher(make_broker(url, settings=settings), url)
 
 
 class Dispatcher:

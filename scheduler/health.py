@@ -13,13 +13,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import redis
 from sqlalchemy import Engine
 from sqlalchemy.pool import NullPool
 
 from scheduler.db import is_sqlite, make_engine, normalize_url
 from scheduler.metrics import BROKER_UP
 from scheduler.redact import Redactor
+from scheduler.redis_client import redis_client
+from scheduler.settings import Settings
 
 PROBE_TIMEOUT = 2.0
 """Seconds a readiness probe waits for a database or Redis connection."""
@@ -80,9 +81,9 @@ def database_probe(url: str) -> Callable[[], None]:
     return probe
 
 
-def redis_probe(url: str) -> Callable[[], None]:
-    """``PING`` with short timeouts; the outcome also sets ``scheduler_broker_up``."""
-    client = redis.Redis.from_url(url, socket_timeout=PROBE_TIMEOUT, socket_connect_timeout=PROBE_TIMEOUT)
+def redis_probe(url: str, settings: Settings | None = None) -> Callable[[], None]:
+    """``PING`` with short timeouts, TLS and Sentinel settings applied; the outcome sets ``scheduler_broker_up``."""
+    client = redis_client(settings or Settings.model_construct(redis_url=url), url, timeout=PROBE_TIMEOUT)
 
     def probe() -> None:
         try:
@@ -113,8 +114,10 @@ class Readiness:
         self.redactor = redactor
 
     @classmethod
-    def of_urls(cls, database_url: str, redis_url: str, redactor: Redactor) -> Readiness:
-        return cls([database(database_probe(database_url)), broker(redis_probe(redis_url))], redactor)
+    def of_urls(
+        cls, database_url: str, redis_url: str, redactor: Redactor, settings: Settings | None = None
+    ) -> Readiness:
+        return cls([database(database_probe(database_url)), broker(redis_probe(redis_url, settings))], redactor)
 
     def answer(self) -> Answer:
         checks: dict[str, str] = {}

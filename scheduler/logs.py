@@ -1,64 +1,132 @@
-"""Logging set-up: readable text on a terminal, one JSON object per line in containers."""
+"""Logging set-up, one for every process: readable lines on a terminal, one JSON object per line in containers.
+
+Every record carries the process's ``service`` (``api``, ``beat``, ``worker:<queues>``), ``pid``, ``host``
+and ``version``, and the ids of the work in hand wherever they are known: ``run_id``, ``job_id``,
+``job_type`` and ``request_id`` (see :func:`run_fields`). uvicorn's and Dramatiq's loggers go through the
+same handler, so the API's access log is JSON too.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
+import socket
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from datetime import UTC, datetime
-from typing import Any
+from functools import cache
+from importlib.metadata import PackageNotFoundError, version
+
+from pythonjsonlogger.core import RESERVED_ATTRS
+from pythonjsonlogger.json import JsonFormatter as _JsonLinesFormatter
 
 from scheduler.redact import Redactor
 from scheduler.settings import Settings
 
-_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+FieldValue = int | str
+CONTEXT_FIELDS = ("run_id", "job_id", "job_type", "request_id")
+"""The ids of the work in hand, shown on text lines too when known."""
 
-_RUN_FIELDS: ContextVar[dict[str, int] | None] = ContextVar("scheduler_run_fields", default=None)
+_FIELDS: ContextVar[dict[str, FieldValue] | None] = ContextVar("scheduler_log_fields", default=None)
+
+UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi")
+
+
+@cache
+def package_version() -> str:
+    """The installed version of the scheduler (``unknown`` when run from a bare source tree)."""
+    try:
+        return version("billing-scheduler")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 @contextmanager
-def run_fields(**ids: int) -> Iterator[None]:
-    """Records logged inside the block (by this thread) carry ``ids``, e.g. ``run_id``; see :class:`RunFields`."""
-    token = _RUN_FIELDS.set({**(_RUN_FIELDS.get() or {}), **ids})
+def run_fields(**ids: FieldValue) -> Iterator[None]:
+    """Records logged inside the block (by this thread or task) carry ``ids``, e.g. ``run_id`` or ``request_id``."""
+    token = _FIELDS.set({**(_FIELDS.get() or {}), **ids})
     try:
         yield
     finally:
-        _RUN_FIELDS.reset(token)
+        _FIELDS.reset(token)
 
 
-def add_run_fields(**ids: int) -> None:
-    """Add ``ids`` (e.g. the ``job_id`` once the run is loaded) to the enclosing :func:`run_fields` block, if any."""
-    fields = _RUN_FIELDS.get()
+def add_run_fields(**ids: FieldValue | None) -> None:
+    """Add ``ids`` (e.g. the ``job_id`` once the run is loaded) to the enclosing :func:`run_fields` block, if any;
+    ``None`` values are left out."""
+    fields = _FIELDS.get()
     if fields is not None:
-        fields.update(ids)  # this block's own dict: gone with the block
+        fields.update({k: v for k, v in ids.items() if v is not None})  # this block's own dict: gone with the block
+
+
+def current_field(name: str) -> FieldValue | None:
+    """A field of the enclosing :func:`run_fields` block (e.g. the ``request_id`` of the request in hand)."""
+    return (_FIELDS.get() or {}).get(name)
 
 
 class RunFields(logging.Filter):
-    """Puts the ids of the run being worked on (:func:`run_fields`) on every record, as ``extra`` would."""
+    """Puts the ids of the work in hand (:func:`run_fields`) on every record, as ``extra`` would."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        for name, value in (_RUN_FIELDS.get() or {}).items():
+        for name, value in (_FIELDS.get() or {}).items():
             if not hasattr(record, name):
                 setattr(record, name, value)
         return True
 
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object per record, with any ``extra`` fields such as ``run_id`` and ``job_id``."""
+class ProcessFields(logging.Filter):
+    """Puts the process's ``service``, ``host`` and ``version`` on every record (``pid`` is the record's own)."""
+
+    def __init__(self, service: str) -> None:
+        super().__init__()
+        self.service = service
+        self.host = socket.gethostname()
+        self.version = package_version()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.service = self.service
+        record.host = self.host
+        record.version = self.version
+        return True
+
+
+class AccessFields(logging.Filter):
+    """Splits uvicorn's access line into fields: ``method``, ``path``, ``status`` and ``client``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if record.name == "uvicorn.access" and isinstance(args, tuple) and len(args) == 5:
+            record.client, record.method, record.path, _, record.status = args
+        return True
+
+
+class JsonFormatter(_JsonLinesFormatter):
+    """One JSON object per record: ``timestamp`` (ISO, UTC), ``level``, ``logger``, ``message``, ``pid``, the
+    process's fields and any ``extra`` (run and request ids, the access log's fields)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "%(levelname)s %(name)s %(message)s %(process)d",
+            rename_fields={"levelname": "level", "name": "logger", "process": "pid", "exc_info": "exc"},
+            reserved_attrs=[*RESERVED_ATTRS, "color_message"],
+            timestamp=True,
+        )
+
+
+
+class TextFormatter(logging.Formatter):
+    """A readable line for a terminal, ending with the ids of the work in hand when there are any."""
+
+    def __init__(self, service: str) -> None:
+        super().__init__(f"%(asctime)s %(levelname)s {service} %(name)s: %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
-        payload: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat().replace("+00:00", "Z"),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        payload.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
-        if record.exc_info:
-            payload["exc"] = self.formatException(record.exc_info)
-        return json.dumps(payload, default=str)
+        line = super().format(record)
+        ids = " ".join(f"{name}={getattr(record, name)}" for name in CONTEXT_FIELDS if hasattr(record, name))
+        if not ids:
+            return line
+        head, newline, rest = line.partition("\n")  # after the message, before any traceback
+        return f"{head} [{ids}]{newline}{rest}"
 
 
 class RedactingFormatter(logging.Formatter):
@@ -73,16 +141,27 @@ class RedactingFormatter(logging.Formatter):
         return self.redactor(self.inner.format(record))
 
 
-def configure_logging(settings: Settings, *, process: str) -> None:
-    handler = logging.StreamHandler()
+def configure_logging(settings: Settings, *, service: str) -> None:
+    """Send every record of this process (ours, uvicorn's, Dramatiq's) to one handler on stderr.
+
+    ``service`` names the process on every line unless ``SCHEDULER_LOG_SERVICE`` does. Calling it again
+    replaces the handler, so the last call of a process wins.
+    """
+    service = settings.log_service or service
+    handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(RunFields())
-    if settings.log_format == "json":
-        formatter: logging.Formatter = JsonFormatter()
-    else:
-        formatter = logging.Formatter(f"%(asctime)s %(levelname)s {process} %(name)s: %(message)s")
-    handler.setFormatter(RedactingFormatter(formatter, settings.redactor()))
+    handler.addFilter(ProcessFields(service))
+    handler.addFilter(AccessFields())
+    inner = JsonFormatter() if settings.log_format == "json" else TextFormatter(service)
+    handler.setFormatter(RedactingFormatter(inner, settings.redactor()))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())
+    for name in (*UVICORN_LOGGERS, "dramatiq"):
+        # uvicorn (with log_config=None) and Dramatiq's CLI may have set up handlers of their own: ours only.
+        logger = logging.getLogger(name)
+        logger.handlers[:] = []
+        logger.propagate = True
     # Alembic announces each of its plugins at INFO; the migrations it runs are worth reading, those are not.
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+

@@ -174,6 +174,8 @@ class JobRun(SQLModel, table=True):
     summary: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     error: str | None = None
     retry_of: int | None = Field(default=None, foreign_key="job_run.id")
+    request_id: str | None = Field(default=None, sa_column=Column(String(128)))
+    """The API request that created the run (``X-Request-Id``); its worker's log lines carry it."""
 
 
 class RunEvent(SQLModel, table=True):

@@ -61,10 +61,12 @@ def create_manual_run(
     actor: str,
     clock: Clock,
     idempotency_key: str | None = None,
+    request_id: str | None = None,
 ) -> tuple[JobRun, bool]:
     """Record a manual run (``CREATED``); returns ``(run, created)``.
 
     A repeated ``idempotency_key`` for the same job returns the first run instead of a new one.
+    ``request_id`` (the API request's) is kept with the run so the worker's log lines show it.
     """
     if idempotency_key:
         existing = session.scalar(select(JobRun).where(col(JobRun.idempotency_key) == idempotency_key))
@@ -91,6 +93,7 @@ def create_manual_run(
         run_properties=run_properties,
         created_by=actor,
         created_at=now,
+        request_id=request_id,
     )
     session.add(run)
     try:
@@ -111,7 +114,9 @@ def create_manual_run(
     return run, True
 
 
-def retry_run(*, session: Session, run_id: int, actor: str, clock: Clock) -> JobRun:
+def retry_run(
+    *, session: Session, run_id: int, actor: str, clock: Clock, request_id: str | None = None
+) -> JobRun:
     """A new run (trigger RETRY) of a FAILED or INCOMPLETE run; the job type retries failed items only."""
     original = get_run(session, run_id)
     needs, _ = ACTIONS["retry"]
@@ -131,6 +136,7 @@ def retry_run(*, session: Session, run_id: int, actor: str, clock: Clock) -> Job
         created_at=now,
         retry_of=original.id,
         scheduled_for=None,
+        request_id=request_id,
     )
     session.add(run)
     session.flush()

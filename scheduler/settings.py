@@ -39,6 +39,17 @@ class Settings(BaseSettings):
     worker_processes: int = 1
     worker_threads: int = 2
     extra_job_types: list[str] = []
+    log_service: str | None = None
+    api_shutdown_seconds: float = 20.0
+    worker_shutdown_seconds: float = 600.0
+    db_pool_size: int | None = None
+    db_max_overflow: int | None = None
+    redis_ssl_ca_certs: Path | None = None
+    redis_ssl_certfile: Path | None = None
+    redis_ssl_keyfile: Path | None = None
+    redis_sentinels: str | None = None
+    redis_sentinel_service: str = "mymaster"
+    redis_sentinel_password: str | None = None
 
     def require(self, *names: str, process: str) -> None:
         """Refuse to go on without these settings (e.g. ``database_url``, ``redis_url``): outside

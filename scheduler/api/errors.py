@@ -150,8 +150,12 @@ async def _database_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
-    return error_response(500, "internal_error", "an unexpected error occurred; it has been logged")
+    # Answered outside the request id middleware (Starlette's outermost layer): the id is on the scope.
+    rid = request.scope.get("state", {}).get("request_id")
+    log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=exc,
+                  extra={"request_id": rid} if rid else None)
+    return error_response(500, "internal_error", "an unexpected error occurred; it has been logged",
+                          headers={"X-Request-Id": rid} if rid else None)
 
 
 def install_error_handlers(app: FastAPI) -> None:

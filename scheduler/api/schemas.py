@@ -115,6 +115,7 @@ class RunPublic(BaseModel):
     worker: str | None
     attempt: int
     retry_of: int | None
+    request_id: str | None = Field(default=None, description="the X-Request-Id of the API request that created it")
     summary: dict[str, Any]
     error: str | None
     progress: RunProgress

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from scheduler.auth import keys_exist
 from scheduler.clock import Clock, SystemClock
 from scheduler.db import make_engine, make_session_factory
-from scheduler.dispatch import Dispatcher, make_broker, redis_url
+from scheduler.dispatch import Dispatcher, make_dispatcher
 from scheduler.errors import SchedulerError
 from scheduler.health import Readiness, broker, database, database_probe, redis_probe
 from scheduler.jobtypes import JobTypeRegistry, load_registry
@@ -73,8 +73,7 @@ class Services:
         """The dispatcher; raises :class:`BrokerUnavailable` when an embedded Redis cannot start."""
         with self._lock:
             if self._dispatcher is None:
-                url = redis_url(self.settings)
-                self._dispatcher = Dispatcher(make_broker(url), url)
+                self._dispatcher = make_dispatcher(self.settings)
             return self._dispatcher
 
     @property
@@ -93,7 +92,7 @@ class Services:
     def probe_redis(self) -> None:
         """Ping Redis with short timeouts (setting ``scheduler_broker_up``); raises when it does not answer."""
         if self._redis_probe is None:
-            self._redis_probe = redis_probe(self.dispatcher.url)
+            self._redis_probe = redis_probe(self.dispatcher.url, self.settings)
         self._redis_probe()
 
     def database_url(self) -> str:

@@ -44,7 +44,8 @@ def test_a_runs_steps_log_its_run_and_job_ids(
     lines = records(json_lines)
     steps = [r for r in lines if str(r["logger"]).startswith("workers.")]
     assert steps, lines
-    assert {(r["run_id"], r["job_id"]) for r in steps} == {(run_id, job.id)}
+    assert {(r["run_id"], r["job_id"], r["job_type"]) for r in steps} == {(run_id, job.id, job.job_type)}
+    assert all("request_id" not in r for r in steps)  # not created by an API request
     assert any(str(r["message"]).startswith(f"run {run_id}: COMPLETED") for r in steps)
     assert "run_id" not in lines[-1] and lines[-1]["message"] == "outside any run"
 

@@ -13,10 +13,10 @@ from scheduler.settings import Settings
 from workers.runtime.worker import settings_env, worker_command, worker_queues
 
 
-def test_worker_command_runs_dramatiq_on_the_actors_module() -> None:
-    assert worker_command(["dunning"], processes=2, threads=4) == [
-        sys.executable, "-m", "dramatiq", "workers.runtime.actors",
-        "--processes", "2", "--threads", "4", "--queues", "dunning",
+def test_worker_command_runs_dramatiq_on_the_actors_module_with_our_logging_and_shutdown_timeout() -> None:
+    assert worker_command(["dunning"], processes=2, threads=4, shutdown_seconds=25) == [
+        sys.executable, "-m", "workers.runtime.pool", "workers.runtime.actors", "--skip-logging",
+        "--processes", "2", "--threads", "4", "--worker-shutdown-timeout", "25000", "--queues", "dunning",
     ]
 
 

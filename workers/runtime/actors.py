@@ -21,7 +21,7 @@ from workers.runtime.env import WorkerEnv, build_env
 from workers.runtime.steps import LazyEnv, declare_actors
 
 settings = Settings()
-configure_logging(settings, process="worker")
+configure_logging(settings, service="worker")
 try:
     settings.require("database_url", "redis_url", process="a worker")
 except MissingSetting as exc:
@@ -29,7 +29,7 @@ except MissingSetting as exc:
     raise SystemExit(2) from exc
 registry = load_registry(settings)
 url = str(settings.redis_url)
-broker = make_broker(url)
+broker = make_broker(url, settings=settings)
 for extra in metrics.middleware(settings):
     broker.add_middleware(extra)
 dramatiq.set_broker(broker)

@@ -67,7 +67,7 @@ def load_run(env: WorkerEnv, run_id: int) -> tuple[JobRun, Job] | None:
         job = session.get(Job, run.job_id)
         assert job is not None
         session.expunge_all()
-    add_run_fields(job_id=run.job_id)
+    add_run_fields(job_id=run.job_id, job_type=run.job_type, request_id=run.request_id)
     return run, job
 
 

@@ -82,12 +82,13 @@ def serve() -> int:
     from scheduler.metrics import serve_metrics
 
     settings = Settings()
-    configure_logging(settings, process="worker")
+    configure_logging(settings, service="worker")
     parent = os.getppid()
     started = time.monotonic()
     directory = Path(os.environ[MULTIPROC_ENV]) / ALIVE_DIR
-    readiness = Readiness.of_urls(settings.resolved_database_url, str(settings.redis_url), settings.redactor())
-    broker_check = redis_probe(str(settings.redis_url))
+    readiness = Readiness.of_urls(settings.resolved_database_url, str(settings.redis_url), settings.redactor(),
+                                  settings)
+    broker_check = redis_probe(str(settings.redis_url), settings)
 
     def before_scrape() -> None:
         with suppress(Exception):

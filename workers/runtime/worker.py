@@ -44,10 +44,18 @@ def worker_queues(settings: Settings, queues: Sequence[str] | None) -> list[str]
     return list(dict.fromkeys(queues))
 
 
-def worker_command(queues: Sequence[str], processes: int, threads: int) -> list[str]:
+def worker_command(
+    queues: Sequence[str], processes: int, threads: int, *, shutdown_seconds: float = 600.0
+) -> list[str]:
+    """Dramatiq's command line (through :mod:`workers.runtime.pool`, which sets up our logging).
+
+    On SIGTERM each worker process finishes the steps in hand for up to ``shutdown_seconds``
+    (``SCHEDULER_WORKER_SHUTDOWN_SECONDS``) and puts the messages it had prefetched back on the queue.
+    """
     return [
-        sys.executable, "-m", "dramatiq", "workers.runtime.actors",
-        "--processes", str(processes), "--threads", str(threads), "--queues", *queues,
+        sys.executable, "-m", "workers.runtime.pool", "workers.runtime.actors", "--skip-logging",
+        "--processes", str(processes), "--threads", str(threads),
+        "--worker-shutdown-timeout", str(max(1, int(shutdown_seconds * 1000))), "--queues", *queues,
     ]
 
 
@@ -67,8 +75,9 @@ def run_worker(
     threads = threads or settings.worker_threads
     # The pool's processes (and its health answer, which counts them) read these settings.
     resolved = settings.model_copy(update={"redis_url": redis_url(settings, process="a worker"),
-                                           "worker_processes": processes, "worker_threads": threads})
-    argv = worker_command(chosen, processes, threads)
+                                           "worker_processes": processes, "worker_threads": threads,
+                                           "log_service": settings.log_service or f"worker:{','.join(chosen)}"})
+    argv = worker_command(chosen, processes, threads, shutdown_seconds=settings.worker_shutdown_seconds)
     # The pool keeps this process's id: it names the pool's metrics directory.
     env = prepare_environment(resolved, settings_env(resolved), pool_id=os.getpid())
     os.execve(sys.executable, argv, env)

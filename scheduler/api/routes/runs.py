@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler.api.deps import Operator, ServicesDep, SessionDep, Viewer
 from scheduler.api.errors import ERROR_RESPONSES, ErrorBody, MalformedRequest, error_doc
+from scheduler.api.request_id import request_id
 from scheduler.api.schemas import ActionNote, Page, RunDetail, RunItemPublic, RunPublic, id_cursor, iso_utc, job_names
 from scheduler.api.services import Services
 from scheduler.auth import Principal
@@ -78,7 +79,7 @@ def post_run(
     """Record the run (`CREATED`) and send it to its job type's queue."""
     run, created = create_manual_run(session=session, registry=services.registry, run_in=run_in,
                                      actor=principal.actor, clock=services.clock,
-                                     idempotency_key=idempotency_key)
+                                     idempotency_key=idempotency_key, request_id=request_id())
     assert run.id is not None
     if created:
         services.send_run(run.id)
@@ -256,7 +257,8 @@ def cancel_run(run_id: int, session: SessionDep, services: ServicesDep, principa
              responses={**NOT_FOUND, **REFUSED})
 def retry(run_id: int, session: SessionDep, services: ServicesDep, principal: Operator) -> RunDetail:
     """A new run (trigger RETRY, `retry_of` = this run) for the failed items only."""
-    run = retry_run(session=session, run_id=run_id, actor=principal.actor, clock=services.clock)
+    run = retry_run(session=session, run_id=run_id, actor=principal.actor, clock=services.clock,
+                    request_id=request_id())
     assert run.id is not None
     services.send_run(run.id)
     return RunDetail.build(session, get_run(session, run.id))
