@@ -42,7 +42,7 @@ from beat.recovery import Repairs, fail_overrunning, reclaim_stale, resend_outbo
 from beat.scheduling import NewRun, earliest_fire, record_misses, schedule_due_jobs, select_due_jobs
 from beat.wakeup import WakeListener
 from scheduler.clock import Clock, SystemClock
-from scheduler.db import is_sqlite, make_engine, make_session_factory
+from scheduler.db import is_sqlite, make_engine, make_session_factory, pool_options
 from scheduler.dispatch import Dispatcher, make_dispatcher
 from scheduler.errors import DatabaseUnavailable, SchedulerError, StaleLeader
 from scheduler.health import Pulse, Readiness
@@ -300,7 +300,7 @@ def run(settings: Settings) -> None:
     """Run beat until SIGTERM or SIGINT (``python -m beat`` and ``scheduler beat``)."""
     configure_logging(settings, service="beat")
     settings.require("database_url", "redis_url", process="beat")
-    engine = make_engine(settings.resolved_database_url, **engine_options(settings))
+    engine = make_engine(settings.resolved_database_url, **engine_options(settings), **pool_options(settings))
     registry = load_registry(settings)
     dispatcher = make_dispatcher(settings)
     beat = Beat(settings, engine, registry, dispatcher, SystemClock())

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
 from scheduler.errors import DatabaseUnavailable
+from scheduler.settings import Settings
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -82,6 +83,17 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     return create_engine(url, **kwargs)
+
+
+def pool_options(settings: Settings) -> dict[str, int]:
+    """The connection pool size of this process (``SCHEDULER_DB_POOL_SIZE``, ``SCHEDULER_DB_MAX_OVERFLOW``).
+
+    Each role sets its own in its own environment; unset, SQLAlchemy's 5 + 10 apply. Every replica of
+    every role holds up to pool size + overflow connections: their sum must stay under the server's
+    ``max_connections``.
+    """
+    options = {"pool_size": settings.db_pool_size, "max_overflow": settings.db_max_overflow}
+    return {k: v for k, v in options.items() if v is not None}
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

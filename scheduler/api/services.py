@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler.auth import keys_exist
 from scheduler.clock import Clock, SystemClock
-from scheduler.db import make_engine, make_session_factory
+from scheduler.db import make_engine, make_session_factory, pool_options
 from scheduler.dispatch import Dispatcher, make_dispatcher
 from scheduler.errors import SchedulerError
 from scheduler.health import Readiness, broker, database, database_probe, redis_probe
@@ -50,7 +50,7 @@ class Services:
     def engine(self) -> Engine:
         with self._lock:
             if self._engine is None:
-                self._engine = make_engine(self.settings.resolved_database_url)
+                self._engine = make_engine(self.settings.resolved_database_url, **pool_options(self.settings))
             return self._engine
 
     @property

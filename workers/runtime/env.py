@@ -10,7 +10,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler.clock import Clock, SystemClock
-from scheduler.db import make_engine, make_session_factory
+from scheduler.db import make_engine, make_session_factory, pool_options
 from scheduler.dispatch import Dispatcher
 from scheduler.jobtypes import JobTypeRegistry, load_registry
 from scheduler.settings import Settings
@@ -48,10 +48,11 @@ def build_env(
     heartbeat: bool = True,
 ) -> WorkerEnv:
     """A :class:`WorkerEnv`; the billing engine is the scheduler's own when both URLs are the same."""
-    engine = engine or make_engine(settings.resolved_database_url)
+    pool = pool_options(settings)
+    engine = engine or make_engine(settings.resolved_database_url, **pool)
     if billing_engine is None:
         same = settings.resolved_billing_database_url == settings.resolved_database_url
-        billing_engine = engine if same else make_engine(settings.resolved_billing_database_url)
+        billing_engine = engine if same else make_engine(settings.resolved_billing_database_url, **pool)
     factory = make_session_factory(engine)
     clock = clock or SystemClock()
     beat = None
