@@ -60,7 +60,8 @@ class Settings(BaseSettings):
 
     def redactor(self) -> Redactor:
         """What masks this configuration's passwords wherever they might be printed (see scheduler.redact)."""
-        return Redactor.of_urls(self.database_url, self.billing_database_url, self.redis_url, self.smtp_url)
+        urls = Redactor.of_urls(self.database_url, self.billing_database_url, self.redis_url, self.smtp_url)
+        return Redactor([*urls.secrets, self.redis_sentinel_password or ""])
 
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         for name, value in super().__repr_args__():

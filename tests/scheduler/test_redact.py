@@ -50,14 +50,15 @@ def test_errors_naming_a_setting_never_show_its_password() -> None:
 
 def test_settings_repr_and_every_log_line_are_redacted(capsys: pytest.CaptureFixture[str]) -> None:
     settings = Settings(database_url="postgresql://u:tops3cret@h/d", redis_url="redis://:r3dis-pw@h/0",
-                        smtp_url="smtp://m:m4il-pw@h:25", log_format="json")
+                        smtp_url="smtp://m:m4il-pw@h:25", redis_sentinel_password="s3ntinel-pw",
+                        log_format="json")
     assert "tops3cret" not in repr(settings) and "r3dis-pw" not in repr(settings)
     root = logging.getLogger()
     kept = root.handlers[:], root.level
-    configure_logging(settings, process="test")
+    configure_logging(settings, service="test")
     log = logging.getLogger("test.redact")
     try:
-        log.warning("connecting to %s", settings.redis_url)
+        log.warning("connecting to %s (sentinels: %s)", settings.redis_url, settings.redis_sentinel_password)
         try:
             raise ConnectionError("SMTP login with m4il-pw refused")
         except ConnectionError:
@@ -67,5 +68,5 @@ def test_settings_repr_and_every_log_line_are_redacted(capsys: pytest.CaptureFix
         root.setLevel(kept[1])
     printed = capsys.readouterr().err
     assert "connecting to redis://:***@h/0" in printed and "SMTP login with *** refused" in printed
-    for secret in ("tops3cret", "r3dis-pw", "m4il-pw"):
+    for secret in ("tops3cret", "r3dis-pw", "m4il-pw", "s3ntinel-pw"):
         assert secret not in printed
