@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from beat.misfire import SAMPLE, MissedTicks, MissReason, TickPlan, plan_ticks
 from beat.tables import JOBS, RUNS
 from scheduler.cron import CronSchedule
+from scheduler.cron_hash import job_hash_seed
 from scheduler.errors import InvalidInput
 from scheduler.ledger import insert_tick_runs
 from scheduler.metrics import MISSED_TICKS
@@ -69,9 +70,9 @@ class ScheduleOutcome:
 
 
 @lru_cache(maxsize=4096)
-def schedule_of(cron: str, timezone: str) -> CronSchedule:
-    """Parsed schedules, cached: job definitions are immutable."""
-    return CronSchedule.parse(cron, timezone)
+def schedule_of(cron: str, timezone: str, job_name: str) -> CronSchedule:
+    """Parsed schedules, cached: job definitions are immutable (``H`` fields are spread by the job's name)."""
+    return CronSchedule.parse(cron, timezone, seed=job_hash_seed(job_name))
 
 
 def select_due_jobs(session: Session, *, now: datetime, job_types: list[str], limit: int) -> list[Job]:
@@ -135,7 +136,7 @@ def schedule_due_jobs(
     for job in jobs:
         assert job.id is not None and job.next_fire_at is not None and job.cron is not None
         try:
-            schedule = schedule_of(job.cron, job.timezone)
+            schedule = schedule_of(job.cron, job.timezone, job.name)
         except InvalidInput as exc:
             # Refused at creation, so only a hand-edited row gets here: stop it firing, say why.
             log.error("job %s has an unusable schedule and will not fire: %s", job.id, exc.message,

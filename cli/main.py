@@ -136,14 +136,12 @@ def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
                                           clock=SystemClock(), note=args.note or "")
             emit(args, J.JobPublic.of(changed), lambda: [f"job {changed.id} is {changed.status}"])
         elif args.action == "next-fires":
-            from scheduler.cron import CronSchedule
-
             found = J.get_job(session, args.id)
-            if not found.cron:
+            schedule = J.job_schedule(found)
+            if schedule is None:
                 raise InvalidInput(f"job {found.id} has no schedule")
-            schedule = CronSchedule.parse(found.cron, found.timezone)
             fires = schedule.next_fires(SystemClock().now(), args.count)
-            data = {"description": schedule.describe(),
+            data = {"description": schedule.describe(), "cron_expanded": schedule.expanded,
                     "fires": [{"utc": f.utc, "local": f.local.isoformat(), "dst_change": f.dst_change} for f in fires]}
             emit(args, data, lambda: [schedule.describe()] + [
                 f"{_json_default(f.utc)}  {f.local.isoformat()}{'  (DST change)' if f.dst_change else ''}"

@@ -12,9 +12,8 @@ from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from scheduler.clock import Clock
-from scheduler.cron import CronSchedule
 from scheduler.errors import InvalidInput, JobNotRunnable
-from scheduler.jobs import get_job
+from scheduler.jobs import get_job, job_schedule
 from scheduler.ledger import insert_tick_runs
 from scheduler.models import JobEvent, JobRun, JobStatus, RunEvent, RunStatus, RunTrigger
 
@@ -59,12 +58,12 @@ def backfill(
     job = get_job(session, job_id)
     if job.status == JobStatus.ARCHIVED:
         raise JobNotRunnable(job_id, "the job is archived")
-    if not job.cron:
+    schedule = job_schedule(job)
+    if schedule is None:
         raise InvalidInput(f"job {job_id} has no schedule to backfill", details={"job_id": job_id})
     now = clock.now()
     if request.end > now:
         raise InvalidInput("a backfill range must end in the past", details={"end": request.end.isoformat()})
-    schedule = CronSchedule.parse(job.cron, job.timezone)
     ticks: list[datetime] = []
     for tick in schedule.fires_between(request.start - timedelta(microseconds=1), request.end):
         ticks.append(tick)

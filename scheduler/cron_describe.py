@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from itertools import product
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from scheduler.cron import CronFields
+from scheduler.cron_fields import CronFields
 
 _MONTHS = ("", "January", "February", "March", "April", "May", "June", "July", "August", "September",
            "October", "November", "December")  # fmt: skip

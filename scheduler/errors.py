@@ -33,9 +33,9 @@ class InvalidCron(InvalidInput):
 
     code = "invalid_cron"
 
-    def __init__(self, expression: str, reason: str) -> None:
+    def __init__(self, expression: str, reason: str, *, why: str = "") -> None:
         super().__init__(
-            f"invalid cron expression {expression!r}: {reason}",
+            f"invalid cron expression {expression!r}: {reason}" + (f": {why}" if why else ""),
             details={"cron": expression, "reason": reason},
         )
 

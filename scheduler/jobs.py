@@ -14,6 +14,7 @@ from sqlmodel import col
 
 from scheduler.clock import Clock
 from scheduler.cron import CronSchedule, validate_timezone
+from scheduler.cron_hash import job_hash_seed
 from scheduler.errors import DuplicateJobName, InvalidInput, InvalidTransition, JobNotFound
 from scheduler.jobtypes import JobTypeRegistry
 from scheduler.models import Job, JobEvent, JobRun, JobStatus, MisfirePolicy, OverlapPolicy, RunStatus
@@ -94,11 +95,25 @@ class JobPublic(BaseModel):
     next_fire_at: datetime | None
     last_scheduled_for: datetime | None
     schedule_description: str | None = None
+    cron_expanded: str | None = Field(
+        default=None, description="the cron the schedule iterates: `cron` with each H field replaced by its values"
+    )
 
     @classmethod
     def of(cls, job: Job) -> JobPublic:
-        description = CronSchedule.parse(job.cron, job.timezone).describe() if job.cron else None
-        return cls.model_validate({**job.model_dump(), "schedule_description": description})
+        schedule = job_schedule(job)
+        return cls.model_validate({
+            **job.model_dump(),
+            "schedule_description": schedule.describe() if schedule else None,
+            "cron_expanded": schedule.expanded if schedule else None,
+        })
+
+
+def job_schedule(job: Job) -> CronSchedule | None:
+    """The job's parsed schedule (its ``H`` fields spread by its name); None for a manual-only job."""
+    if not job.cron:
+        return None
+    return CronSchedule.parse(job.cron, job.timezone, seed=job_hash_seed(job.name))
 
 
 def create_job(
@@ -111,7 +126,7 @@ def create_job(
     now = clock.now()
     next_fire: datetime | None = None
     if job_in.cron:
-        schedule = CronSchedule.parse(job_in.cron, job_in.timezone)
+        schedule = CronSchedule.parse(job_in.cron, job_in.timezone, seed=job_hash_seed(job_in.name))
         next_fire = schedule.next_after(now)
     elif not job_in.can_run_manual:
         raise InvalidInput(
@@ -191,8 +206,9 @@ def change_job_status(
     now = clock.now()
     previous = job.status
     job.status = target
-    if target is JobStatus.ACTIVE and job.cron:
-        job.next_fire_at = CronSchedule.parse(job.cron, job.timezone).next_after(now)
+    schedule = job_schedule(job)
+    if target is JobStatus.ACTIVE and schedule is not None:
+        job.next_fire_at = schedule.next_after(now)
     elif target is not JobStatus.ACTIVE:
         job.next_fire_at = None
     session.add(JobEvent(job_id=job_id, from_status=previous, to_status=target, at=now, actor=actor, note=note))

@@ -84,6 +84,9 @@ class FireTime(BaseModel):
 class NextFires(BaseModel):
     description: str = Field(description="the schedule in words")
     timezone: str
+    cron_expanded: str | None = Field(
+        default=None, description="the cron the fires come from: the job's cron with each H field replaced"
+    )
     fires: list[FireTime]
 
 

@@ -399,7 +399,7 @@ def test_describe(expression: str, expected: str) -> None:
         ("-5 * * * *", "UTC", InvalidCron, "minute field: cannot parse '-5'"),
         ("*/0 * * * *", "UTC", InvalidCron, "minute step 0"),
         ("*/x * * * *", "UTC", InvalidCron, "cannot parse step"),
-        ("5-1 * * * *", "UTC", InvalidCron, "runs backwards"),
+        ("0 0 0 1 1 ? 2030-2026", "UTC", InvalidCron, "year range '2030-2026' runs backwards"),
         ("0 0 12 ? * ?", "UTC", InvalidCron, "'?' may be used in only one of day-of-month and day-of-week"),
         ("0 0 12 1 * MON", "UTC", InvalidCron, "cannot restrict both day-of-month and day-of-week"),
         ("0 ? * * *", "UTC", InvalidCron, "'?' is only allowed in day-of-month or day-of-week"),

@@ -14,8 +14,7 @@ from scheduler.api.schemas import ActionNote, FireTime, JobDetail, NextFires, Pa
 from scheduler.api.services import Services
 from scheduler.auth import Principal
 from scheduler.backfill import BackfillRequest, backfill
-from scheduler.cron import CronSchedule
-from scheduler.jobs import JobCreate, JobPublic, change_job_status, create_job, get_job, list_jobs
+from scheduler.jobs import JobCreate, JobPublic, change_job_status, create_job, get_job, job_schedule, list_jobs
 from scheduler.models import JobStatus
 
 router = APIRouter(prefix="/jobs", tags=["jobs"], responses=ERROR_RESPONSES)
@@ -108,14 +107,15 @@ def next_fires(
 ) -> NextFires:
     """Fires after now, each flagged when the zone's UTC offset changed since the previous one."""
     job = get_job(session, job_id)
-    if not job.cron:
+    schedule = job_schedule(job)
+    if schedule is None:
         return NextFires(description="manual runs only (no schedule)", timezone=job.timezone, fires=[])
-    schedule = CronSchedule.parse(job.cron, job.timezone)
     fires = [
         FireTime(utc=iso_utc(f.utc), local=f.local.isoformat(), dst_change=f.dst_change)
         for f in schedule.next_fires(services.clock.now(), count)
     ]
-    return NextFires(description=schedule.describe(), timezone=job.timezone, fires=fires)
+    return NextFires(description=schedule.describe(), timezone=job.timezone, cron_expanded=schedule.expanded,
+                     fires=fires)
 
 
 class BackfillAnswer(BaseModel):
