@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(PY) tests/bench/bench_dunning.py --accounts 100000
 	$(PY) tests/bench/bench_mediation.py --records 1000000
 	$(PY) tests/bench/bench_gl.py --documents 1000000
+	$(PY) tests/bench/bench_cron.py --expressions 1000 --fires 20
 
 clean:
 	rm -rf $(VENV) .scheduler .pytest_cache .mypy_cache .ruff_cache

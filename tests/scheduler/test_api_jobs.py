@@ -280,3 +280,41 @@ def test_backfill_refuses_a_future_range_and_an_unordered_one(client: TestClient
     unordered = client.post(f"/api/v1/jobs/{job['id']}/backfill",
                             json={"start": "2026-06-01T10:00:00Z", "end": "2026-06-01T08:00:00Z"})
     assert_error(unordered, 422)
+
+
+def test_a_hashed_job_keeps_its_cron_and_shows_where_it_lands(client: TestClient) -> None:
+    # Given two "daily in the 02:00 hour" jobs whose minute is spread by their names
+    first = create_job(client, name="ERP nightly", cron="H 2 * * *")
+    second = create_job(client, name="GL nightly", cron="H 2 * * *")
+    # Then each keeps its cron as written and shows the minute it landed on, and fires then
+    for job in (first, second):
+        assert job["cron"] == "H 2 * * *"
+        minute, rest = job["cron_expanded"].split(" ", 1)
+        assert rest == "2 * * *" and 0 <= int(minute) <= 59
+        assert job["next_fire_at"] == f"2026-06-02T02:{int(minute):02d}:00Z"
+        assert job["schedule_description"] == f"At 02:{int(minute):02d}, every day"
+        shown = client.get(f"/api/v1/jobs/{job['id']}").json()
+        assert shown["cron_expanded"] == job["cron_expanded"]
+        fires = client.get(f"/api/v1/jobs/{job['id']}/next-fires?count=2").json()
+        assert fires["cron_expanded"] == job["cron_expanded"]
+        assert fires["fires"][0]["utc"] == job["next_fire_at"]
+    assert first["cron_expanded"] != second["cron_expanded"]
+    # And a job of an unhashed cron shows the cron itself
+    plain = create_job(client, name="plain", cron="@daily")
+    assert plain["cron_expanded"] == "@daily"
+
+
+@pytest.mark.parametrize(
+    ("cron", "fragment"),
+    [
+        ("H(30-10) 2 * * *", "minute field 'H(30-10)': the range must run upwards within 0-59"),
+        ("R 2 * * *", "'R' (random) is not supported"),
+        ("0 0 30 2 *", "never fires: no date matches its day, month and year fields"),
+        ("0\u00a02 * * *", "U+00A0 (NO-BREAK SPACE) at position 2 is not a field separator"),
+    ],
+)
+def test_bad_hashed_or_never_firing_crons_are_refused_at_creation(client: TestClient, cron: str, fragment: str) -> None:
+    body = assert_error(client.post("/api/v1/jobs", json=job_body(cron=cron)), 422, "invalid_cron")
+    assert fragment in body["message"]
+    assert body["details"]["cron"] == cron
+    assert client.get("/api/v1/jobs").json()["items"] == []

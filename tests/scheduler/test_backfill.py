@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import func, select
@@ -83,3 +84,20 @@ def test_range_in_the_future_or_too_long_is_refused_and_writes_nothing(session: 
                  end=T(1)), actor="a", clock=clock)
     session.rollback()
     assert _runs(session, job_id) == []
+
+
+def test_a_yearly_backfill_reaches_back_to_1950(session: Session, clock: FrozenClock) -> None:
+    # Given a yearly job (no look-ahead horizon stops a range of 77 years)
+    job = Job(name="annual close", job_type="fake", cron="@yearly", timezone="Europe/London")
+    session.add(job)
+    session.commit()
+    assert job.id is not None
+    # When 1950..2026 is backfilled
+    request = BackfillRequest(start=datetime(1950, 1, 1, tzinfo=UTC), end=datetime(2026, 5, 1, tzinfo=UTC))
+    result = backfill(session=session, job_id=job.id, request=request, actor="alice", clock=clock)
+    # Then every year has its run, at local midnight (1968-1971 London kept UTC+1 all year round)
+    assert result.ticks == 77 and len(result.created) == 77
+    ticks = session.scalars(select(JobRun.scheduled_for).where(col(JobRun.job_id) == job.id)).all()
+    local = sorted(t.astimezone(ZoneInfo("Europe/London")) for t in ticks if t)
+    assert [t.year for t in local] == list(range(1950, 2027))
+    assert {(t.month, t.day, t.hour) for t in local} == {(1, 1, 0)}

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler import auth
 from scheduler.cron import CronSchedule
+from scheduler.cron_hash import job_hash_seed
 from scheduler.errors import InvalidCron
 from scheduler.lifecycle import transition
 from scheduler.models import ItemOutcome, Job, JobRun, RunItem, RunStatus
@@ -368,3 +369,23 @@ def test_next_fire_times_flag_daylight_saving_changes(browser: Any, live_url: st
     offsets = {r.find_elements(By.TAG_NAME, "td")[2].text[-8:] for r in rows}
     assert offsets == {"(+00:00)", "(+01:00)"}
     shoot(browser, "job-dst")
+
+
+def test_a_hashed_job_shows_where_its_h_fields_landed(browser: Any, live_url: str, make_job: MakeJob) -> None:
+    # Given a job "daily in the 02:00 hour" whose minute is spread by its name
+    job_id = make_job("Spread nightly", cron="H 2 * * *")
+    expanded = CronSchedule.parse("H 2 * * *", seed=job_hash_seed("Spread nightly")).expanded
+
+    # When its detail is opened
+    browser.get(f"{live_url}/#/jobs/{job_id}")
+    heading(browser, "Spread nightly")
+
+    # Then the cron as written and the minute it landed on are both shown, and the fires follow the latter
+    main = browser.find_element(By.TAG_NAME, "main")
+    assert "H 2 * * *" in main.text
+    row = main.find_element(By.XPATH, "//dt[normalize-space()='Spread by H']/following-sibling::dd[1]")
+    assert expanded in row.text
+    minute = int(expanded.split()[0])
+    rows = wait(browser, lambda b: b.find_elements(By.XPATH, "//section[h2='Next fire times']//tbody/tr"))
+    assert f"02:{minute:02d}" in rows[0].text
+    shoot(browser, "job-hashed")

@@ -847,7 +847,8 @@ async function viewCreateJob(root, { params, token }) {
   h("fieldset", { class: "group" }, h("legend", {}, "Schedule"),
     h("div", { class: "field" }, h("label", { for: "cron" }, "Cron expression"), cron,
       h("p", { class: "hint", id: "cron-hint" }, "Five fields (minute hour day-of-month month day-of-week), a macro such " +
-        "as @daily, or Quartz style with seconds; L, W and # are supported. Leave empty for a manual-only job."),
+        "as @daily, or Quartz style with seconds; L, W, # and H (a value spread per job) are supported. Leave empty for a " +
+        "manual-only job."),
       cronCheck),
     labelled("timezone", "Time zone", timezone, "An IANA name such as Europe/London; the schedule follows its " +
       "daylight-saving changes."),
@@ -959,6 +960,8 @@ async function viewJob(root, { id, token }) {
           ["Type", type?.label || job.job_type],
           ["Description", job.description || "—"],
           ["Schedule", job.cron ? [h("code", {}, job.cron), " — ", job.schedule_description || ""] : "Manual only"],
+          ...(job.cron_expanded && job.cron_expanded !== job.cron
+            ? [["Spread by H", [h("code", {}, job.cron_expanded), " (each H field hashed from the job's name)"]]] : []),
           ["Time zone", job.timezone],
           ["Properties", propsTable],
           ["Manual runs", job.can_run_manual ? "Allowed" : "Not allowed"],
