@@ -16,6 +16,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from beat.service import Beat
 from beat.tables import JOBS
 from scheduler.clock import FrozenClock
+from scheduler.cron import CronSchedule
+from scheduler.cron_hash import job_hash_seed
 from scheduler.dispatch import Phase
 from scheduler.models import Job, JobRun, MisfirePolicy, OverlapPolicy, RunStatus, RunTrigger
 
@@ -280,3 +282,20 @@ def test_full_batch_asks_for_another_tick(
     second = beat.tick()
     assert (second.due_jobs, second.more_due) == (1, False)
     assert count_runs(factory) == 3
+
+
+def test_a_hashed_job_fires_at_the_minute_its_name_spreads_it_to(
+    beat: Beat, add_job: Callable[..., Job], factory: sessionmaker[Session], clock: FrozenClock
+) -> None:
+    # Given an hourly job "at a minute of its own" (H), due at the minute its name hashes to
+    minute = int(CronSchedule.parse("H * * * *", seed=job_hash_seed("Usage import EU")).expanded.split()[0])
+    job = add_job(name="Usage import EU", cron="H * * * *", next_fire_at=at(12, minute))
+    assert job.id is not None
+
+    # When beat ticks then
+    clock.set(at(12, minute, 0.5))
+    beat.tick()
+
+    # Then the run is for that minute and the job moves on to the same minute of the next hour
+    assert [r.scheduled_for for r in runs_of(factory, job.id)] == [at(12, minute)]
+    assert job_row(factory, job.id).next_fire_at == at(13, minute)
