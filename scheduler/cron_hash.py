@@ -98,15 +98,4 @@ def _expand(text: str, spec: _Field, seed: str) -> str:
         raise BadHash(f"{spec.name} field {text!r}: {e}") from None
     found = expanded[spec.croniter_index]
     values = range(lo, hi + 1) if found == ["*"] else sorted(int(v) + spec.shift for v in found)
-    return _render(list(values))
-
-
-def _render(values: list[int]) -> str:
-    """Sorted values as a cron list, runs of three or more as ``a-b``."""
-    runs: list[list[int]] = []
-    for value in values:
-        if runs and value == runs[-1][-1] + 1:
-            runs[-1].append(value)
-        else:
-            runs.append([value])
-    return ",".join(f"{run[0]}-{run[-1]}" if len(run) >= 3 else ",".join(map(str, run)) for run in runs)
+    return ",".join(map(str, values))
