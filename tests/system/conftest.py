@@ -9,9 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 
-from scheduler.db import normalize_url
+from scheduler.db import make_engine, normalize_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "faults"))
 
@@ -47,6 +47,14 @@ def fresh_database_url(postgres_url: str) -> Iterator[str]:
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
+
+
+@pytest.fixture
+def fresh_engine(fresh_database_url: str) -> Iterator[Engine]:
+    """An engine on that database, disposed before it is dropped."""
+    engine = make_engine(fresh_database_url)
+    yield engine
+    engine.dispose()
 
 
 @pytest.fixture

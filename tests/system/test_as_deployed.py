@@ -11,6 +11,7 @@ run per job and tick, and every run an API request made exactly once.
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import threading
 import time
@@ -24,8 +25,6 @@ import pytest
 import yaml
 from faultkit import PrivateRedis, Proc, Processes, free_port, lease_holder, rows, wait_for
 from sqlalchemy import Engine, text
-
-from scheduler.db import make_engine
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -62,6 +61,8 @@ def compose_roles(base_env: dict[str, str], data_root: Path) -> tuple[list[str],
             migrate = list(command)
             continue
         replicas = int((spec.get("deploy") or {}).get("replicas", 1))
+        if command[0] == "api":
+            replicas = max(replicas, 2)  # scaled out as `docker compose up --scale api=2` would
         for n in range(replicas):
             port = free_port()
             setting = {"api": "SCHEDULER_API_PORT", "beat": "SCHEDULER_BEAT_METRICS_PORT",
@@ -102,8 +103,8 @@ def json_lines(proc: Proc) -> list[dict[str, Any]]:
 
 
 def test_the_deployment_runs_every_job_type_and_survives_a_restart_of_every_role(
-    fresh_database_url: str, private_redis: PrivateRedis, processes: Processes, tmp_path: Path,
-    figures: list[str],
+    fresh_database_url: str, fresh_engine: Engine, private_redis: PrivateRedis, processes: Processes,
+    tmp_path: Path, figures: list[str],
 ) -> None:
     base_env = {
         "PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin",
@@ -126,7 +127,7 @@ def test_the_deployment_runs_every_job_type_and_survives_a_restart_of_every_role
     key_output = run_once("keys", "create", "--name", "system-test", "--role", "admin", "--json")
     token = json.loads(key_output[key_output.index("{"):key_output.rindex("}") + 1])["token"]
     auth = {"Authorization": f"Bearer {token}"}
-    engine = make_engine(fresh_database_url)
+    engine = fresh_engine
 
     # When every role starts with its compose command
     def start(role: Role) -> None:
@@ -142,7 +143,7 @@ def test_the_deployment_runs_every_job_type_and_survives_a_restart_of_every_role
     apis = [r for r in roles if r.kind == "api"]
     beats = [r for r in roles if r.kind == "beat"]
     pools = [r for r in roles if r.kind == "worker"]
-    assert len(apis) >= 1 and len(beats) == 2 and pools, [r.service for r in roles]
+    assert len(apis) == 2 and len(beats) == 2 and pools, [r.service for r in roles]
 
     # Then each process serves /metrics (a pool that has handled nothing yet has no sample to show) and /readyz
     for role in roles:
@@ -178,11 +179,13 @@ def test_the_deployment_runs_every_job_type_and_survives_a_restart_of_every_role
         if role is apis[0]:
             drained = stop_api_with_a_request_in_flight(engine, role, auth)
         elif role.kind == "beat" and leader_of(engine, beats) is role:
+            leader_id = (lease_holder(engine) or ("", 0))[0]
             stopped = time.monotonic()
-            exits[role.service] = role.proc.terminate(60)
-            wait_for(lambda: leader_of(engine, beats), "a standby beat to lead", timeout=30, processes=processes,
-                     every=0.02)
+            role.proc.popen.send_signal(signal.SIGTERM)
+            wait_for(lambda old=leader_id: (lease_holder(engine) or (old, 0))[0] != old,
+                     "a standby beat to take the lease", timeout=30, processes=processes, every=0.01)
             takeovers.append(time.monotonic() - stopped)
+            exits[role.service] = role.proc.popen.wait(60)
         if role.proc.alive():
             exits[role.service] = role.proc.terminate(60)
         else:
@@ -248,7 +251,7 @@ def stop_api_with_a_request_in_flight(engine: Engine, api: Role, auth: dict[str,
         thread.start()
         wait_for(lambda: rows(engine, "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
                                       "AND query LIKE '%FROM job%'"), "the request to wait on the lock", timeout=30)
-        api.proc.popen.send_signal(15)
+        api.proc.popen.send_signal(signal.SIGTERM)
         time.sleep(1.0)  # the server stops listening but waits for the request in flight
         still_draining = api.proc.alive()
         tx.rollback()
