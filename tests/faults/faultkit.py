@@ -19,13 +19,14 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 import redis
 from sqlalchemy import Engine, make_url, text
+from sqlalchemy.orm import Session
 
 from scheduler.clock import SystemClock
 from scheduler.db import make_session_factory
@@ -308,7 +309,41 @@ def wait_for_new_leader(
     return proc, time.monotonic()
 
 
+HAPPY_PATH = [(None, "CREATED"), ("CREATED", "PROCESSING"), ("PROCESSING", "SUBMITTED"), ("SUBMITTED", "COMPLETED")]
+"""A run's status changes when nothing went wrong."""
+
+
+def add_every_second_job(engine: Engine, wake: redis.Redis) -> tuple[int, datetime]:
+    """An every-second job of the suite's TICK type whose missed ticks all get runs (a gap in the ledger can
+    only be a lost tick), first firing in 2 s; beat is woken through ``wake``. Returns its id and first tick."""
+    from scheduler.dispatch import WAKE_CHANNEL
+    from scheduler.models import Job, MisfirePolicy, OverlapPolicy
+
+    first_tick = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=2)
+    with Session(engine) as session:
+        job = Job(name="every second", job_type="faults_tick", cron="* * * * * ?", next_fire_at=first_tick,
+                  misfire_policy=MisfirePolicy.ALL, max_catchup_runs=1000, catchup_window=3600,
+                  overlap_policy=OverlapPolicy.ALLOW)
+        session.add(job)
+        session.commit()
+        assert job.id is not None
+        job_id = job.id
+    wake.publish(WAKE_CHANNEL, b"1")
+    return job_id, first_tick
+
+
 # -- Redis -------------------------------------------------------------------------------------------
+
+
+def redis_answers(port: int) -> bool:
+    """Whether a plain Redis on ``port`` answers PING."""
+    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1)
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()
 
 
 class PrivateRedis:
@@ -340,13 +375,7 @@ class PrivateRedis:
         wait_for(self.ping, f"redis-server on port {self.port}", timeout=timeout, every=0.05)
 
     def ping(self) -> bool:
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1)
-        try:
-            return bool(client.ping())
-        except redis.RedisError:
-            return False
-        finally:
-            client.close()
+        return redis_answers(self.port)
 
     def kill(self) -> None:
         """``kill -9``: the data is gone."""

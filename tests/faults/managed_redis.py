@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 import redis
-from faultkit import free_port, wait_for
+from faultkit import free_port, redis_answers, wait_for
 
 
 def redis_server() -> str:
@@ -52,16 +52,7 @@ class RedisProcess:
         return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2, decode_responses=True)
 
     def wait_ready(self) -> None:
-        def answers() -> bool:
-            client = self.client()
-            try:
-                return bool(client.ping())
-            except redis.RedisError:
-                return False
-            finally:
-                client.close()
-
-        wait_for(answers, f"redis on port {self.port}", timeout=15, every=0.05)
+        wait_for(lambda: redis_answers(self.port), f"redis on port {self.port}", timeout=15, every=0.05)
 
     def log(self) -> str:
         path = self.dir / "redis.log"

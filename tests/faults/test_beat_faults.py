@@ -16,11 +16,13 @@ from pathlib import Path
 import pytest
 import redis
 from faultkit import (
+    HAPPY_PATH,
     Pool,
     PrivateRedis,
     Proc,
     Processes,
     Scale,
+    add_every_second_job,
     beat_argv,
     lease_holder,
     rows,
@@ -32,35 +34,11 @@ from faultkit import (
     worker_argv,
 )
 from sqlalchemy import Engine
-from sqlalchemy.orm import Session
-
-from scheduler.dispatch import WAKE_CHANNEL
-from scheduler.models import Job, MisfirePolicy, OverlapPolicy
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.faults, time_limit(400)]
 
 LEASE = 8.0
 TAKEOVER_LIMIT = 10.0
-HAPPY_PATH = [(None, "CREATED"), ("CREATED", "PROCESSING"), ("PROCESSING", "SUBMITTED"), ("SUBMITTED", "COMPLETED")]
-
-
-def add_every_second_job(engine: Engine, redis_url: str) -> tuple[int, datetime]:
-    first_tick = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=2)
-    with Session(engine) as session:
-        job = Job(name="every second", job_type="faults_tick", cron="* * * * * ?", next_fire_at=first_tick,
-                  # ALL: every tick missed during a take-over gets its run, so a gap can only be a lost tick
-                  misfire_policy=MisfirePolicy.ALL, max_catchup_runs=1000, catchup_window=3600,
-                  overlap_policy=OverlapPolicy.ALLOW)
-        session.add(job)
-        session.commit()
-        assert job.id is not None
-        job_id = job.id
-    client = redis.Redis.from_url(redis_url)
-    client.publish(WAKE_CHANNEL, b"1")
-    client.close()
-    return job_id, first_tick
-
-
 def test_leader_faults_lose_no_tick_duplicate_none_and_hand_over_within_ten_seconds(
     fault_db: Engine, fault_db_url: str, private_redis: PrivateRedis, processes: Processes, tmp_path: Path,
     scale: Scale, figures: list[str],
@@ -103,7 +81,9 @@ def test_leader_faults_lose_no_tick_duplicate_none_and_hand_over_within_ten_seco
 
     # Given three beats, one leading, scheduling an every-second job that a worker runs
     holder, current = wait_for(leader(), "a leader", timeout=60, processes=processes)
-    job_id, first_tick = add_every_second_job(fault_db, private_redis.url)
+    wake = redis.Redis.from_url(private_redis.url)
+    job_id, first_tick = add_every_second_job(fault_db, wake)
+    wake.close()
     scheduling(holder, 3)
     takeovers: dict[str, list[float]] = {}
 

@@ -15,36 +15,37 @@ from pathlib import Path
 
 import pytest
 import redis
-from faultkit import Proc, Processes, beat_argv, rows, scheduler_env, time_limit, transitions, wait_for, worker_argv
+from faultkit import (
+    HAPPY_PATH,
+    Proc,
+    Processes,
+    add_every_second_job,
+    beat_argv,
+    rows,
+    scheduler_env,
+    time_limit,
+    transitions,
+    wait_for,
+    worker_argv,
+)
 from managed_redis import SentinelGroup, TlsRedis, make_certificates
 from sqlalchemy import Engine, text
-from sqlalchemy.orm import Session
 
-from scheduler.dispatch import WAKE_CHANNEL
-from scheduler.models import Job, MisfirePolicy, OverlapPolicy
 from scheduler.redis_client import redis_client
 from scheduler.settings import Settings
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.faults, time_limit(240)]
 
-HAPPY_PATH = [(None, "CREATED"), ("CREATED", "PROCESSING"), ("PROCESSING", "SUBMITTED"), ("SUBMITTED", "COMPLETED")]
-
-
-def every_second_job(engine: Engine, settings: Settings) -> tuple[int, datetime]:
-    """An every-second job whose missed ticks all get runs, so a gap in the ledger can only be a lost run."""
-    first_tick = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=2)
-    with Session(engine) as session:
-        job = Job(name="every second", job_type="faults_tick", cron="* * * * * ?", next_fire_at=first_tick,
-                  misfire_policy=MisfirePolicy.ALL, max_catchup_runs=1000, catchup_window=3600,
-                  overlap_policy=OverlapPolicy.ALLOW)
-        session.add(job)
-        session.commit()
-        assert job.id is not None
-        job_id = job.id
-    client = redis_client(settings, str(settings.redis_url))
-    client.publish(WAKE_CHANNEL, b"1")
-    client.close()
-    return job_id, first_tick
+def start_ticking(
+    engine: Engine, settings: Settings, env: dict[str, str], processes: Processes
+) -> tuple[Proc, Proc, int, datetime]:
+    """Beat and a worker pool on ``env``'s Redis, and an every-second job: the processes, the job, its first tick."""
+    beat = processes.start("beat", beat_argv(), env)
+    pool = processes.start("pool", worker_argv(["faults_tick"]), env)
+    wake = redis_client(settings, str(settings.redis_url))
+    job_id, first_tick = add_every_second_job(engine, wake)
+    wake.close()
+    return beat, pool, job_id, first_tick
 
 
 def completed_since(engine: Engine, since: datetime) -> int:
@@ -100,10 +101,8 @@ def test_runs_flow_over_tls_and_a_client_without_the_ca_or_tls_is_refused(
     # When beat and a worker pool run on it with the CA as a setting
     env = scheduler_env(database_url=fault_db_url, redis_url=tls_redis.url, data_dir=tmp_path / "data",
                         redis_ssl_ca_certs=certs["ca"])
-    beat = processes.start("beat", beat_argv(), env)
-    pool = processes.start("pool", worker_argv(["faults_tick"]), env)
+    beat, pool, job_id, first_tick = start_ticking(fault_db, settings, env, processes)
     started = datetime.now(UTC)
-    job_id, first_tick = every_second_job(fault_db, settings)
 
     # Then runs flow: each tick one run, each COMPLETED
     wait_for(lambda: completed_since(fault_db, started) >= 5, "five runs over TLS", timeout=90,
@@ -121,10 +120,8 @@ def test_a_sentinel_fail_over_loses_no_run_and_runs_keep_flowing(
     settings = Settings(database_url=fault_db_url, redis_url=url, redis_sentinels=sentinel_group.sentinels)
     env = scheduler_env(database_url=fault_db_url, redis_url=url, data_dir=tmp_path / "data",
                         redis_sentinels=sentinel_group.sentinels, outbox_resend_after=5, run_heartbeat_timeout=5)
-    beat = processes.start("beat", beat_argv(), env)
-    pool = processes.start("pool", worker_argv(["faults_tick"]), env)
+    beat, pool, job_id, first_tick = start_ticking(fault_db, settings, env, processes)
     started = datetime.now(UTC)
-    job_id, first_tick = every_second_job(fault_db, settings)
     wait_for(lambda: completed_since(fault_db, started) >= 3, "runs through the first primary", timeout=90,
              processes=processes, must_live=[beat, pool])
 

@@ -1,5 +1,5 @@
-"""The system test's fixtures: the fault suite's process tools (``tests/faults/faultkit.py``) and a fresh
-PostgreSQL database of the test's own, which the deployment migrates itself."""
+"""The system test's fixtures: the fault suite's process tools (``tests/faults/``) and a fresh PostgreSQL
+database of the test's own, which the deployment migrates itself."""
 
 from __future__ import annotations
 
@@ -15,25 +15,7 @@ from scheduler.db import make_engine, normalize_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "faults"))
 
-from faultkit import Figures, PrivateRedis, Processes
-
-FIGURES = Figures()
-
-
-@pytest.fixture
-def figures(request: pytest.FixtureRequest) -> Iterator[list[str]]:
-    """Lines of measured figures for the terminal summary."""
-    lines: list[str] = []
-    yield lines
-    for line in lines:
-        FIGURES.add(request.node.name, line)
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if FIGURES.lines:
-        terminalreporter.section("system test: measured figures")
-        for line in FIGURES.lines:
-            terminalreporter.write_line(line)
+from process_fixtures import figures, print_figures, private_redis, processes  # noqa: F401  (fixtures)
 
 
 @pytest.fixture
@@ -57,18 +39,5 @@ def fresh_engine(fresh_database_url: str) -> Iterator[Engine]:
     engine.dispose()
 
 
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
-    server = PrivateRedis(tmp_path / "redis")
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def processes(tmp_path: Path) -> Iterator[Processes]:
-    log_dir = tmp_path / "logs"
-    log_dir.mkdir()
-    procs = Processes(log_dir)
-    yield procs
-    procs.reap()
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    print_figures(terminalreporter, "system", "system test: measured figures")
