@@ -80,10 +80,9 @@ def _new_admin_key_if_keys_exist(settings: Settings) -> str | None:
 
 
 def run_all_in_one(settings: Settings, *, host: str | None, port: int | None, demo: bool) -> int:
-    import uvicorn
-
     from cli.migrations import migrate_all
     from scheduler.api.app import create_app
+    from scheduler.api.server import serve_api
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     embedded: EmbeddedRedis | None = None
@@ -108,7 +107,8 @@ def run_all_in_one(settings: Settings, *, host: str | None, port: int | None, de
               f"docs: http://{host}:{port}/docs)", flush=True)
         if token:
             print(f"new admin API key (shown once): {token}", flush=True)
-        uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+        # Drains and returns on SIGTERM too, so the children and the embedded Redis below are stopped.
+        serve_api(create_app(settings), settings, host=host, port=port, log_level="warning")
     finally:
         for child in children:
             if child.poll() is None:

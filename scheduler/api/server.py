@@ -48,10 +48,13 @@ class DrainingServer(uvicorn.Server):
         self.should_exit = True
 
 
-def serve_api(app: FastAPI, settings: Settings, *, host: str, port: int) -> int:
-    """Serve ``app`` until SIGTERM or SIGINT; 0 once drained, 1 when the server could not start."""
+def serve_api(app: FastAPI, settings: Settings, *, host: str, port: int, log_level: str | None = None) -> int:
+    """Serve ``app`` until SIGTERM or SIGINT; 0 once drained, 1 when the server could not start.
+
+    ``log_level`` quietens uvicorn's own lines (its access log is INFO) below the process's level.
+    """
     config = uvicorn.Config(
-        app, host=host, port=port, log_config=None, log_level=settings.log_level.lower(),
+        app, host=host, port=port, log_config=None, log_level=(log_level or settings.log_level).lower(),
         timeout_graceful_shutdown=int(settings.api_shutdown_seconds) or None,
     )
     server = DrainingServer(config)

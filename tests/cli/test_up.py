@@ -66,13 +66,14 @@ def test_up_with_demo_serves_the_page_and_runs_all_four_job_types(tmp_path: Path
         printed = (tmp_path / "up.log").read_text()
         assert f"Billing Scheduler is up: http://127.0.0.1:{port}/" in printed
     finally:
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signal.SIGTERM)  # as `kill` or a service manager stops it
         try:
             process.wait(30)
         except subprocess.TimeoutExpired:
             process.kill()
         log.close()
-    # And stopping it stops its processes, the embedded Redis included
+    # And stopping it exits 0 and stops its processes, the embedded Redis included
+    assert process.returncode == 0, (tmp_path / "up.log").read_text()[-3000:]
     assert not (tmp_path / ".scheduler" / "redis" / "redis.sock").exists() or not _redis_alive(tmp_path)
 
 
