@@ -153,7 +153,7 @@ def test_the_deployment_runs_every_job_type_and_survives_a_restart_of_every_role
         assert get(role.port, "/readyz")[0] == 200, role.service
 
     # When a run of every job type that has a pool is requested over the API, each with a request id
-    queues = {q for pool in pools for q in pool.command[pool.command.index("--queues") + 1:] if not q.startswith("-")}
+    queues = {q for pool in pools for q in pool_queues(pool.command)}
     jobs = rows(engine, "SELECT DISTINCT ON (job_type) id, job_type FROM job WHERE status = 'ACTIVE' "
                         "AND can_run_manual ORDER BY job_type, id")
     requested: dict[int, str] = {}
@@ -227,6 +227,12 @@ def test_the_deployment_runs_every_job_type_and_survives_a_restart_of_every_role
     figures.append(f"{len(roles)} processes from {COMPOSE.name}; {len(runs)} runs, all ended; every role "
                    f"stopped with SIGTERM exited 0; API with a request in flight: {drained}; beat take-over "
                    f"after a graceful stop of the leader: {', '.join(f'{t:.2f} s' for t in takeovers)}")
+
+
+def pool_queues(command: list[str]) -> list[str]:
+    """The queues a ``worker`` command names: the arguments after ``--queues`` up to the next option."""
+    after = command[command.index("--queues") + 1:]
+    return after[:next((i for i, arg in enumerate(after) if arg.startswith("-")), len(after))]
 
 
 def leader_of(engine: Engine, beats: list[Role]) -> Role | None:
