@@ -41,6 +41,8 @@ class MissReason:
     OVERLAP = "overlap"
     """Refused by the overlap policy: another run of the job is active or waiting."""
 
+    ALL = (SKIPPED, COALESCED, MAX_CATCHUP_RUNS, OUTSIDE_CATCHUP_WINDOW, OVERLAP)
+
 
 @dataclass(frozen=True, kw_only=True)
 class MissedTicks:

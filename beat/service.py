@@ -31,24 +31,34 @@ from datetime import datetime, timedelta
 from types import FrameType
 from typing import Any
 
+from prometheus_client import REGISTRY
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
 
 from beat.broker_loss import BrokerWatch
+from beat.cluster_metrics import ClusterMetrics
 from beat.lease import LeaderLease
 from beat.metrics import BEAT_LEADER, BEAT_TICK
-from beat.recovery import Repairs, fail_overrunning, reclaim_stale, resend_outbox, stop_overrunning_submitted
+from beat.misfire import MissReason
+from beat.recovery import (
+    UNSENT_GRACE,
+    Repairs,
+    fail_overrunning,
+    reclaim_stale,
+    resend_outbox,
+    stop_overrunning_submitted,
+)
 from beat.scheduling import NewRun, earliest_fire, record_misses, schedule_due_jobs, select_due_jobs
 from beat.wakeup import WakeListener
 from scheduler.clock import Clock, SystemClock
 from scheduler.db import is_sqlite, make_engine, make_session_factory, pool_options
-from scheduler.dispatch import Dispatcher, make_dispatcher
+from scheduler.dispatch import SCHEDULER_QUEUE, Dispatcher, make_dispatcher
 from scheduler.errors import DatabaseUnavailable, SchedulerError, StaleLeader
 from scheduler.health import Pulse, Readiness
 from scheduler.jobtypes import JobTypeRegistry, load_registry
 from scheduler.logs import configure_logging
-from scheduler.metrics import FIRE_LAG, serve_metrics
+from scheduler.metrics import FIRE_LAG, serve_metrics, start_at_zero
 from scheduler.redact import redact
 from scheduler.runs import send_run
 from scheduler.settings import Settings
@@ -122,6 +132,13 @@ class Beat:
             write=self.fenced,
         )
         self.wakeups = WakeListener(dispatcher.broker.client)
+        self.leading = False
+        self.cluster_metrics = ClusterMetrics(
+            factory=self.factory, redis_client=dispatcher.broker.client, job_types=registry.names,
+            queues=lambda: [*registry.queues(), SCHEDULER_QUEUE], clock=clock,
+            heartbeat_timeout=timedelta(seconds=settings.run_heartbeat_timeout), unsent_grace=UNSENT_GRACE,
+        )
+        """Served by :func:`run` while this beat leads (see :mod:`beat.cluster_metrics`)."""
         self.pulse = Pulse(grace=LIVENESS_GRACE)
         """``/healthz``: alive while each pass (a tick, or a failed tick waited out with backoff while the
         database is down) ends within its sleep plus :data:`LIVENESS_GRACE`; a tick stuck in a call is not."""
@@ -137,11 +154,18 @@ class Beat:
             self.lease.fence(session)
             yield session
 
+    def _set_leading(self, leading: bool) -> None:
+        """Record whether this beat leads: ``scheduler_beat_leader``, and whether it serves the cluster gauges."""
+        self.leading = leading
+        BEAT_LEADER.set(1 if leading else 0)
+        if not leading:
+            self.cluster_metrics.clear()
+
     def tick(self) -> TickResult:
         """One pass: lease, due jobs, outbox, repairs. Database errors propagate to the caller."""
         started = time.perf_counter()
         leader = self.lease.ensure()
-        BEAT_LEADER.set(1 if leader else 0)
+        self._set_leading(leader)
         result = TickResult(leader=leader, epoch=self.lease.epoch)
         if not leader:
             return result
@@ -149,7 +173,7 @@ class Beat:
             self._tick_as_leader(result)
         except StaleLeader as exc:
             log.warning("%s", exc.message)
-            BEAT_LEADER.set(0)
+            self._set_leading(False)
             result.leader = False
         BEAT_TICK.observe(time.perf_counter() - started)
         return result
@@ -219,7 +243,7 @@ class Beat:
                     # The lease may be lost meanwhile: re-acquire it (same epoch if nobody took it).
                     led = self.lease.epoch
                     self.lease.forget()
-                    BEAT_LEADER.set(0)
+                    self._set_leading(False)
                     self._wait(outage.failed(exc, stepped_down=led), stop)
                     continue
                 except Exception:
@@ -239,7 +263,7 @@ class Beat:
             except DBAPIError as exc:
                 log.warning("beat %s could not release the lease (it expires by itself): %s", self.beat_id,
                             _first_line(exc))
-            BEAT_LEADER.set(0)
+            self._set_leading(False)
             log.info("beat %s stopped", self.beat_id)
 
 
@@ -304,10 +328,14 @@ def run(settings: Settings) -> None:
     registry = load_registry(settings)
     dispatcher = make_dispatcher(settings)
     beat = Beat(settings, engine, registry, dispatcher, SystemClock())
+    start_at_zero(registry.names(), missed_reasons=MissReason.ALL)
     readiness = Readiness.of_urls(settings.resolved_database_url, dispatcher.url, settings.redactor(), settings)
+    stop = threading.Event()
+    REGISTRY.register(beat.cluster_metrics)
+    threading.Thread(target=beat.cluster_metrics.run, args=(stop, lambda: beat.leading), name="cluster metrics",
+                     daemon=True).start()
     metrics = serve_metrics(settings.metrics_host, settings.beat_metrics_port, what="beat",
                             liveness=beat.pulse.answer, readiness=readiness.answer)
-    stop = threading.Event()
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
         log.info("beat %s got %s; stopping and releasing the lease", beat.beat_id, signal.Signals(signum).name)

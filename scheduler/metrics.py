@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -27,6 +27,8 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+
+from scheduler.models import TERMINAL_RUN_STATUSES, ItemOutcome, RunTrigger
 
 log = logging.getLogger(__name__)
 
@@ -54,23 +56,34 @@ START_LAG = Histogram(
 MISSED_TICKS = Counter(
     "scheduler_missed_ticks_total", "Ticks not run: skipped, coalesced or refused by overlap.", ["job_type", "reason"]
 )
-RUNS_IN_STATUS = Gauge(
-    "scheduler_runs_in_status", "Runs currently in each non-terminal status.", ["job_type", "status"],
-    multiprocess_mode="livemax",
-)
 ITEMS_TOTAL = Counter("scheduler_items_total", "Run items by final outcome.", ["job_type", "outcome"])
-JOB_LAST_SUCCESS = Gauge(
-    "scheduler_job_last_success_timestamp_seconds",
-    "Unix time of the job's last COMPLETED run.",
-    ["job"],
-    multiprocess_mode="max",
+REFUSED_REQUESTS = Counter(
+    "scheduler_refused_requests_total", "request_run messages refused (unknown job, invalid properties …).",
+    ["reason"],
 )
-
-
 BROKER_UP = Gauge(
     "scheduler_broker_up", "1 when this process reached Redis at its last attempt.",
     multiprocess_mode="livemostrecent",
 )
+
+
+def start_at_zero(job_types: Iterable[str], *, items: bool = False, missed_reasons: Iterable[str] = ()) -> None:
+    """Export every labelled counter this process increments at 0 from its start.
+
+    A counter that appears only at its first increment shows no ``increase()`` for it: the first failure
+    after a restart would go unalerted. Runs by job type, trigger and terminal status always; items by
+    outcome (workers) and missed ticks by reason (beat) when asked.
+    """
+    reasons = list(missed_reasons)
+    for job_type in job_types:
+        for trigger in RunTrigger:
+            for status in TERMINAL_RUN_STATUSES:
+                RUNS_TOTAL.labels(job_type=job_type, trigger=trigger.value, status=status.value)
+        if items:
+            for outcome in (ItemOutcome.OK, ItemOutcome.ERROR, ItemOutcome.SKIPPED):
+                ITEMS_TOTAL.labels(job_type=job_type, outcome=outcome.value)
+        for reason in reasons:
+            MISSED_TICKS.labels(job_type=job_type, reason=reason)
 
 
 def exposition_registry() -> CollectorRegistry:

@@ -15,6 +15,7 @@ from fastapi import APIRouter, FastAPI
 from sqlalchemy import Engine
 
 from scheduler.api.errors import install_error_handlers
+from scheduler.api.http_metrics import HttpMetrics
 from scheduler.api.request_id import RequestIdMiddleware
 from scheduler.api.routes import health, job_types, jobs, keys, login, runs
 from scheduler.api.services import Services
@@ -67,6 +68,7 @@ def create_app(
     app.state.services = services
     install_error_handlers(app)
     app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(HttpMetrics)
 
     api = APIRouter(prefix=API_PREFIX)
     api.include_router(job_types.router)

@@ -19,13 +19,11 @@ from test_api_support import (  # noqa: F401  (fixtures are used by name)
     down_client_fixture,
     fake_registry,
     live_dispatcher_fixture,
-    move_run,
 )
 
 from scheduler.api.app import create_app
 from scheduler.clock import FrozenClock
 from scheduler.dispatch import Dispatcher
-from scheduler.models import RunStatus
 from scheduler.settings import Settings
 
 
@@ -57,31 +55,34 @@ def test_healthz_stays_up_while_redis_is_down(down_client: TestClient) -> None:
     assert_error(down_client.get("/readyz"), 503, "broker_unavailable")
 
 
-def _gauge(text: str) -> dict[tuple[str, str], float]:
-    values: dict[tuple[str, str], float] = {}
-    for family in text_string_to_metric_families(text):
-        if family.name == "scheduler_runs_in_status":
-            for sample in family.samples:
-                values[(sample.labels["job_type"], sample.labels["status"])] = sample.value
-    return values
+def _samples(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+    return {tuple(sorted(s.labels.items())): s.value for family in text_string_to_metric_families(text)
+            for s in family.samples if s.name == name}
 
 
-def test_metrics_count_runs_in_each_status_at_scrape_time(client: TestClient, engine: Engine) -> None:
+def test_requests_are_counted_by_route_template_and_status(client: TestClient, engine: Engine) -> None:
     job = create_job(client)
-    runs = [create_run(client, job["id"])["id"] for _ in range(3)]
-    move_run(engine, runs[0], RunStatus.PROCESSING)
-    move_run(engine, runs[1], RunStatus.CANCELLED)
-    response = client.get("/metrics")
-    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
-    gauge = _gauge(response.text)
-    assert gauge[("fake", "CREATED")] == 1
-    assert gauge[("fake", "PROCESSING")] == 1
-    assert gauge[("fake", "PREVIEW")] == 0
-    assert gauge[("nopreview", "CREATED")] == 0
-    assert ("fake", "CANCELLED") not in gauge  # terminal statuses are counted by scheduler_runs_total
-    # A later scrape reflects the database at that time, not a running tally
-    move_run(engine, runs[2], RunStatus.CANCELLED)
-    assert _gauge(client.get("/metrics").text)[("fake", "CREATED")] == 0
+    runs = [create_run(client, job["id"])["id"] for _ in range(2)]
+    before = client.get("/metrics").text
+    for run_id in [*runs, 999_999]:
+        client.get(f"/api/v1/runs/{run_id}")
+    client.get("/no/such/page/4711")
+    text = client.get("/metrics").text
+
+    def increase(name: str, **labels: str) -> float:
+        key = tuple(sorted(labels.items()))
+        return _samples(text, name).get(key, 0) - _samples(before, name).get(key, 0)
+
+    route = "/api/v1/runs/{run_id}"
+    assert increase("scheduler_http_requests_total", method="GET", route=route, status="200") == 2
+    assert increase("scheduler_http_requests_total", method="GET", route=route, status="404") == 1
+    assert increase("scheduler_http_requests_total", method="GET", route="unmatched", status="404") == 1
+    assert increase("scheduler_http_request_duration_seconds_count", method="GET", route=route) == 3
+    routes = {dict(labels)["route"] for labels in _samples(text, "scheduler_http_requests_total")}
+    assert not any("4711" in r or "999999" in r for r in routes) and "/api/v1/jobs" in routes
+    # The API serves no cluster-wide gauge: the beat leader does, once for the cluster
+    assert "scheduler_runs_in_status" not in text and "scheduler_job_last_success" not in text
+    assert "scheduler_broker_up 1.0" in text
 
 
 def test_unexpected_errors_are_a_logged_500_without_internals(

@@ -15,6 +15,7 @@ from scheduler.dispatch import Dispatcher, make_broker
 from scheduler.errors import MissingSetting
 from scheduler.jobtypes import load_registry
 from scheduler.logs import configure_logging
+from scheduler.metrics import start_at_zero
 from scheduler.settings import Settings
 from workers.runtime import metrics
 from workers.runtime.env import WorkerEnv, build_env
@@ -28,6 +29,7 @@ except MissingSetting as exc:
     sys.stderr.write(f"error: {exc.message}\n")
     raise SystemExit(2) from exc
 registry = load_registry(settings)
+start_at_zero(registry.names(), items=True)
 url = str(settings.redis_url)
 broker = make_broker(url, settings=settings)
 for extra in metrics.middleware(settings):

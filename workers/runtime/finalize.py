@@ -18,7 +18,7 @@ from sqlmodel import col
 from scheduler.jobs import pause_if_failing
 from scheduler.jobtypes import RunContext
 from scheduler.lifecycle import transition
-from scheduler.metrics import ITEMS_TOTAL, JOB_LAST_SUCCESS, RUN_DURATION, RUNS_TOTAL
+from scheduler.metrics import ITEMS_TOTAL, RUN_DURATION, RUNS_TOTAL
 from scheduler.models import ItemOutcome, Job, JobRun, RunEvent, RunItem, RunStatus
 from scheduler.runs import item_counts, item_error_text
 from workers.runtime.outage import is_database_outage
@@ -186,8 +186,6 @@ def _terminal(env: WorkerEnv, run: JobRun, job: Job, status: RunStatus, counts: 
         RUN_DURATION.labels(job_type=run.job_type).observe(max(0.0, (finished - started).total_seconds()))
     for outcome, count in counts.items():
         ITEMS_TOTAL.labels(job_type=run.job_type, outcome=outcome).inc(count)
-    if status is S.COMPLETED:
-        JOB_LAST_SUCCESS.labels(job=job.name).set(finished.timestamp())
     if status is S.FAILED and job.pause_on_failure:
         _pause_if_failing(env, job)
     assert run.id is not None

@@ -20,6 +20,7 @@ from sqlmodel import col
 from scheduler.dispatch import REQUEST_RUN_ACTOR, SCHEDULER_QUEUE, step_actor_name
 from scheduler.errors import JobNotFound, SchedulerError
 from scheduler.jobtypes import JobTypeRegistry
+from scheduler.metrics import REFUSED_REQUESTS
 from scheduler.models import Job, JobStatus
 from scheduler.runs import RunCreate, create_manual_run, send_run
 from workers.runtime.env import WorkerEnv
@@ -107,6 +108,7 @@ def record_requested_run(
             assert run.id is not None
             run_id = run.id
     except SchedulerError as exc:
+        REFUSED_REQUESTS.labels(reason=exc.code).inc()
         log.warning("request_run for job %r refused: %s", job, exc.message)
         return None
     if created:
