@@ -14,11 +14,15 @@ still executing is left alone) has its unfinished steps re-sent. Duplicate steps
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import redis
+
+from scheduler.metrics import BROKER_UP
+from scheduler.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +42,22 @@ class BrokerWatch:
     lost_at: datetime | None = None
     server: str | None = None
     """The Redis server's ``run_id`` when this beat last looked (it changes when Redis restarts)."""
+    down_since: float | None = None
+    """``time.monotonic()`` when Redis stopped answering; ``None`` while it answers."""
 
     def check(self, now: datetime) -> bool:
-        """Set the marker; ``True`` when Redis restarted and the marker is gone: a repair window opens."""
+        """Set the marker; ``True`` when Redis restarted and the marker is gone: a repair window opens.
+
+        Also notes whether Redis answers (:attr:`reachable`, ``scheduler_broker_up``), with one log line
+        when it stops answering and one when it is back.
+        """
         try:
             missing = bool(self.client.set(MARKER, self.holder, nx=True))
             server = str(self.client.info("server").get("run_id", ""))
-        except (redis.RedisError, OSError):
-            return False  # Redis is down: sends fail and are retried; the check runs again next tick
+        except (redis.RedisError, OSError) as exc:
+            self._unreachable(exc)
+            return False  # runs are recorded and wait in the outbox; the check runs again next tick
+        self._reachable()
         lost = missing and self.server is not None and server != self.server
         self.server = server
         if lost:
@@ -56,6 +68,35 @@ class BrokerWatch:
                 int(self.idle_after.total_seconds()),
             )
         return lost
+
+    def ping(self) -> None:
+        """Only note whether Redis answers (a standby: the marker is the leader's to keep)."""
+        try:
+            self.client.ping()
+        except (redis.RedisError, OSError) as exc:
+            self._unreachable(exc)
+        else:
+            self._reachable()
+
+    @property
+    def reachable(self) -> bool:
+        """Whether Redis answered at the last check."""
+        return self.down_since is None
+
+    def _unreachable(self, exc: BaseException) -> None:
+        BROKER_UP.set(0)
+        if self.down_since is None:
+            self.down_since = time.monotonic()
+            log.error("Redis unreachable (SCHEDULER_REDIS_URL): beat keeps recording due runs and sends them "
+                      "when it is back: %s", redact(str(exc).strip().splitlines()[0] if str(exc).strip() else
+                                                    type(exc).__name__))
+
+    def _reachable(self) -> None:
+        BROKER_UP.set(1)
+        if self.down_since is not None:
+            log.info("Redis reachable again after %.1f s; sending the runs recorded meanwhile",
+                     time.monotonic() - self.down_since)
+            self.down_since = None
 
     @property
     def idle_after(self) -> timedelta:

@@ -168,6 +168,7 @@ class Beat:
         self._set_leading(leader)
         result = TickResult(leader=leader, epoch=self.lease.epoch)
         if not leader:
+            self.broker_watch.ping()  # scheduler_broker_up and the outage lines, on a standby too
             return result
         try:
             self._tick_as_leader(result)
@@ -190,14 +191,17 @@ class Beat:
         result.more_due = outcome.jobs >= self.batch_size
         result.created = [r.run_id for r in outcome.new_runs]
         result.missed = record_misses(outcome.misses)
-        result.sent = self._send_new(outcome.new_runs)
-        lost_at = self.broker_watch.window(now)
-        result.resent = resend_outbox(self.repairs, now, lost_at=lost_at)
         result.timed_out = fail_overrunning(self.repairs, now)
-        stop_overrunning_submitted(self.repairs, now)
-        result.reclaimed = reclaim_stale(
-            self.repairs, now, timeout=self.broker_watch.idle_after if lost_at is not None else None
-        )
+        if self.broker_watch.reachable:
+            # While Redis is down the runs stay recorded (the outbox); the first tick after sends them all.
+            result.sent = self._send_new(outcome.new_runs)
+            lost_at = self.broker_watch.window(now)
+            result.resent = resend_outbox(self.repairs, now, lost_at=lost_at)
+            stop_overrunning_submitted(self.repairs, now)
+            result.reclaimed = reclaim_stale(
+                self.repairs, now, timeout=self.broker_watch.idle_after if lost_at is not None else None
+            )
+        result.more_due = result.more_due or result.resent >= self.batch_size
         with self.factory() as session:
             result.next_fire_at = earliest_fire(session, job_types=job_types)
 
@@ -231,9 +235,9 @@ class Beat:
 
     def run_forever(self, stop: threading.Event) -> None:
         """Tick until ``stop`` is set, then release the lease. Outages are logged once and waited out."""
-        log.info("beat %s started (database %s, Redis %s, lease %s s, max sleep %s s)", self.beat_id,
-                 redact(self.settings.resolved_database_url), redact(self.dispatcher.url),
-                 self.settings.beat_lease_seconds, self.settings.beat_max_sleep_seconds)
+        log.info("beat %s started (lease %s s, max sleep %s s; database %s, Redis %s)", self.beat_id,
+                 self.settings.beat_lease_seconds, self.settings.beat_max_sleep_seconds,
+                 redact(self.settings.resolved_database_url), redact(self.dispatcher.url))
         outage = _Outage()
         try:
             while not stop.is_set():

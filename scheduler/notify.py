@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from scheduler.models import Job, JobRun, RunItem, RunStatus
+from scheduler.redact import redact
 from scheduler.runs import item_error_text
 from scheduler.settings import Settings
 
@@ -42,7 +43,7 @@ class SmtpTarget:
         """``smtp://user:pass@host:port`` (``?starttls=1``) or ``smtps://…`` for implicit TLS."""
         parts = urlsplit(url)
         if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
-            raise ValueError(f"SCHEDULER_SMTP_URL must look like smtp://user:pass@host:port, got {url!r}")
+            raise ValueError(f"SCHEDULER_SMTP_URL must look like smtp://user:pass@host:port, got {redact(url)!r}")
         query = parse_qs(parts.query)
         return cls(
             host=parts.hostname,
