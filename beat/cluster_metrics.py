@@ -33,7 +33,8 @@ from beat.tables import JOBS, RUNS
 from scheduler.clock import Clock
 from scheduler.cron import CronSchedule
 from scheduler.errors import SchedulerError
-from scheduler.models import ACTIVE_RUN_STATUSES, JobStatus, RunStatus
+from scheduler.lifecycle import ACTIVE
+from scheduler.models import JobStatus, RunStatus
 
 log = logging.getLogger(__name__)
 
@@ -144,12 +145,12 @@ class ClusterMetrics(Collector):
         job_types = self.job_types()
         counts = session.execute(
             select(RUNS.c.job_type, RUNS.c.status, func.count())
-            .where(RUNS.c.status.in_(ACTIVE_RUN_STATUSES))
+            .where(RUNS.c.status.in_(ACTIVE))
             .group_by(RUNS.c.job_type, RUNS.c.status)
         ).all()
         found = {(str(job_type), str(status)): int(n) for job_type, status, n in counts}
         for job_type in sorted(set(job_types) | {t for t, _ in found}):
-            for status in ACTIVE_RUN_STATUSES:
+            for status in sorted(ACTIVE):
                 reading.runs_in_status[(job_type, status.value)] = found.get((job_type, status.value), 0)
         last_sign = func.coalesce(RUNS.c.heartbeat_at, RUNS.c.started_at, RUNS.c.created_at)
         stale = {str(job_type): int(n) for job_type, n in session.execute(

@@ -22,15 +22,12 @@ from sqlalchemy import and_, exists, func, not_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from beat.metrics import RECLAIMED_RUNS, RESENT_RUNS
-from beat.scheduling import RUNNING_STATUSES
 from beat.tables import JOBS, RUN_CHUNKS, RUN_EVENTS, RUNS
 from scheduler.clock import Clock
 from scheduler.dispatch import Dispatcher, Phase, RunStep
 from scheduler.errors import BrokerUnavailable
-from scheduler.jobs import pause_if_failing
 from scheduler.jobtypes import JobTypeRegistry
-from scheduler.lifecycle import transition
-from scheduler.metrics import RUNS_TOTAL
+from scheduler.lifecycle import RUNNING, WORKING, RunHook, run_ended, transition
 from scheduler.models import OverlapPolicy, RunStatus
 from scheduler.runs import record_event, send_apply, send_run
 
@@ -45,6 +42,8 @@ class Repairs:
     """What beat needs to repair runs: where they are, how to send, who it is."""
 
     factory: sessionmaker[Session]
+    run_hooks: tuple[RunHook, ...]
+    """What follows a run beat ends (metrics, pause on failure, mail)."""
     dispatcher: Dispatcher
     registry: JobTypeRegistry
     clock: Clock
@@ -65,7 +64,7 @@ def resend_outbox(ctx: Repairs, now: datetime, *, lost_at: datetime | None = Non
     """
     resend_before = now - ctx.resend_after if lost_at is None else max(now - ctx.resend_after, lost_at)
     running = RUNS.alias("running")
-    job_has_running = exists().where(running.c.job_id == RUNS.c.job_id, running.c.status.in_(RUNNING_STATUSES))
+    job_has_running = exists().where(running.c.job_id == RUNS.c.job_id, running.c.status.in_(RUNNING))
     stmt = (
         select(RUNS.c.id, RUNS.c.enqueued_at)
         .join(JOBS, JOBS.c.id == RUNS.c.job_id)
@@ -105,8 +104,7 @@ def fail_overrunning(ctx: Repairs, now: datetime) -> int:
     reviewed run's runtime starts again at its submit. The worker's step check ends those.
     """
     stmt = (
-        select(RUNS.c.id, RUNS.c.job_id, RUNS.c.status, RUNS.c.started_at, RUNS.c.job_type, RUNS.c.trigger,
-               JOBS.c.max_runtime, JOBS.c.pause_on_failure)
+        select(RUNS.c.id, RUNS.c.status, RUNS.c.started_at, JOBS.c.max_runtime)
         .join(JOBS, JOBS.c.id == RUNS.c.job_id)
         .where(
             RUNS.c.status == RunStatus.PROCESSING,
@@ -133,15 +131,12 @@ def fail_overrunning(ctx: Repairs, now: datetime) -> int:
             ):
                 failed.append(row)
     for row in failed:
-        RUNS_TOTAL.labels(job_type=row.job_type, trigger=row.trigger, status=RunStatus.FAILED).inc()
         log.warning(
             "run %s failed: exceeded max_runtime of %s s (started %s)",
             row.id, row.max_runtime, row.started_at.isoformat(), extra={"run_id": row.id},
         )
-    for job_id, limit in sorted({(row.job_id, row.pause_on_failure) for row in failed if row.pause_on_failure}):
         with ctx.factory() as session:
-            if pause_if_failing(session=session, job_id=job_id, actor=ctx.actor, clock=ctx.clock):
-                log.warning("job %s paused after %s consecutive failed runs", job_id, limit, extra={"job_id": job_id})
+            run_ended(session, row.id, hooks=ctx.run_hooks)
     return len(failed)
 
 
@@ -190,7 +185,7 @@ def reclaim_stale(ctx: Repairs, now: datetime, *, timeout: timedelta | None = No
     cutoff = now - (timeout or ctx.heartbeat_timeout)
     last_sign = func.coalesce(RUNS.c.heartbeat_at, RUNS.c.started_at, RUNS.c.created_at)
     stale_filter = (
-        RUNS.c.status.in_((RunStatus.PROCESSING, RunStatus.SUBMITTED)),
+        RUNS.c.status.in_(WORKING),
         RUNS.c.job_type.in_(ctx.registry.names()),
         last_sign < cutoff,
     )

@@ -23,25 +23,16 @@ from beat.tables import JOBS, RUNS
 from scheduler.cron import CronSchedule
 from scheduler.cron_hash import job_hash_seed
 from scheduler.errors import InvalidInput
-from scheduler.ledger import insert_tick_runs
+from scheduler.lifecycle import ACTIVE, RUNNING
 from scheduler.metrics import MISSED_TICKS
-from scheduler.models import (
-    ACTIVE_RUN_STATUSES,
-    Job,
-    JobStatus,
-    OverlapPolicy,
-    RunStatus,
-    RunTrigger,
-)
+from scheduler.models import Job, JobStatus, OverlapPolicy, RunStatus, RunTrigger
+from scheduler.run_creation import NewRun, create_runs
 
 log = logging.getLogger(__name__)
 
-RUNNING_STATUSES = (RunStatus.PROCESSING, RunStatus.PREVIEW, RunStatus.SUBMITTED)
-"""Active statuses other than CREATED: a worker or a reviewer holds the run."""
-
 
 @dataclass(frozen=True, kw_only=True)
-class NewRun:
+class TickRun:
     """A run this tick inserted, to send once the transaction has committed."""
 
     run_id: int
@@ -64,7 +55,7 @@ class JobMisses:
 
 @dataclass(kw_only=True)
 class ScheduleOutcome:
-    new_runs: list[NewRun] = field(default_factory=list)
+    new_runs: list[TickRun] = field(default_factory=list)
     misses: list[JobMisses] = field(default_factory=list)
     jobs: int = 0
 
@@ -104,7 +95,7 @@ def active_run_counts(session: Session, job_ids: Iterable[int]) -> dict[int, dic
     """Per job, how many runs are in each active status."""
     stmt = (
         select(RUNS.c.job_id, RUNS.c.status, func.count())
-        .where(RUNS.c.job_id.in_(list(job_ids)), RUNS.c.status.in_(ACTIVE_RUN_STATUSES))
+        .where(RUNS.c.job_id.in_(list(job_ids)), RUNS.c.status.in_(ACTIVE))
         .group_by(RUNS.c.job_id, RUNS.c.status)
     )
     counts: dict[int, dict[str, int]] = {}
@@ -122,6 +113,17 @@ def overlap_capacity(policy: str, *, waiting: int, running: int) -> int | None:
     return 0 if waiting or running else 1
 
 
+@dataclass(frozen=True, kw_only=True)
+class _JobTicks:
+    """One due job's part of a tick: the ticks admitted, where it fires next, the ticks it misses."""
+
+    job: Job
+    admitted: list[datetime]
+    next_fire: datetime | None
+    hold: bool
+    groups: list[MissedTicks]
+
+
 def schedule_due_jobs(
     session: Session,
     jobs: list[Job],
@@ -130,55 +132,75 @@ def schedule_due_jobs(
     grace: timedelta,
     actor: str,
 ) -> ScheduleOutcome:
-    """Insert the runs of ``jobs`` (already selected and, on PostgreSQL, locked) and advance them."""
+    """Insert the runs of ``jobs`` (already selected and, on PostgreSQL, locked) and advance them.
+
+    The runs of every job are inserted together, set-based, through the unique ledger.
+    """
     outcome = ScheduleOutcome(jobs=len(jobs))
     counts = active_run_counts(session, [job.id for job in jobs if job.id is not None])
-    for job in jobs:
-        assert job.id is not None and job.next_fire_at is not None and job.cron is not None
-        try:
-            schedule = schedule_of(job.cron, job.timezone, job.name)
-        except InvalidInput as exc:
-            # Refused at creation, so only a hand-edited row gets here: stop it firing, say why.
-            log.error("job %s has an unusable schedule and will not fire: %s", job.id, exc.message,
-                      extra={"job_id": job.id})
-            _advance(session, job, next_fire_at=None, last_scheduled_for=None)
-            continue
-        plan = plan_ticks(
-            schedule,
-            next_fire_at=job.next_fire_at,
-            now=now,
-            grace=grace,
-            policy=job.misfire_policy,
-            catchup_window=timedelta(seconds=job.catchup_window),
-            max_catchup_runs=job.max_catchup_runs,
-        )
-        by_status = counts.get(job.id, {})
-        waiting = by_status.get(RunStatus.CREATED, 0)
-        running = sum(by_status.get(s, 0) for s in RUNNING_STATUSES)
-        groups = list(plan.missed)
-        admitted = _admit(plan, job.overlap_policy, waiting=waiting, running=running, groups=groups)
-        hold = job.overlap_policy == OverlapPolicy.BUFFER_ONE and running > 0
+    planned = [p for job in jobs if (p := _plan_job(session, job, now=now, grace=grace, counts=counts)) is not None]
+    wanted = [
+        NewRun(job_id=p.job.id, job_type=p.job.job_type, trigger=RunTrigger.SCHEDULED, scheduled_for=tick)
+        for p in planned if p.job.id is not None for tick in p.admitted
+    ]
+    created = {(run.job_id, run.scheduled_for): run.run_id
+               for run in create_runs(session=session, runs=wanted, actor=actor, at=now)}
+    for p in planned:
+        job = p.job
+        assert job.id is not None
         latest_run: datetime | None = None
-        for tick in admitted:
-            run_id = _insert_run(session, job, tick=tick, now=now, actor=actor)
+        for tick in p.admitted:
+            run_id = created.get((job.id, tick))
             if run_id is None:
                 # Already in the ledger (another beat, a backfill): that tick has its run.
                 log.info("job %s tick %s already has a run", job.id, tick.isoformat(), extra={"job_id": job.id})
                 continue
             latest_run = tick
             outcome.new_runs.append(
-                NewRun(run_id=run_id, job_id=job.id, job_type=job.job_type, scheduled_for=tick, hold=hold)
+                TickRun(run_id=run_id, job_id=job.id, job_type=job.job_type, scheduled_for=tick, hold=p.hold)
             )
-        try:
-            next_fire: datetime | None = schedule.next_after(now)
-        except InvalidInput:
-            log.info("job %s has no fire time after %s; it will not fire again", job.id, now.isoformat(),
-                     extra={"job_id": job.id})
-            next_fire = None
-        _advance(session, job, next_fire_at=next_fire, last_scheduled_for=latest_run)
-        if groups:
-            outcome.misses.append(JobMisses(job_id=job.id, job_name=job.name, job_type=job.job_type, groups=groups))
+        _advance(session, job, next_fire_at=p.next_fire, last_scheduled_for=latest_run)
+        if p.groups:
+            outcome.misses.append(JobMisses(job_id=job.id, job_name=job.name, job_type=job.job_type,
+                                            groups=p.groups))
     return outcome
+
+
+def _plan_job(
+    session: Session, job: Job, *, now: datetime, grace: timedelta, counts: dict[int, dict[str, int]]
+) -> _JobTicks | None:
+    """Which ticks of a due job get a run now (misfire, then overlap policy), and its next fire time."""
+    assert job.id is not None and job.next_fire_at is not None and job.cron is not None
+    try:
+        schedule = schedule_of(job.cron, job.timezone, job.name)
+    except InvalidInput as exc:
+        # Refused at creation, so only a hand-edited row gets here: stop it firing, say why.
+        log.error("job %s has an unusable schedule and will not fire: %s", job.id, exc.message,
+                  extra={"job_id": job.id})
+        _advance(session, job, next_fire_at=None, last_scheduled_for=None)
+        return None
+    plan = plan_ticks(
+        schedule,
+        next_fire_at=job.next_fire_at,
+        now=now,
+        grace=grace,
+        policy=job.misfire_policy,
+        catchup_window=timedelta(seconds=job.catchup_window),
+        max_catchup_runs=job.max_catchup_runs,
+    )
+    by_status = counts.get(job.id, {})
+    waiting = by_status.get(RunStatus.CREATED, 0)
+    running = sum(by_status.get(s, 0) for s in RUNNING)
+    groups = list(plan.missed)
+    admitted = _admit(plan, job.overlap_policy, waiting=waiting, running=running, groups=groups)
+    try:
+        next_fire: datetime | None = schedule.next_after(now)
+    except InvalidInput:
+        log.info("job %s has no fire time after %s; it will not fire again", job.id, now.isoformat(),
+                 extra={"job_id": job.id})
+        next_fire = None
+    hold = job.overlap_policy == OverlapPolicy.BUFFER_ONE and running > 0
+    return _JobTicks(job=job, admitted=admitted, next_fire=next_fire, hold=hold, groups=groups)
 
 
 def _admit(plan: TickPlan, policy: str, *, waiting: int, running: int, groups: list[MissedTicks]) -> list[datetime]:
@@ -192,16 +214,6 @@ def _admit(plan: TickPlan, policy: str, *, waiting: int, running: int, groups: l
         MissedTicks(reason=MissReason.OVERLAP, count=len(refused), sample=tuple(refused[:SAMPLE]), last=refused[-1])
     )
     return ticks[len(ticks) - capacity :]
-
-
-def _insert_run(session: Session, job: Job, *, tick: datetime, now: datetime, actor: str) -> int | None:
-    """Insert the run of ``tick`` unless the ledger has it; its ``run_event`` too. Returns its id."""
-    assert job.id is not None
-    inserted = insert_tick_runs(
-        session, job_id=job.id, job_type=job.job_type, ticks=[tick], trigger=RunTrigger.SCHEDULED, actor=actor,
-        at=now, note=f"scheduled tick {tick.isoformat()}",
-    )
-    return inserted[0][0] if inserted else None
 
 
 def _advance(session: Session, job: Job, *, next_fire_at: datetime | None, last_scheduled_for: datetime | None) -> None:

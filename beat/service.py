@@ -49,7 +49,7 @@ from beat.recovery import (
     resend_outbox,
     stop_overrunning_submitted,
 )
-from beat.scheduling import NewRun, earliest_fire, record_misses, schedule_due_jobs, select_due_jobs
+from beat.scheduling import TickRun, earliest_fire, record_misses, schedule_due_jobs, select_due_jobs
 from beat.wakeup import WakeListener
 from scheduler.clock import Clock, SystemClock
 from scheduler.db import is_sqlite, make_engine, make_session_factory, pool_options
@@ -60,6 +60,7 @@ from scheduler.jobtypes import JobTypeRegistry, load_registry
 from scheduler.logs import configure_logging
 from scheduler.metrics import FIRE_LAG, serve_metrics, start_at_zero
 from scheduler.redact import redact
+from scheduler.run_hooks import standard_hooks
 from scheduler.runs import send_run
 from scheduler.settings import Settings
 
@@ -122,6 +123,7 @@ class Beat:
         )
         self.repairs = Repairs(
             factory=self.factory,
+            run_hooks=standard_hooks(settings=settings, clock=clock, actor=self.beat_id),
             dispatcher=dispatcher,
             registry=registry,
             clock=clock,
@@ -205,7 +207,7 @@ class Beat:
         with self.factory() as session:
             result.next_fire_at = earliest_fire(session, job_types=job_types)
 
-    def _send_new(self, runs: list[NewRun]) -> int:
+    def _send_new(self, runs: list[TickRun]) -> int:
         sent = 0
         for run in runs:
             if run.hold:

@@ -153,6 +153,7 @@ def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_runs(args: argparse.Namespace, settings: Settings) -> int:
     from scheduler import runs as R
     from scheduler.dispatch import Dispatcher, make_dispatcher
+    from scheduler.lifecycle import item_counts
 
     clock = SystemClock()
 
@@ -172,7 +173,7 @@ def cmd_runs(args: argparse.Namespace, settings: Settings) -> int:
             emit(args, [r.model_dump() for r in rows], lambda: [_line(r) for r in rows])
         elif args.action == "show":
             run = R.get_run(session, args.id)
-            data = {**run.model_dump(), "progress": R.progress(run), "item_counts": R.item_counts(session, args.id),
+            data = {**run.model_dump(), "progress": R.progress(run), "item_counts": item_counts(session, args.id),
                     "events": [e.model_dump() for e in R.run_events(session, args.id)]}
             emit(args, data, lambda: [_line(run), f"summary: {json.dumps(run.summary)}"] + [
                 f"  {_json_default(e.at)} {e.from_status or '-'} -> {e.to_status} by {e.actor} {e.note}"
@@ -190,7 +191,8 @@ def cmd_runs(args: argparse.Namespace, settings: Settings) -> int:
                                                          run_id=run.id, clock=clock)
             emit(args, run.model_dump(), lambda: [f"run {run.id} created" + ("" if sent else " (queued for re-send)")])
         elif args.action in ("submit", "delete", "cancel"):
-            run = R.act_on_run(session=session, run_id=args.id, action=args.action, actor="cli", clock=clock)
+            run = R.act_on_run(session=session, run_id=args.id, action=args.action, actor="cli", clock=clock,
+                               settings=settings)
             if args.action == "submit" and (dispatcher := _dispatcher()) is not None:
                 R.send_apply(factory=factory, dispatcher=dispatcher, registry=_registry(settings), run_id=args.id)
             emit(args, run.model_dump(), lambda: [f"run {run.id} is {run.status}"])

@@ -14,8 +14,9 @@ from sqlmodel import col
 from scheduler.clock import Clock
 from scheduler.errors import InvalidInput, JobNotRunnable
 from scheduler.jobs import get_job, job_schedule
-from scheduler.ledger import insert_tick_runs
-from scheduler.models import JobEvent, JobRun, JobStatus, RunEvent, RunStatus, RunTrigger
+from scheduler.lifecycle import RETRYABLE
+from scheduler.models import JobEvent, JobRun, JobStatus, RunTrigger
+from scheduler.run_creation import NewRun, create_runs
 
 MAX_BACKFILL_RUNS = 1000
 
@@ -82,29 +83,18 @@ def backfill(
             )
         )
     }
-    note = f"backfill {request.mode} {request.start.isoformat()}..{request.end.isoformat()} by {actor}"
-    created: list[int] = []
+    context = f"backfill {request.mode} {request.start.isoformat()}..{request.end.isoformat()} by {actor}"
+    runs: list[NewRun] = []
     if request.mode in (BackfillMode.MISSING, BackfillMode.ALL):
-        missing = [t for t in ticks if t not in existing]
-        created += [run_id for run_id, _ in insert_tick_runs(
-            session, job_id=job_id, job_type=job.job_type, ticks=missing, trigger=RunTrigger.BACKFILL,
-            actor=actor, at=now, note=note, preview=request.preview,
-        )]
+        runs += [NewRun(job_id=job_id, job_type=job.job_type, trigger=RunTrigger.BACKFILL, scheduled_for=tick,
+                        preview=request.preview, context=context) for tick in ticks if tick not in existing]
     if request.mode in (BackfillMode.FAILED, BackfillMode.ALL):
-        failed = [r for t in ticks if (r := existing.get(t)) is not None
-                  and r.status in (RunStatus.FAILED, RunStatus.INCOMPLETE)]
-        for original in failed:
-            # The tick's ledger entry is taken by the failed run: the new run points back to it.
-            run = JobRun(job_id=job_id, job_type=job.job_type, trigger=RunTrigger.BACKFILL, retry_of=original.id,
-                         preview=request.preview, run_properties=original.run_properties, created_by=actor,
-                         created_at=now)
-            session.add(run)
-            session.flush()
-            assert run.id is not None
-            session.add(RunEvent(run_id=run.id, from_status=None, to_status=RunStatus.CREATED, at=now, actor=actor,
-                                 note=f"{note}: retries run {original.id} of tick {original.scheduled_for}"))
-            created.append(run.id)
+        # The tick's ledger entry is taken by the failed run: the new run points back to it.
+        runs += [NewRun(job_id=job_id, job_type=job.job_type, trigger=RunTrigger.BACKFILL, retry_of=original.id,
+                        preview=request.preview, run_properties=original.run_properties, context=context)
+                 for tick in ticks if (original := existing.get(tick)) is not None and original.status in RETRYABLE]
+    created = [run.run_id for run in create_runs(session=session, runs=runs, actor=actor, at=now)]
     session.add(JobEvent(job_id=job_id, from_status=job.status, to_status=job.status, at=now, actor=actor,
-                         note=f"{note}: {len(created)} runs"))
+                         note=f"{context}: {len(created)} runs"))
     session.commit()
     return BackfillResult(ticks=len(ticks), created=created, unchanged=len(ticks) - len(created))

@@ -17,6 +17,7 @@ from scheduler.cron import CronSchedule, validate_timezone
 from scheduler.cron_hash import job_hash_seed
 from scheduler.errors import DuplicateJobName, InvalidInput, InvalidTransition, JobNotFound
 from scheduler.jobtypes import JobTypeRegistry
+from scheduler.lifecycle import FINISHED
 from scheduler.models import Job, JobEvent, JobRun, JobStatus, MisfirePolicy, OverlapPolicy, RunStatus
 
 
@@ -220,10 +221,6 @@ def change_job_status(
     return job
 
 
-FINISHED_RUN_STATUSES = (RunStatus.COMPLETED, RunStatus.INCOMPLETE, RunStatus.FAILED)
-"""The outcomes that make or break a failure streak (cancelled and deleted runs do neither)."""
-
-
 def pause_if_failing(*, session: Session, job_id: int, actor: str, clock: Clock) -> bool:
     """Pause an ACTIVE job whose latest ``pause_on_failure`` finished runs all FAILED; ``True`` if paused.
 
@@ -237,7 +234,7 @@ def pause_if_failing(*, session: Session, job_id: int, actor: str, clock: Clock)
         return False
     latest = session.execute(
         select(col(JobRun.status), col(JobRun.error))
-        .where(col(JobRun.job_id) == job_id, col(JobRun.status).in_(FINISHED_RUN_STATUSES))
+        .where(col(JobRun.job_id) == job_id, col(JobRun.status).in_(FINISHED))
         .order_by(col(JobRun.finished_at).desc().nulls_last(), col(JobRun.id).desc())
         .limit(limit)
     ).all()

@@ -1,49 +1,99 @@
-"""Run statuses, the transitions allowed between them, and the one ``transition()`` function.
+"""Every rule of a run's life: its status groups, the transitions allowed between statuses, the one
+``transition()`` function, the decisions on which status a run moves to, and what follows its end.
 
 Every status change of a run is a compare-and-set on its current status plus a ``run_event`` row,
-in the caller's transaction: two actors racing for the same run cannot both win.
+in the caller's transaction: two actors racing for the same run cannot both win. Whoever wins a
+transition into a terminal status calls :func:`run_ended` once that change is committed — a worker
+finishing or failing a run, beat failing one over its ``max_runtime``, a user cancelling or deleting one —
+with the process's :class:`RunHook` s (the standard ones are in :mod:`scheduler.run_hooks`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from scheduler.clock import utcnow
 from scheduler.errors import InvalidTransition, RunNotFound
-from scheduler.models import JobRun, RunEvent, RunStatus
+from scheduler.models import ItemOutcome, Job, JobRun, RunEvent, RunItem, RunStatus
+
+log = logging.getLogger(__name__)
 
 S = RunStatus
+
+# -- status groups ---------------------------------------------------------------------------------
+
+ACTIVE: frozenset[RunStatus] = frozenset({S.CREATED, S.PROCESSING, S.PREVIEW, S.SUBMITTED})
+"""Not ended yet: the overlap policy counts these, and a job's active runs are listed by them."""
+RUNNING: frozenset[RunStatus] = frozenset({S.PROCESSING, S.PREVIEW, S.SUBMITTED})
+"""Active and taken: a worker or a reviewer holds the run (a BUFFER_ONE run waits for these)."""
+WORKING: frozenset[RunStatus] = frozenset({S.PROCESSING, S.SUBMITTED})
+"""A worker is on it: the run heart-beats, and beat reclaims it when the heartbeat stops."""
+REVIEWABLE: frozenset[RunStatus] = frozenset({S.PREVIEW})
+"""Staged effects wait for a person: submit or delete."""
+IN_PROGRESS: frozenset[RunStatus] = ACTIVE - REVIEWABLE
+"""Active runs that move on by themselves (the page follows their progress)."""
+TERMINAL: frozenset[RunStatus] = frozenset({S.COMPLETED, S.INCOMPLETE, S.FAILED, S.CANCELLED, S.DELETED})
+"""Ended: nothing changes a run's status any more."""
+FINISHED: frozenset[RunStatus] = frozenset({S.COMPLETED, S.INCOMPLETE, S.FAILED})
+"""Ended by running: the outcomes that make or break a failure streak (cancelled and deleted runs do neither)."""
+RETRYABLE: frozenset[RunStatus] = frozenset({S.FAILED, S.INCOMPLETE})
+"""Ended with errors: a retry redoes the failed items."""
 
 ALLOWED: dict[RunStatus, frozenset[RunStatus]] = {
     S.CREATED: frozenset({S.PROCESSING, S.CANCELLED, S.FAILED}),
     S.PROCESSING: frozenset({S.PREVIEW, S.SUBMITTED, S.FAILED}),
     S.PREVIEW: frozenset({S.SUBMITTED, S.DELETED, S.FAILED}),
     S.SUBMITTED: frozenset({S.COMPLETED, S.INCOMPLETE, S.FAILED}),
-    S.COMPLETED: frozenset(),
-    S.INCOMPLETE: frozenset(),
-    S.FAILED: frozenset(),
-    S.CANCELLED: frozenset(),
-    S.DELETED: frozenset(),
+    **{status: frozenset() for status in TERMINAL},
 }
 
 # User actions: the status each needs and, for status changes, the status it leads to.
 ACTIONS: dict[str, tuple[frozenset[RunStatus], RunStatus | None]] = {
-    "submit": (frozenset({S.PREVIEW}), S.SUBMITTED),
-    "delete": (frozenset({S.PREVIEW}), S.DELETED),
+    "submit": (REVIEWABLE, S.SUBMITTED),
+    "delete": (REVIEWABLE, S.DELETED),
     "cancel": (frozenset({S.CREATED}), S.CANCELLED),
-    "retry": (frozenset({S.FAILED, S.INCOMPLETE}), None),
+    "retry": (RETRYABLE, None),
 }
 
 
 def allowed_actions(status: str) -> list[str]:
     """The user actions a run at ``status`` offers, in a stable order."""
     return [name for name, (needs, _) in ACTIONS.items() if status in needs]
+
+
+# -- decisions -------------------------------------------------------------------------------------
+
+
+def stops_for_review(*, requires_review: bool, preview: bool, held_by_type: bool) -> bool:
+    """Whether an evaluated run stops at PREVIEW: its job requires review, the run asked for a preview,
+    or its job type holds runs with these properties for review."""
+    return requires_review or preview or held_by_type
+
+
+def final_status(counts: Mapping[str, int]) -> RunStatus:
+    """The status an applied run ends in, by its items' outcomes: COMPLETED without an error, INCOMPLETE
+    when some items errored and others were applied (or skipped), FAILED when nothing was applied."""
+    if not counts.get(ItemOutcome.ERROR, 0):
+        return S.COMPLETED
+    applied = counts.get(ItemOutcome.OK, 0) + counts.get(ItemOutcome.SKIPPED, 0)
+    return S.INCOMPLETE if applied else S.FAILED
+
+
+def item_counts(session: Session, run_id: int) -> dict[str, int]:
+    """The run's items by outcome (what its final status is decided from)."""
+    outcome = col(RunItem.outcome)
+    stmt = select(outcome, func.count()).where(col(RunItem.run_id) == run_id).group_by(outcome)
+    return {str(outcome_): int(count) for outcome_, count in session.execute(stmt).all()}
+
+
+# -- the one transition ----------------------------------------------------------------------------
 
 
 def transition(
@@ -63,14 +113,15 @@ def transition(
     ``expected`` defaults to every status from which ``to`` is allowed. Returns ``True`` when this
     call made the change. When it did not, returns ``False`` for internal callers (``action`` is
     ``None``: someone else got there first) or raises :class:`InvalidTransition` naming the
-    allowed actions for a user ``action``. The caller commits.
+    allowed actions for a user ``action``. The caller commits (and, for a terminal ``to``, then
+    calls :func:`run_ended`).
     """
     sources = {s for s, targets in ALLOWED.items() if to in targets}
     if expected is not None:
         sources &= set(expected)
     at = at or utcnow()
     changes: dict[str, Any] = {"status": to, **(values or {})}
-    if to in (S.COMPLETED, S.INCOMPLETE, S.FAILED, S.CANCELLED, S.DELETED):
+    if to in TERMINAL:
         changes.setdefault("finished_at", at)
     current = session.execute(select(col(JobRun.status)).where(col(JobRun.id) == run_id)).scalar_one_or_none()
     if current is None:
@@ -94,3 +145,63 @@ def transition(
         insert(RunEvent).values(run_id=run_id, from_status=current, to_status=to, at=at, actor=actor, note=note)
     )
     return True
+
+
+# -- what follows ----------------------------------------------------------------------------------
+
+
+class RunHook:
+    """Something that follows a run's status changes, wherever they happen (a worker, beat, a user).
+
+    Every hook defaults to doing nothing, so a hook names only what it does (like Dramatiq's
+    ``Middleware``); the standard ones — metrics, pause on failure, mail — are in :mod:`scheduler.run_hooks`.
+    """
+
+    def on_review(self, session: Session, run: JobRun, job: Job) -> None:
+        """The run stopped at PREVIEW: its staged effects wait for a person."""
+
+    def on_end(self, session: Session, run: JobRun, job: Job, counts: Mapping[str, int]) -> None:
+        """The run reached a terminal status; ``counts``: its items by outcome."""
+
+
+def run_ended(
+    session: Session, run_id: int, *, hooks: Sequence[RunHook], counts: Mapping[str, int] | None = None
+) -> None:
+    """Tell ``hooks`` that run ``run_id`` ended.
+
+    Called once per run, by whoever won its transition into a terminal status, after that commit, with
+    a session free for the hooks' own transactions. ``counts``: its items by outcome, when the caller
+    has them. A hook that fails is logged; the others still run.
+    """
+    found = _run_and_job(session, run_id)
+    if found is None or found[0].status not in TERMINAL:
+        return
+    run, job = found
+    counts = item_counts(session, run_id) if counts is None else counts
+    session.rollback()  # the reads are done: on SQLite an open transaction holds the one write lock
+    for hook in hooks:
+        _call(hook.on_end, run_id, session, run, job, counts)
+
+
+def run_awaits_review(session: Session, run_id: int, *, hooks: Sequence[RunHook]) -> None:
+    """Tell ``hooks`` that run ``run_id`` stopped at PREVIEW (called by whoever moved it there)."""
+    found = _run_and_job(session, run_id)
+    if found is None or found[0].status not in REVIEWABLE:
+        return
+    session.rollback()
+    for hook in hooks:
+        _call(hook.on_review, run_id, session, *found)
+
+
+def _run_and_job(session: Session, run_id: int) -> tuple[JobRun, Job] | None:
+    run = session.get(JobRun, run_id, populate_existing=True)
+    job = session.get(Job, run.job_id) if run is not None else None
+    return (run, job) if run is not None and job is not None else None
+
+
+def _call(hook: Callable[..., None], run_id: int, session: Session, *args: Any) -> None:
+    try:
+        hook(session, *args)
+    except Exception:
+        session.rollback()
+        log.exception("run %s: %s failed", run_id, getattr(hook, "__qualname__", hook), extra={"run_id": run_id})

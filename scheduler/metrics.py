@@ -28,7 +28,8 @@ from prometheus_client import (
     multiprocess,
 )
 
-from scheduler.models import TERMINAL_RUN_STATUSES, ItemOutcome, RunTrigger
+from scheduler.lifecycle import TERMINAL
+from scheduler.models import ItemOutcome, RunTrigger
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ def start_at_zero(job_types: Iterable[str], *, items: bool = False, missed_reaso
     reasons = list(missed_reasons)
     for job_type in job_types:
         for trigger in RunTrigger:
-            for status in TERMINAL_RUN_STATUSES:
+            for status in sorted(TERMINAL):
                 RUNS_TOTAL.labels(job_type=job_type, trigger=trigger.value, status=status.value)
         if items:
             for outcome in (ItemOutcome.OK, ItemOutcome.ERROR, ItemOutcome.SKIPPED):

@@ -68,16 +68,6 @@ class RunStatus(enum.StrEnum):
     """A preview deleted; the record stays for audit."""
 
 
-ACTIVE_RUN_STATUSES = (RunStatus.CREATED, RunStatus.PROCESSING, RunStatus.PREVIEW, RunStatus.SUBMITTED)
-TERMINAL_RUN_STATUSES = (
-    RunStatus.COMPLETED,
-    RunStatus.INCOMPLETE,
-    RunStatus.FAILED,
-    RunStatus.CANCELLED,
-    RunStatus.DELETED,
-)
-
-
 class ItemOutcome(enum.StrEnum):
     PLANNED = "planned"
     OK = "ok"

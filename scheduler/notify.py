@@ -6,6 +6,7 @@ import logging
 import smtplib
 from dataclasses import dataclass
 from email.message import EmailMessage
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from sqlalchemy import select
@@ -14,7 +15,6 @@ from sqlmodel import col
 
 from scheduler.models import Job, JobRun, RunItem, RunStatus
 from scheduler.redact import redact
-from scheduler.runs import item_error_text
 from scheduler.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -27,6 +27,11 @@ STATUS_EVENTS: dict[str, str] = {
     RunStatus.PREVIEW: "preview_ready",
 }
 ERRORS_SHOWN = 20
+
+
+def item_error_text(detail: dict[str, Any]) -> str:
+    """Why an item errored, from the detail a job type recorded (``error`` or ``reason``)."""
+    return str(detail.get("error") or detail.get("reason") or "no reason recorded")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -114,6 +119,7 @@ def notify_run(*, settings: Settings, session: Session, run_id: int) -> bool:
         )
     )
     message = build_message(settings, job, run, events, errors)
+    session.rollback()  # the reads are done: on SQLite an open transaction holds the one write lock
     try:
         send(SmtpTarget.parse(settings.smtp_url), message)
     except (OSError, smtplib.SMTPException, ValueError) as exc:

@@ -10,8 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import func, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 from sqlmodel import col
 
@@ -19,7 +18,6 @@ from scheduler.clock import Clock
 from scheduler.dispatch import Dispatcher, Phase, RunStep
 from scheduler.errors import (
     BrokerUnavailable,
-    IdempotencyConflict,
     InvalidInput,
     InvalidTransition,
     JobNotRunnable,
@@ -27,8 +25,11 @@ from scheduler.errors import (
 )
 from scheduler.jobs import get_job
 from scheduler.jobtypes import JobTypeRegistry
-from scheduler.lifecycle import ACTIONS, allowed_actions, transition
-from scheduler.models import Job, JobRun, JobStatus, RunChunk, RunEvent, RunItem, RunStatus, RunTrigger
+from scheduler.lifecycle import ACTIONS, TERMINAL, allowed_actions, run_ended, transition
+from scheduler.models import JobRun, JobStatus, RunChunk, RunEvent, RunItem, RunStatus, RunTrigger
+from scheduler.run_creation import Idempotency, NewRun, create_run, replay
+from scheduler.run_hooks import standard_hooks
+from scheduler.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -68,12 +69,9 @@ def create_manual_run(
     A repeated ``idempotency_key`` for the same job returns the first run instead of a new one.
     ``request_id`` (the API request's) is kept with the run so the worker's log lines show it.
     """
-    if idempotency_key:
-        existing = session.scalar(select(JobRun).where(col(JobRun.idempotency_key) == idempotency_key))
-        if existing is not None:
-            if existing.job_id != run_in.job_id:
-                raise IdempotencyConflict(idempotency_key)
-            return existing, False
+    idempotency = Idempotency(key=idempotency_key, job_id=run_in.job_id) if idempotency_key else None
+    if idempotency is not None and (earlier := replay(session, idempotency)) is not None:
+        return earlier, False
     job = get_job(session, run_in.job_id)
     if job.status != JobStatus.ACTIVE:
         raise JobNotRunnable(run_in.job_id, f"the job is {job.status}")
@@ -83,35 +81,11 @@ def create_manual_run(
     if run_in.preview and not job_type.supports_preview:
         raise InvalidInput(f"job type {job.job_type} does not support preview", details={"preview": True})
     run_properties = job_type.validate_run_properties(run_in.run_properties).model_dump(mode="json")
-    now = clock.now()
-    run = JobRun(
-        job_id=run_in.job_id,
-        job_type=job.job_type,
-        trigger=RunTrigger.MANUAL,
-        idempotency_key=idempotency_key or None,
-        preview=run_in.preview,
-        run_properties=run_properties,
-        created_by=actor,
-        created_at=now,
-        request_id=request_id,
-    )
-    session.add(run)
-    try:
-        session.flush()
-    except IntegrityError:
-        # Another request with the same key won the race: answer with its run.
-        session.rollback()
-        if idempotency_key:
-            winner = session.scalar(select(JobRun).where(col(JobRun.idempotency_key) == idempotency_key))
-            if winner is not None and winner.job_id == run_in.job_id:
-                return winner, False
-            raise IdempotencyConflict(idempotency_key) from None
-        raise
-    assert run.id is not None
-    session.add(RunEvent(run_id=run.id, from_status=None, to_status=RunStatus.CREATED, at=now, actor=actor,
-                         note="manual run"))
+    new = NewRun(job_id=run_in.job_id, job_type=job.job_type, trigger=RunTrigger.MANUAL, preview=run_in.preview,
+                 run_properties=run_properties, request_id=request_id)
+    run, created = create_run(session=session, run=new, actor=actor, at=clock.now(), idempotency=idempotency)
     session.commit()
-    return run, True
+    return run, created
 
 
 def retry_run(
@@ -125,30 +99,22 @@ def retry_run(
     job = get_job(session, original.job_id)
     if job.status == JobStatus.ARCHIVED:
         raise JobNotRunnable(job.id or 0, "the job is archived")
-    now = clock.now()
-    run = JobRun(
-        job_id=original.job_id,
-        job_type=original.job_type,
-        trigger=RunTrigger.RETRY,
-        preview=original.preview,
-        run_properties=original.run_properties,
-        created_by=actor,
-        created_at=now,
-        retry_of=original.id,
-        scheduled_for=None,
-        request_id=request_id,
-    )
-    session.add(run)
-    session.flush()
-    assert run.id is not None
-    session.add(RunEvent(run_id=run.id, from_status=None, to_status=RunStatus.CREATED, at=now, actor=actor,
-                         note=f"retry of run {run_id}"))
+    new = NewRun(job_id=original.job_id, job_type=original.job_type, trigger=RunTrigger.RETRY,
+                 preview=original.preview, run_properties=original.run_properties, retry_of=original.id,
+                 request_id=request_id)
+    run, _ = create_run(session=session, run=new, actor=actor, at=clock.now())
     session.commit()
     return run
 
 
-def act_on_run(*, session: Session, run_id: int, action: str, actor: str, clock: Clock, note: str = "") -> JobRun:
-    """Submit, delete or cancel a run: a guarded transition, refused with the allowed actions."""
+def act_on_run(
+    *, session: Session, run_id: int, action: str, actor: str, clock: Clock, note: str = "",
+    settings: Settings | None = None,
+) -> JobRun:
+    """Submit, delete or cancel a run: a guarded transition, refused with the allowed actions.
+
+    A cancel or delete ends the run: the standard run hooks follow (mail only when given ``settings``).
+    """
     if action not in ACTIONS or action == "retry":
         raise InvalidInput(f"unknown run action {action!r}", details={"action": action})
     _, target = ACTIONS[action]
@@ -160,6 +126,8 @@ def act_on_run(*, session: Session, run_id: int, action: str, actor: str, clock:
         values = {"heartbeat_at": now, "chunks_done": 0}
     transition(session, run_id, target, actor=actor, action=action, note=note, at=now, values=values)
     session.commit()
+    if target in TERMINAL:
+        run_ended(session, run_id, hooks=standard_hooks(settings=settings, clock=clock, actor=actor))
     return get_run(session, run_id)
 
 
@@ -240,17 +208,6 @@ def list_items(
     return rows, next_cursor
 
 
-def item_counts(session: Session, run_id: int) -> dict[str, int]:
-    outcome = col(RunItem.outcome)
-    stmt = select(outcome, func.count()).where(col(RunItem.run_id) == run_id).group_by(outcome)
-    return {str(outcome_): int(count) for outcome_, count in session.execute(stmt).all()}
-
-
-def item_error_text(detail: dict[str, Any]) -> str:
-    """Why an item errored, from the detail a job type recorded (``error`` or ``reason``)."""
-    return str(detail.get("error") or detail.get("reason") or "no reason recorded")
-
-
 def progress(run: JobRun) -> dict[str, Any]:
     total = run.chunks_total
     percent = round(100.0 * run.chunks_done / total, 1) if total else (100.0 if run.finished_at else 0.0)
@@ -321,6 +278,3 @@ def record_event(session: Session, run_id: int, *, actor: str, note: str, status
         insert(RunEvent).values(run_id=run_id, from_status=status, to_status=status, at=at, actor=actor, note=note)
     )
 
-
-def job_of(session: Session, run: JobRun) -> Job:
-    return get_job(session, run.job_id)

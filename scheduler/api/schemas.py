@@ -12,9 +12,9 @@ from sqlmodel import col
 
 from scheduler.api.errors import MalformedRequest
 from scheduler.jobs import JobPublic, job_actions, job_events
-from scheduler.lifecycle import allowed_actions
+from scheduler.lifecycle import allowed_actions, item_counts
 from scheduler.models import ApiKey, Job, JobEvent, JobRun, RunEvent, RunItem
-from scheduler.runs import item_counts, progress, run_events
+from scheduler.runs import progress, run_events
 
 T = TypeVar("T")
 

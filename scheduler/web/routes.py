@@ -23,7 +23,7 @@ from fastapi.templating import Jinja2Templates
 
 from scheduler import auth
 from scheduler.jobs import NotifyEvent
-from scheduler.lifecycle import ACTIONS
+from scheduler.lifecycle import ACTIONS, IN_PROGRESS
 from scheduler.models import ItemOutcome, JobStatus, MisfirePolicy, OverlapPolicy, RunStatus
 
 WEB_DIR = Path(__file__).parent
@@ -80,7 +80,7 @@ def page_config() -> dict[str, Any]:
         "notify_events": [e.value for e in NotifyEvent],
         "item_outcomes": [o.value for o in ItemOutcome],
         "run_actions": list(ACTIONS),
-        "in_progress_statuses": [RunStatus.CREATED, RunStatus.PROCESSING, RunStatus.SUBMITTED],
+        "in_progress_statuses": sorted(IN_PROGRESS),
     }
 
 

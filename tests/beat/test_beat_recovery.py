@@ -8,13 +8,16 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from beat_fake_types import FakeJobType
-from beat_helpers import SwitchableDispatcher, events_of, metric, run_row, runs_of
+from beat_helpers import SwitchableDispatcher, events_of, job_row, metric, run_row, runs_of
+from mailkit import smtp_server
 from sqlalchemy.orm import Session, sessionmaker
 
 from beat.service import Beat
 from scheduler.clock import FrozenClock
 from scheduler.dispatch import Phase
-from scheduler.models import Job, JobRun, OverlapPolicy, RunStatus
+from scheduler.jobtypes import JobTypeRegistry
+from scheduler.models import Job, JobRun, JobStatus, OverlapPolicy, RunStatus
+from scheduler.settings import Settings
 
 NOON = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 SECOND = timedelta(seconds=1)
@@ -217,3 +220,35 @@ def test_run_over_max_runtime_fails_with_that_reason(
     clock.advance(SECOND)
     beat.tick()
     assert dispatcher.drain(job_type.queue) == []
+
+
+def test_run_failed_by_beat_for_its_runtime_mails_the_failure_and_pauses_the_job(
+    beat_settings: Settings,
+    factory: sessionmaker[Session],
+    beat_registry: JobTypeRegistry,
+    dispatcher: SwitchableDispatcher,
+    add_job: Callable[..., Job],
+    add_run: Callable[..., JobRun],
+    clock: FrozenClock,
+) -> None:
+    # Given a job that wants mail on failure and pauses after one failed run, with a run over its runtime
+    with smtp_server() as (inbox, port):
+        settings = beat_settings.model_copy(update={"smtp_url": f"smtp://127.0.0.1:{port}",
+                                                    "mail_from": "billing@example.com"})
+        beat = Beat(settings, factory, beat_registry, dispatcher, clock, "beat-a")
+        job = add_job(next_fire_at=NOON + timedelta(hours=1), max_runtime=60, name="Nightly GL",
+                      notify_emails=["ar@example.com"], notify_on=["failed"], pause_on_failure=1)
+        run = add_run(job, status=RunStatus.PROCESSING, started_at=clock.now() - 61 * SECOND,
+                      heartbeat_at=clock.now())
+
+        # When beat fails it for exceeding its maximum runtime
+        assert beat.tick().timed_out == 1
+
+        # Then the recipients get the failure mail with the reason, and the job is paused
+        [mail] = inbox.wait_for(1)
+    assert mail["To"] == "ar@example.com"
+    assert mail["Subject"] == f"[Billing Scheduler] Nightly GL: run {run.id} FAILED"
+    body = mail.get_payload()
+    assert "Events: failed, complete_error" not in body  # only the events the job chose
+    assert "Events: failed" in body and "Error: exceeded max_runtime of 60 s" in body
+    assert job_row(factory, job.id or 0).status == JobStatus.PAUSED

@@ -19,7 +19,7 @@ from pathlib import Path
 from sqlalchemy.orm import Session
 
 from beat import service
-from beat.scheduling import NewRun
+from beat.scheduling import TickRun
 
 _send_new = service.Beat._send_new
 
@@ -32,7 +32,7 @@ def _armed(variable: str) -> bool:
     return path.exists() and path.read_text().strip() == str(os.getpid())
 
 
-def _die_before_send(self: service.Beat, runs: list[NewRun]) -> int:
+def _die_before_send(self: service.Beat, runs: list[TickRun]) -> int:
     if runs and _armed("FAULT_KILL_BEFORE_SEND"):
         os.kill(os.getpid(), signal.SIGKILL)
     return _send_new(self, runs)

@@ -5,13 +5,16 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 from sqlmodel import col
 
+from scheduler.clock import FrozenClock
 from scheduler.errors import InvalidTransition, RunNotFound
-from scheduler.lifecycle import ALLOWED, allowed_actions, transition
+from scheduler.lifecycle import ALLOWED, allowed_actions, final_status, stops_for_review, transition
 from scheduler.models import Job, JobRun, RunEvent, RunStatus
+from scheduler.runs import act_on_run
 
 S = RunStatus
 
@@ -117,3 +120,43 @@ def test_finished_at_is_stamped_on_terminal_moves(engine: Engine, session: Sessi
     session.refresh(run)
     assert run.finished_at == at
     assert run.finished_at.tzinfo is not None
+
+
+@pytest.mark.parametrize(
+    ("counts", "status"),
+    [
+        ({}, S.COMPLETED),
+        ({"ok": 3, "skipped": 1}, S.COMPLETED),
+        ({"ok": 3, "error": 1}, S.INCOMPLETE),
+        ({"skipped": 2, "error": 1}, S.INCOMPLETE),
+        ({"error": 4}, S.FAILED),
+    ],
+)
+def test_an_applied_run_ends_by_its_items(counts: dict[str, int], status: RunStatus) -> None:
+    assert final_status(counts) is status
+
+
+@pytest.mark.parametrize(
+    ("requires_review", "preview", "held_by_type", "stops"),
+    [(False, False, False, False), (True, False, False, True), (False, True, False, True),
+     (False, False, True, True)],
+)
+def test_a_run_stops_at_preview_when_anyone_asks(
+    requires_review: bool, preview: bool, held_by_type: bool, stops: bool
+) -> None:
+    assert stops_for_review(requires_review=requires_review, preview=preview, held_by_type=held_by_type) is stops
+
+
+def test_a_cancelled_run_is_counted_as_it_ends(session: Session) -> None:
+    # Given a created run
+    run_id = _run(session)
+    labels = {"job_type": "fake", "trigger": "MANUAL", "status": "CANCELLED"}
+    before = REGISTRY.get_sample_value("scheduler_runs_total", labels) or 0.0
+
+    # When a user cancels it
+    run = act_on_run(session=session, run_id=run_id, action="cancel", actor="alice",
+                     clock=FrozenClock(datetime(2026, 6, 1, tzinfo=UTC)))
+
+    # Then it ends CANCELLED and the run-ended hook counted it
+    assert run.status == S.CANCELLED
+    assert REGISTRY.get_sample_value("scheduler_runs_total", labels) == before + 1

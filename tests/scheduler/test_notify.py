@@ -2,29 +2,17 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
-from email import message_from_bytes
-from email.message import Message
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
+from mailkit import Inbox, free_port, smtp_server
 from sqlalchemy.orm import Session
 
 from scheduler.models import Job, JobRun, RunItem, RunStatus
 from scheduler.notify import SmtpTarget, notify_run
 from scheduler.settings import Settings
-
-
-class Inbox:
-    def __init__(self) -> None:
-        self.messages: list[Message] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.messages.append(message_from_bytes(envelope.content))
-        return "250 OK"
 
 
 @pytest.fixture
@@ -34,20 +22,10 @@ def session(sqlite_engine: Any) -> Iterator[Session]:
         yield s
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def smtp() -> Iterator[tuple[Inbox, int]]:
-    inbox = Inbox()
-    port = _free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    yield inbox, port
-    controller.stop()
+    with smtp_server() as server:
+        yield server
 
 
 def _job_and_run(session: Session, *, status: RunStatus, notify_on: list[str]) -> int:
@@ -103,7 +81,7 @@ def test_preview_ready_is_an_event(session: Session, smtp: tuple[Inbox, int], tm
 
 def test_unreachable_smtp_never_raises(session: Session, tmp_path: Path) -> None:
     run_id = _job_and_run(session, status=RunStatus.FAILED, notify_on=["failed"])
-    assert not notify_run(settings=_settings(tmp_path, _free_port()), session=session, run_id=run_id)
+    assert not notify_run(settings=_settings(tmp_path, free_port()), session=session, run_id=run_id)
 
 
 @pytest.mark.parametrize(

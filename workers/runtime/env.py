@@ -13,6 +13,8 @@ from scheduler.clock import Clock, SystemClock
 from scheduler.db import make_engine, make_session_factory, pool_options
 from scheduler.dispatch import Dispatcher
 from scheduler.jobtypes import JobTypeRegistry, load_registry
+from scheduler.lifecycle import RunHook
+from scheduler.run_hooks import standard_hooks
 from scheduler.settings import Settings
 from workers.runtime.heartbeat import RunHeartbeat
 
@@ -30,6 +32,11 @@ class WorkerEnv:
     clock: Clock
     worker_id: str
     heartbeat: RunHeartbeat | None = None
+
+    @property
+    def run_hooks(self) -> tuple[RunHook, ...]:
+        """What follows a run this worker ends or stops for review: metrics, pause on failure, mail."""
+        return standard_hooks(settings=self.settings, clock=self.clock, actor=self.worker_id)
 
 
 def default_worker_id() -> str:

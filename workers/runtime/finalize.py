@@ -11,16 +11,13 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select, text
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
-from scheduler.jobs import pause_if_failing
 from scheduler.jobtypes import RunContext
-from scheduler.lifecycle import transition
-from scheduler.metrics import ITEMS_TOTAL, RUN_DURATION, RUNS_TOTAL
+from scheduler.lifecycle import final_status, item_counts, run_awaits_review, run_ended, stops_for_review, transition
 from scheduler.models import ItemOutcome, Job, JobRun, RunEvent, RunItem, RunStatus
-from scheduler.runs import item_counts, item_error_text
+from scheduler.notify import item_error_text
 from workers.runtime.outage import is_database_outage
 from workers.sql import SqlDialect
 
@@ -76,7 +73,7 @@ def fail_run(env: WorkerEnv, run: JobRun, job: Job, error: str) -> bool:
         )
         session.commit()
     if won:
-        _terminal(env, run, job, S.FAILED, counts, now)
+        _terminal(env, run.id, counts)
     return won
 
 
@@ -88,8 +85,9 @@ def finish_evaluation(env: WorkerEnv, run: JobRun, job: Job, ctx: RunContext | N
     assert run.id is not None
     summary, _ = run_summary(env, run, ctx)
     now = env.clock.now()
-    review = job.requires_review or run.preview or (
-        ctx is not None and env.registry.get(run.job_type).holds_for_review(ctx.properties)
+    review = stops_for_review(
+        requires_review=job.requires_review, preview=run.preview,
+        held_by_type=ctx is not None and env.registry.get(run.job_type).holds_for_review(ctx.properties),
     )
     target = S.PREVIEW if review else S.SUBMITTED
     values: dict[str, Any] = {"summary": summary, "heartbeat_at": now}
@@ -105,7 +103,8 @@ def finish_evaluation(env: WorkerEnv, run: JobRun, job: Job, ctx: RunContext | N
         return None
     log.info("run %s: %s", run.id, target)
     if target is S.PREVIEW:
-        _notify(env, run.id)
+        with env.factory() as session:
+            run_awaits_review(session, run.id, hooks=env.run_hooks)
     return target
 
 
@@ -122,13 +121,8 @@ def finish_if_applied(env: WorkerEnv, run_id: int, ctx: RunContext | None, *, er
         session.commit()
         session.expunge_all()
     summary, counts = run_summary(env, run, ctx)
-    errored = counts.get(ItemOutcome.ERROR, 0)
-    applied = counts.get(ItemOutcome.OK, 0) + counts.get(ItemOutcome.SKIPPED, 0)
-    if not errored:
-        status, message = S.COMPLETED, None
-    else:
-        status = S.INCOMPLETE if applied else S.FAILED
-        message = error or _first_error(env, run_id, errored, errored + applied)
+    status = final_status(counts)
+    message = None if status is S.COMPLETED else error or _first_error(env, run_id, counts)
     now = env.clock.now()
     with env.factory() as session:
         won = transition(
@@ -139,11 +133,13 @@ def finish_if_applied(env: WorkerEnv, run_id: int, ctx: RunContext | None, *, er
         session.commit()
     if won:
         log.info("run %s: %s %s", run_id, status, counts)
-        _terminal(env, run, job, status, counts, now)
+        _terminal(env, run_id, counts)
     return won
 
 
-def _first_error(env: WorkerEnv, run_id: int, errored: int, total: int) -> str:
+def _first_error(env: WorkerEnv, run_id: int, counts: dict[str, int]) -> str:
+    errored = counts.get(ItemOutcome.ERROR, 0)
+    total = errored + counts.get(ItemOutcome.OK, 0) + counts.get(ItemOutcome.SKIPPED, 0)
     with env.factory() as session:
         first = session.execute(
             select(col(RunItem.item_key), col(RunItem.detail))
@@ -178,43 +174,6 @@ def runtime_exceeded(job: Job, started: datetime | None, now: datetime) -> str |
     return f"exceeded max_runtime of {job.max_runtime}s (running for {int(elapsed)}s)"
 
 
-def _terminal(env: WorkerEnv, run: JobRun, job: Job, status: RunStatus, counts: dict[str, int],
-              finished: datetime) -> None:
-    RUNS_TOTAL.labels(job_type=run.job_type, trigger=run.trigger, status=status).inc()
-    started = run.started_at
-    if started is not None:
-        RUN_DURATION.labels(job_type=run.job_type).observe(max(0.0, (finished - started).total_seconds()))
-    for outcome, count in counts.items():
-        ITEMS_TOTAL.labels(job_type=run.job_type, outcome=outcome).inc(count)
-    if status is S.FAILED and job.pause_on_failure:
-        _pause_if_failing(env, job)
-    assert run.id is not None
-    _notify(env, run.id)
-
-
-def _pause_if_failing(env: WorkerEnv, job: Job) -> None:
-    """Pause the job if this failure completes its ``pause_on_failure`` streak; audited, best effort."""
-    assert job.id is not None
-    try:
-        with env.factory() as session:
-            paused = pause_if_failing(session=session, job_id=job.id, actor=env.worker_id, clock=env.clock)
-    except SQLAlchemyError:
-        log.exception("job %s: could not check its failure streak", job.id, extra={"job_id": job.id})
-        return
-    if paused:
-        log.warning("job %s paused after %s consecutive failed runs", job.id, job.pause_on_failure,
-                    extra={"job_id": job.id})
-
-
-def _notify(env: WorkerEnv, run_id: int) -> None:
-    """Mail the job's recipients if they asked for this event; best effort, never fails the run."""
-    if not env.settings.smtp_url:
-        return
-    from scheduler.notify import notify_run
-
-    try:
-        with env.factory() as session:
-            notify_run(settings=env.settings, session=session, run_id=run_id)
-    except Exception:
-        log.exception("run %s: notification failed", run_id)
-
+def _terminal(env: WorkerEnv, run_id: int, counts: dict[str, int]) -> None:
+    with env.factory() as session:
+        run_ended(session, run_id, hooks=env.run_hooks, counts=counts)

@@ -225,7 +225,7 @@ def get_items(
 def _act(action: str, run_id: int, body: ActionNote | None, session: Session, services: Services,
          principal: Principal) -> RunDetail:
     act_on_run(session=session, run_id=run_id, action=action, actor=principal.actor, clock=services.clock,
-               note=body.note if body else "")
+               note=body.note if body else "", settings=services.settings)
     session.commit()  # end the read transaction before other sessions write (SQLite)
     if action == "submit":
         services.send_apply(run_id)
