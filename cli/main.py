@@ -212,21 +212,24 @@ def cmd_runs(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
+    """Keys on the database directly: the bootstrap path before any key exists (``scheduler api`` mints none)."""
     from scheduler import auth
 
     with _session(settings) as session:
         if args.action == "create":
-            key, token = auth.create_key(session, args.name, args.role)
+            key, token = auth.create_key(session, args.name, args.role, actor="cli")
             emit(args, {"id": key.id, "name": key.name, "role": key.role, "token": token},
                  lambda: [f"created {key.role} key {key.name!r} (id {key.id}); it is shown once:", token])
         elif args.action == "list":
             keys = auth.list_keys(session)
             emit(args, [k.model_dump(exclude={"token_hash"}) for k in keys], lambda: [
-                f"{k.id:>4}  {k.role:<8} {k.name:<20} {'revoked' if k.revoked_at else 'active'}" for k in keys
+                f"{k.id:>4}  {k.role:<8} {k.name:<20} {'revoked' if k.revoked_at else 'active':<8} "
+                f"created by {k.created_by}" for k in keys
             ])
         elif args.action == "revoke":
-            key = auth.revoke_key(session, args.id)
-            emit(args, {"id": key.id, "revoked_at": key.revoked_at}, lambda: [f"key {key.id} revoked"])
+            key, ended = auth.revoke_key(session, args.id, actor="cli")
+            emit(args, {"id": key.id, "revoked_at": key.revoked_at, "sessions_ended": ended},
+                 lambda: [f"key {key.id} ({key.name}) revoked; {ended} page session(s) ended"])
     return 0
 
 

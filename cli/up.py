@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from typing import Any
 
 from sqlalchemy import func, select
@@ -67,16 +66,47 @@ def seed_demo(settings: Settings, *, accounts: int, with_jobs: bool = True) -> d
     return counts
 
 
-def _new_admin_key_if_keys_exist(settings: Settings) -> str | None:
+INITIAL_KEY_NAME = "initial-admin"
+INITIAL_KEY_FILE = "initial-admin-key"
+
+
+def initial_admin_key(settings: Settings) -> str | None:
+    """On the very first start (no key has ever existed), mint the admin key; later starts mint none.
+
+    The token is returned to be printed once, and kept in ``<data dir>/initial-admin-key`` (mode 0600)
+    for the operator of this all-in-one installation; only its hash is in the database.
+    """
     from scheduler import auth
-    from scheduler.models import ApiKey
 
     factory = make_session_factory(make_engine(settings.resolved_database_url))
     with factory() as session:
-        if not session.scalar(select(func.count()).select_from(ApiKey)):
+        if auth.keys_exist(session):
             return None
-        _, token = auth.create_key(session, f"up-{int(time.time())}", "admin")
-        return str(token)
+        try:
+            _, token = auth.create_key(session, INITIAL_KEY_NAME, "admin", actor="scheduler up")
+        except auth.DuplicateKeyName:
+            return None  # another first start won the race
+    path = settings.data_dir / INITIAL_KEY_FILE
+    try:
+        path.unlink(missing_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(token + "\n")
+    except OSError as exc:
+        print(f"warning: could not keep the initial admin key in {path.name}: {exc.strerror}", file=sys.stderr)
+    return token
+
+
+def _print_login(settings: Settings, url: str, token: str | None) -> None:
+    key_file = (settings.data_dir / INITIAL_KEY_FILE).resolve()
+    if token:
+        print(f"Log in at {url} with this admin API key (shown once; also kept in {key_file}, mode 0600):\n"
+              f"    {token}", flush=True)
+    elif key_file.exists():
+        print(f"Log in at {url} with the admin API key kept in {key_file}", flush=True)
+    else:
+        print(f"Log in at {url} with an API key (create one with: scheduler keys create --name NAME --role admin)",
+              flush=True)
 
 
 def run_all_in_one(settings: Settings, *, host: str | None, port: int | None, demo: bool) -> int:
@@ -95,7 +125,7 @@ def run_all_in_one(settings: Settings, *, host: str | None, port: int | None, de
         if demo:
             counts = seed_demo(settings, accounts=1000)
             print(f"demo data ready: {counts}", flush=True)
-        token = _new_admin_key_if_keys_exist(settings)
+        token = initial_admin_key(settings)
         env = child_env(settings)
         children.extend(
             subprocess.Popen([sys.executable, "-m", "cli", *args], env=env)
@@ -105,8 +135,7 @@ def run_all_in_one(settings: Settings, *, host: str | None, port: int | None, de
         port = port or settings.api_port
         print(f"Billing Scheduler is up: http://{host}:{port}/  (API: http://{host}:{port}/api/v1, "
               f"docs: http://{host}:{port}/docs)", flush=True)
-        if token:
-            print(f"new admin API key (shown once): {token}", flush=True)
+        _print_login(settings, f"http://{host}:{port}/", token)
         # Drains and returns on SIGTERM too, so the children and the embedded Redis below are stopped.
         serve_api(create_app(settings), settings, host=host, port=port, log_level="warning")
     finally:

@@ -1,4 +1,4 @@
-"""SQLModel tables of the core: jobs, runs, their audit trails, items, chunks and the beat lease."""
+"""SQLModel tables of the core: jobs, runs, their audit trails, items, chunks, the beat lease, keys, sessions."""
 
 from __future__ import annotations
 
@@ -236,14 +236,30 @@ class ApiRole(enum.StrEnum):
 
 
 class ApiKey(SQLModel, table=True):
-    """An API key, stored as a SHA-256 hash; the token is shown once at creation."""
+    """An API key, stored as a SHA-256 hash; the token is shown once at creation. Names are unique."""
 
     __tablename__ = "api_key"
 
     id: int | None = Field(default=None, primary_key=True)
-    name: str
+    name: str = Field(sa_column=Column(String(100), nullable=False, unique=True))
     prefix: str = Field(sa_column=Column(String(16), nullable=False, index=True))
     token_hash: str = Field(sa_column=Column(String(64), nullable=False, unique=True))
     role: str = ApiRole.VIEWER
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+    created_by: str = Field(default="unknown", sa_column=Column(String(200), nullable=False,
+                                                                server_default="unknown"))
     revoked_at: datetime | None = _ts()
+    revoked_by: str | None = Field(default=None, sa_column=Column(String(200), nullable=True))
+
+
+class ApiSession(SQLModel, table=True):
+    """A page session. The cookie holds a random id; only its SHA-256 hash is stored, with the CSRF token's."""
+
+    __tablename__ = "api_session"
+
+    id_hash: str = Field(sa_column=Column(String(64), primary_key=True))
+    key_id: int = Field(foreign_key="api_key.id", index=True)
+    csrf_hash: str = Field(sa_column=Column(String(64), nullable=False))
+    created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    last_seen_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    expires_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False, index=True))

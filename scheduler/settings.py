@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from scheduler.errors import MissingSetting
 from scheduler.redact import Redactor, redact
@@ -50,6 +52,25 @@ class Settings(BaseSettings):
     redis_sentinels: str | None = None
     redis_sentinel_service: str = "mymaster"
     redis_sentinel_password: str | None = None
+    session_idle_seconds: float = 7200.0
+    """A page session unused this long has ended (the page refreshes it while it is open)."""
+    session_max_seconds: float = 43200.0
+    """A page session ends this long after login, used or not."""
+    trust_forwarded_proto: bool = False
+    """Take ``X-Forwarded-Proto: https`` as HTTPS (Secure cookies, HSTS): only behind a proxy that sets it."""
+    erp_allowed_hosts: Annotated[list[str], NoDecode] = []
+    """Hosts (``host``, ``host:port``, ``host:*``, ``*.domain``) ERP HTTP targets may send to; empty: none."""
+    erp_secret_names: Annotated[list[str], NoDecode] = []
+    """Environment variables ERP targets may name as ``token_env``, besides ``SCHEDULER_ERP_SECRET_*``."""
+
+    @field_validator("erp_allowed_hosts", "erp_secret_names", mode="before")
+    @classmethod
+    def _name_list(cls, value: Any) -> Any:
+        """A JSON list, or names separated by commas or spaces (``a.example.com, b.example.com:8443``)."""
+        if isinstance(value, str):
+            text = value.strip()
+            return json.loads(text) if text.startswith("[") else [p for p in text.replace(",", " ").split() if p]
+        return value
 
     def require(self, *names: str, process: str) -> None:
         """Refuse to go on without these settings (e.g. ``database_url``, ``redis_url``): outside

@@ -12,12 +12,14 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
+from fastapi.responses import HTMLResponse
 from sqlalchemy import Engine
 
 from scheduler.api.errors import install_error_handlers
 from scheduler.api.http_metrics import HttpMetrics
 from scheduler.api.request_id import RequestIdMiddleware
-from scheduler.api.routes import health, job_types, jobs, keys, login, runs
+from scheduler.api.routes import health, job_types, jobs, keys, login, me, runs
+from scheduler.api.security import DOCS_PATH, SecurityHeaders, docs_html
 from scheduler.api.services import Services
 from scheduler.clock import Clock
 from scheduler.dispatch import Dispatcher
@@ -59,22 +61,31 @@ def create_app(
         summary="Schedule, run and audit billing jobs: dunning, usage mediation, ERP transfer, GL collection.",
         description=(
             "Errors are always JSON `{code, message, details}`. Statuses are upper-case strings; "
-            "timestamps are ISO-8601 UTC ending in `Z`. Authenticate with `Authorization: Bearer <key>` "
-            "or `X-Api-Key`; while no key exists the API is open."
+            "timestamps are ISO-8601 UTC ending in `Z`. Every route under `/api/v1` needs a key: "
+            "`Authorization: Bearer <key>` or `X-Api-Key`, or the page's session cookie."
         ),
         openapi_tags=TAGS,
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.services = services
     install_error_handlers(app)
     app.add_middleware(RequestIdMiddleware)
     app.add_middleware(HttpMetrics)
+    app.add_middleware(SecurityHeaders, settings=settings)
+
+    @app.get(DOCS_PATH, include_in_schema=False)
+    def swagger_ui() -> HTMLResponse:
+        """Swagger UI; its CSP (see :mod:`scheduler.api.security`) admits exactly this page's scripts."""
+        return HTMLResponse(docs_html())
 
     api = APIRouter(prefix=API_PREFIX)
     api.include_router(job_types.router)
     api.include_router(jobs.router)
     api.include_router(runs.router)
     api.include_router(keys.router)
+    api.include_router(me.router)
     app.include_router(api)
     app.include_router(login.router)
     app.include_router(health.router)

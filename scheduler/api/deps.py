@@ -1,6 +1,6 @@
 """Route dependencies: services, a database session per request, the principal and role checks.
 
-See :mod:`scheduler.auth` for the credentials accepted, the bootstrap rule and cookie + CSRF.
+See :mod:`scheduler.auth` for the credentials accepted and :mod:`scheduler.sessions` for page sessions.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from fastapi import Depends, Request
 from fastapi.security import APIKeyCookie, APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from scheduler import auth
+from scheduler import auth, sessions
 from scheduler.api.services import Services
-from scheduler.auth import ANONYMOUS_ADMIN, CsrfRejected, InsufficientRole, MissingCredentials, Principal
+from scheduler.auth import CsrfRejected, InsufficientRole, MissingCredentials, Principal
 from scheduler.models import ApiRole
 
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
@@ -39,7 +39,7 @@ SessionDep = Annotated[Session, Depends(get_db)]
 _bearer = HTTPBearer(auto_error=False, description="an API key: `Authorization: Bearer sch_...`")
 _api_key = APIKeyHeader(name="X-Api-Key", auto_error=False, description="an API key, as a header")
 _cookie = APIKeyCookie(name=auth.SESSION_COOKIE, auto_error=False,
-                       description="set by POST /login; changes also need the X-CSRF-Token header")
+                       description="the page session set by POST /login; changes also need the X-CSRF-Token header")
 
 
 async def _csrf_form_field(request: Request) -> str | None:
@@ -62,20 +62,17 @@ def get_principal(
     api_key: Annotated[str | None, Depends(_api_key)],
     cookie: Annotated[str | None, Depends(_cookie)],
 ) -> Principal:
-    """Who the request acts as; 401 without a valid key once any key exists."""
-    if not services.keys_exist(session):
-        return ANONYMOUS_ADMIN
+    """Who the request acts as: 401 without a live key or page session, 403 for a change without CSRF."""
     token = (bearer.credentials.strip() if bearer else "") or (api_key or "").strip()
     if token:
         return auth.principal_of(auth.verify(session, token))
     if not cookie:
         raise MissingCredentials()
-    principal = auth.principal_of(auth.verify(session, cookie))
-    if request.method not in auth.SAFE_METHODS:
-        presented = request.headers.get(auth.CSRF_HEADER) or form_csrf
-        if not auth.csrf_matches(request.cookies.get(auth.CSRF_COOKIE), presented):
-            raise CsrfRejected()
-    return principal
+    page = sessions.resume(session, cookie, now=services.clock.now(), settings=services.settings)
+    if request.method not in auth.SAFE_METHODS and not page.csrf_matches(request.headers.get(auth.CSRF_HEADER)
+                                                                          or form_csrf):
+        raise CsrfRejected()
+    return page.principal
 
 
 def require(role: ApiRole) -> Callable[[Principal], Principal]:

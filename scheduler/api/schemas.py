@@ -175,7 +175,9 @@ class KeyPublic(BaseModel):
     prefix: str
     role: str
     created_at: datetime
+    created_by: str
     revoked_at: datetime | None
+    revoked_by: str | None
 
     @classmethod
     def of(cls, key: ApiKey) -> KeyPublic:

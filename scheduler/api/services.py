@@ -9,7 +9,6 @@ from collections.abc import Callable
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from scheduler.auth import keys_exist
 from scheduler.clock import Clock, SystemClock
 from scheduler.db import make_engine, make_session_factory, pool_options
 from scheduler.dispatch import Dispatcher, make_dispatcher
@@ -41,7 +40,6 @@ class Services:
         self._registry = registry
         self._dispatcher = dispatcher
         self._factory: sessionmaker[Session] | None = None
-        self._keys_exist = False
         self._lock = threading.Lock()
         self._readiness: Readiness | None = None
         self._redis_probe: Callable[[], None] | None = None
@@ -98,12 +96,6 @@ class Services:
     def database_url(self) -> str:
         """The database URL without its password, for error messages."""
         return self.engine.url.render_as_string(hide_password=True)
-
-    def keys_exist(self, session: Session) -> bool:
-        """Whether auth is required. Keys are never deleted, so once true it stays true."""
-        if not self._keys_exist:
-            self._keys_exist = keys_exist(session)
-        return self._keys_exist
 
     def wake_beat(self) -> None:
         """Best effort: beat polls anyway."""

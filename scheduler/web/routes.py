@@ -15,13 +15,15 @@ import itertools
 import json
 import textwrap
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from scheduler import auth
+from scheduler.api.security import pre_session_csrf
+from scheduler.api.services import Services
 from scheduler.jobs import NotifyEvent
 from scheduler.lifecycle import ACTIONS, IN_PROGRESS
 from scheduler.models import ItemOutcome, JobStatus, MisfirePolicy, OverlapPolicy, RunStatus
@@ -86,9 +88,14 @@ def page_config() -> dict[str, Any]:
 
 @router.get("/", response_class=HTMLResponse)
 def scheduler_page(request: Request) -> HTMLResponse:
-    """The page shell; it holds no data, so it is served without authentication."""
+    """The page shell; it holds no data (it shows the login form first), so it is served without a key.
+
+    It sets the pre-session CSRF cookie that the login form repeats.
+    """
     config = json.dumps(page_config()).replace("<", "\\u003c")
-    return templates.TemplateResponse(request, "index.html", {"config_json": config})
+    page = templates.TemplateResponse(request, "index.html", {"config_json": config})
+    pre_session_csrf(request, page, cast(Services, request.app.state.services).settings)
+    return page
 
 
 @router.get("/favicon.ico")

@@ -54,7 +54,7 @@ def test_create_job_answers_the_job_and_writes_it_with_its_audit(
     job = response.json()
     assert job["name"] == "nightly" and job["status"] == "ACTIVE" and job["job_type"] == "fake"
     assert job["properties"] == {"threshold": 5, "label": "fake"}
-    assert job["created_by"] == "anonymous"
+    assert job["created_by"] == "key:test-admin"
     assert job["created_at"] == "2026-06-01T12:00:00Z"
     assert job["next_fire_at"] == "2026-06-02T02:00:00Z"
     assert job["misfire_policy"] == "ONCE" and job["overlap_policy"] == "SKIP"
@@ -167,7 +167,7 @@ def test_pause_resume_archive_are_audited_and_refused_when_not_allowed(
         (None, "ACTIVE"), ("ACTIVE", "PAUSED"), ("PAUSED", "ACTIVE"), ("ACTIVE", "ARCHIVED"),
     ]
     assert detail["events"][1]["note"] == "month-end freeze"
-    assert detail["events"][1]["actor"] == "anonymous"
+    assert detail["events"][1]["actor"] == "key:test-admin"
     assert detail["events"][2]["at"] == "2026-06-03T08:00:00Z"
     assert detail["actions"] == []
 

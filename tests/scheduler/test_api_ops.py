@@ -44,8 +44,9 @@ def test_readyz_names_the_database_setting_when_the_database_is_unreachable(
     assert body["details"]["checks"]["redis"] == "ok"
     assert body["details"]["checks"]["database"].startswith("unreachable: ")
     assert "postgresql://" not in body["message"]  # a probe answer names the setting, never the URL
-    # A request needing the database answers 503 naming the setting too, not a 500
-    body = assert_error(client.get("/api/v1/jobs"), 503, "database_unavailable")
+    # A request needing the database (to check its key) answers 503 naming the setting too, not a 500
+    body = assert_error(client.get("/api/v1/jobs", headers={"Authorization": "Bearer sch_0_0"}), 503,
+                        "database_unavailable")
     assert "SCHEDULER_DATABASE_URL" in body["message"]
     assert client.get("/healthz").status_code == 200
 

@@ -47,13 +47,13 @@ def test_manual_run_is_recorded_and_sent_to_its_queue(
     assert run["status"] == "CREATED" and run["trigger"] == "MANUAL"
     assert run["job_id"] == job["id"] and run["job_name"] == "nightly" and run["job_type"] == "fake"
     assert run["run_properties"] == {"as_of": "2026-05-31"}
-    assert run["created_by"] == "anonymous" and run["created_at"] == "2026-06-01T12:00:00Z"
+    assert run["created_by"] == "key:test-admin" and run["created_at"] == "2026-06-01T12:00:00Z"
     assert run["enqueued_at"] == "2026-06-01T12:00:00Z"
     assert run["actions"] == ["cancel"]
     assert run["progress"] == {"chunks_total": 0, "chunks_done": 0, "percent": 0.0}
     assert run["item_counts"] == {}
     assert [(e["from_status"], e["to_status"], e["actor"]) for e in run["events"]] == [
-        (None, "CREATED", "anonymous")
+        (None, "CREATED", "key:test-admin")
     ]
     # The plan step waits in Redis on the job type's queue.
     messages = queued_messages(redis_client, "fake_q")
@@ -124,7 +124,7 @@ def test_cancel_a_created_run_and_refusals_name_the_allowed_actions(client: Test
     assert detail["status"] == "CANCELLED" and detail["finished_at"] == "2026-06-01T12:00:00Z"
     assert detail["actions"] == []
     assert detail["events"][-1] == {"from_status": "CREATED", "to_status": "CANCELLED",
-                                    "at": "2026-06-01T12:00:00Z", "actor": "anonymous", "note": "wrong month"}
+                                    "at": "2026-06-01T12:00:00Z", "actor": "key:test-admin", "note": "wrong month"}
 
     body = assert_error(client.post(f"/api/v1/runs/{run['id']}/cancel"), 409, "invalid_transition")
     assert body["details"]["allowed_actions"] == []

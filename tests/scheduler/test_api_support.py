@@ -110,8 +110,12 @@ def move_run(engine: Engine, run_id: int, *path: RunStatus) -> None:
 
 def make_key(engine: Engine, role: str, name: str | None = None) -> str:
     with make_session_factory(engine)() as session:
-        _, token = auth.create_key(session, name or f"{role}-key", role)
+        _, token = auth.create_key(session, name or f"{role}-key", role, actor="test")
     return token
+
+
+TEST_ADMIN = "test-admin"
+"""The name of the admin key every test client sends; audit trails record ``key:test-admin``."""
 
 
 def queued_messages(client: redis.Redis, queue: str) -> list[dict[str, Any]]:
@@ -124,8 +128,9 @@ def queued_messages(client: redis.Redis, queue: str) -> list[dict[str, Any]]:
 def build_client(
     *, settings: Settings, engine: Engine, clock: FrozenClock, dispatcher: Dispatcher
 ) -> TestClient:
+    """A client of the app that sends the ``test-admin`` key on every request (the API is closed without one)."""
     app = create_app(settings, engine=engine, registry=fake_registry(), dispatcher=dispatcher, clock=clock)
-    return TestClient(app)
+    return TestClient(app, headers={"Authorization": f"Bearer {make_key(engine, 'admin', TEST_ADMIN)}"})
 
 
 @pytest.fixture(name="live_dispatcher")
@@ -144,7 +149,7 @@ def dead_dispatcher_fixture() -> Iterator[Dispatcher]:
 
 @pytest.fixture(name="client")
 def client_fixture(settings: Settings, engine: Engine, clock: FrozenClock, live_dispatcher: Dispatcher) -> TestClient:
-    """An app on the test database, a real Redis and a frozen clock, with the fake job types."""
+    """An app on the test database, a real Redis and a frozen clock, with the fake job types; sends an admin key."""
     return build_client(settings=settings, engine=engine, clock=clock, dispatcher=live_dispatcher)
 
 

@@ -28,7 +28,7 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine
-from test_api_support import TestClient
+from test_api_support import TEST_ADMIN, TestClient, make_key
 
 from scheduler.api.app import create_app
 from scheduler.dispatch import Dispatcher, make_broker
@@ -117,7 +117,8 @@ def stack(engine: Engine, db_url: str, redis_url: str, tmp_path: Path) -> Iterat
                  for cmd, handle in zip(commands, handles, strict=True)]
     broker = make_broker(url)
     settings = Settings(data_dir=tmp_path / "api", database_url=db_url, redis_url=url)
-    client = TestClient(create_app(settings, engine=engine, dispatcher=Dispatcher(broker, url)))
+    client = TestClient(create_app(settings, engine=engine, dispatcher=Dispatcher(broker, url)),
+                        headers={"X-Api-Key": make_key(engine, "admin", TEST_ADMIN)})
     try:
         yield Stack(client, logs, f"http://127.0.0.1:{beat_port}/metrics", f"http://127.0.0.1:{worker_port}/metrics")
     finally:

@@ -26,12 +26,14 @@ from pydantic import BaseModel, Field
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from scheduler import auth, sessions
 from scheduler.api.app import create_app
 from scheduler.clock import SystemClock
 from scheduler.db import make_session_factory
 from scheduler.dispatch import Dispatcher, make_broker
 from scheduler.jobs import JobCreate, create_job
 from scheduler.jobtypes import JobType, JobTypeRegistry, RunContext
+from scheduler.models import ApiKey
 from scheduler.runs import RunCreate, create_manual_run
 from scheduler.settings import Settings
 
@@ -219,6 +221,42 @@ def _chrome(browser_paths: BrowserPaths, tmp_path_factory: pytest.TempPathFactor
     driver.set_page_load_timeout(20)
     yield driver
     driver.quit()
+
+
+@pytest.fixture
+def make_key(web_sessions: sessionmaker[Session]) -> Callable[[str, str], str]:
+    """Create an API key of ``role`` named ``name``; returns its token."""
+
+    def make(role: str, name: str) -> str:
+        with web_sessions() as session:
+            _, token = auth.create_key(session, name, role, actor="test")
+        return token
+
+    return make
+
+
+@pytest.fixture
+def sign_in(
+    browser: Any, live_url: str, web_settings: Settings, web_sessions: sessionmaker[Session],
+    make_key: Callable[[str, str], str],
+) -> Callable[[str], str]:
+    """Give the browser a page session of a new ``role`` key (as the login form would); returns the key's name.
+
+    The login form itself is exercised by its own test; the others start logged in.
+    """
+
+    def sign(role: str) -> str:
+        name = f"web-{role}"
+        make_key(role, name)
+        with web_sessions() as session:
+            key = session.query(ApiKey).filter_by(name=name).one()
+            started = sessions.start(session, key, now=SystemClock().now(), settings=web_settings)
+        browser.get(live_url + "/static/app.css")
+        browser.add_cookie({"name": auth.SESSION_COOKIE, "value": started.session_id, "path": "/", "httpOnly": True})
+        browser.add_cookie({"name": auth.CSRF_COOKIE, "value": started.csrf_token, "path": "/"})
+        return name
+
+    return sign
 
 
 @pytest.fixture

@@ -33,6 +33,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 
 MakeJob = Callable[..., int]
 MakeRun = Callable[..., int]
+SignIn = Callable[[str], str]
 
 SHOTS = Path("/tmp")
 WAIT = 10
@@ -118,9 +119,10 @@ def fill_job_form(browser: Any, *, name: str, cron: str, timezone: str = "UTC") 
 
 
 def test_create_job_see_fires_create_run_and_read_its_audit_trail(
-    browser: Any, live_url: str, web_sessions: sessionmaker[Session]
+    browser: Any, live_url: str, web_sessions: sessionmaker[Session], sign_in: SignIn
 ) -> None:
-    # Given an empty scheduler
+    # Given an empty scheduler, and an admin logged in
+    sign_in("admin")
     browser.get(live_url + "/")
     heading(browser, "Setup")
     assert "No system jobs yet" in browser.find_element(By.TAG_NAME, "main").text
@@ -188,7 +190,7 @@ def test_create_job_see_fires_create_run_and_read_its_audit_trail(
     main = browser.find_element(By.TAG_NAME, "main")
     assert "CREATED" in browser.find_element(By.TAG_NAME, "h1").text
     trail = main.find_elements(By.XPATH, "//section[h2='Audit trail']//tbody/tr")
-    assert len(trail) == 1 and "manual run" in trail[0].text and "anonymous" in trail[0].text
+    assert len(trail) == 1 and "manual run" in trail[0].text and "key:web-admin" in trail[0].text
     assert action_buttons(browser) == ["cancel"]
     assert "2026-06-01" in main.text and "month-end check" in main.text
 
@@ -218,9 +220,11 @@ def test_create_job_see_fires_create_run_and_read_its_audit_trail(
 
 
 def test_preview_run_offers_submit_and_delete_and_delete_marks_it_deleted(
-    browser: Any, live_url: str, web_sessions: sessionmaker[Session], make_job: MakeJob, make_run: MakeRun
+    browser: Any, live_url: str, web_sessions: sessionmaker[Session], make_job: MakeJob, make_run: MakeRun,
+    sign_in: SignIn,
 ) -> None:
-    # Given a run that a worker staged for review
+    # Given an operator, and a run that a worker staged for review
+    sign_in("operator")
     job_id = make_job("Reviewed dunning", requires_review=True)
     run_id = make_run(job_id, preview=True)
     with web_sessions() as session:
@@ -281,8 +285,9 @@ def test_preview_run_offers_submit_and_delete_and_delete_marks_it_deleted(
     assert "DELETED" in run_row(browser, run_id).text
 
 
-def test_invalid_cron_shows_the_apis_message_next_to_the_form(browser: Any, live_url: str) -> None:
+def test_invalid_cron_shows_the_apis_message_next_to_the_form(browser: Any, live_url: str, sign_in: SignIn) -> None:
     # Given the create form filled in with a cron expression that cannot fire
+    sign_in("admin")
     browser.get(f"{live_url}/#/setup/new")
     heading(browser, "Create System Job")
     fill_job_form(browser, name="Broken schedule", cron="61 * * * *")
@@ -309,10 +314,10 @@ def test_invalid_cron_shows_the_apis_message_next_to_the_form(browser: Any, live
 def test_login_with_an_api_key_then_act_with_the_csrf_cookie(
     browser: Any, live_url: str, web_sessions: sessionmaker[Session], make_job: MakeJob
 ) -> None:
-    # Given a job, and an admin key (so the API is no longer open)
+    # Given a job, and an admin key
     job_id = make_job("Guarded job")
     with web_sessions() as session:
-        _, token = auth.create_key(session, "finance-ops", "admin")
+        _, token = auth.create_key(session, "finance-ops", "admin", actor="test")
 
     # When the user opens the page, they are asked for a key
     browser.get(live_url + "/")
@@ -353,8 +358,11 @@ def test_login_with_an_api_key_then_act_with_the_csrf_cookie(
     heading(browser, "Log in")
 
 
-def test_next_fire_times_flag_daylight_saving_changes(browser: Any, live_url: str, make_job: MakeJob) -> None:
-    # Given a monthly job in London: ten monthly fires always cross a clock change
+def test_next_fire_times_flag_daylight_saving_changes(
+    browser: Any, live_url: str, make_job: MakeJob, sign_in: SignIn
+) -> None:
+    # Given a viewer, and a monthly job in London: ten monthly fires always cross a clock change
+    sign_in("viewer")
     job_id = make_job("Month start", cron="0 2 1 * *", timezone="Europe/London")
 
     # When its detail is opened
@@ -371,8 +379,11 @@ def test_next_fire_times_flag_daylight_saving_changes(browser: Any, live_url: st
     shoot(browser, "job-dst")
 
 
-def test_a_hashed_job_shows_where_its_h_fields_landed(browser: Any, live_url: str, make_job: MakeJob) -> None:
-    # Given a job "daily in the 02:00 hour" whose minute is spread by its name
+def test_a_hashed_job_shows_where_its_h_fields_landed(
+    browser: Any, live_url: str, make_job: MakeJob, sign_in: SignIn
+) -> None:
+    # Given a viewer, and a job "daily in the 02:00 hour" whose minute is spread by its name
+    sign_in("viewer")
     job_id = make_job("Spread nightly", cron="H 2 * * *")
     expanded = CronSchedule.parse("H 2 * * *", seed=job_hash_seed("Spread nightly")).expanded
 
@@ -389,3 +400,65 @@ def test_a_hashed_job_shows_where_its_h_fields_landed(browser: Any, live_url: st
     rows = wait(browser, lambda b: b.find_elements(By.XPATH, "//section[h2='Next fire times']//tbody/tr"))
     assert f"02:{minute:02d}" in rows[0].text
     shoot(browser, "job-hashed")
+
+
+# ---------------------------------------------------------------- roles
+
+OFFERED = {
+    # role: (Create System Job, job actions, Create from this job, Create Job Run, run actions of a preview)
+    "viewer": (False, [], False, False, []),
+    "operator": (False, [], False, True, ["submit", "delete"]),
+    "admin": (True, ["Pause", "Archive"], True, True, ["submit", "delete"]),
+}
+
+
+def texts(browser: Any, xpath: str) -> list[str]:
+    return [e.text for e in browser.find_elements(By.XPATH, xpath)]
+
+
+@pytest.mark.parametrize("role", list(OFFERED))
+def test_each_role_sees_only_the_actions_it_may_take(
+    browser: Any, live_url: str, web_sessions: sessionmaker[Session], make_job: MakeJob, make_run: MakeRun,
+    sign_in: SignIn, role: str,
+) -> None:
+    create_job, job_actions, create_from, create_run, run_actions = OFFERED[role]
+    # Given a job with a preview waiting for review, and a user of this role logged in
+    job_id = make_job("Month-end dunning", requires_review=True)
+    run_id = make_run(job_id, preview=True)
+    with web_sessions() as session:
+        assert transition(session, run_id, RunStatus.PROCESSING, actor="worker:test")
+        assert transition(session, run_id, RunStatus.PREVIEW, actor="worker:test")
+        session.commit()
+    name = sign_in(role)
+
+    # Setup offers job creation to admins only, and says who is logged in
+    browser.get(live_url + "/#/setup")
+    heading(browser, "Setup")
+    assert f"{name} ({role})" in browser.find_element(By.ID, "session").text
+    assert bool(texts(browser, "//main//a[normalize-space()='Create System Job']")) is create_job
+
+    # The job's page offers pause/archive and "create from" to admins, a run to operators and admins
+    browser.get(f"{live_url}/#/jobs/{job_id}")
+    heading(browser, "Month-end dunning")
+    assert texts(browser, "//div[contains(@class, 'title-row')]//button") == job_actions
+    assert bool(texts(browser, "//main//a[normalize-space()='Create from this job']")) is create_from
+    assert bool(texts(browser, "//main//a[normalize-space()='Create Job Run']")) is create_run
+
+    # Run Manager and the run's page offer runs and review actions to operators and admins
+    browser.get(f"{live_url}/#/runs")
+    heading(browser, "Run Manager")
+    run_row(browser, run_id)
+    assert bool(texts(browser, "//main//a[normalize-space()='Create Job Run']")) is create_run
+    browser.get(f"{live_url}/#/runs/{run_id}")
+    heading(browser, f"Run {run_id}")
+    assert action_buttons(browser) == run_actions
+    if not run_actions:
+        assert f"Your role ({role}) cannot act on runs." in browser.find_element(By.TAG_NAME, "main").text
+
+    # And a form the role may not use, reached by its address, says so instead of offering it
+    if not create_job:
+        browser.get(f"{live_url}/#/setup/new")
+        heading(browser, "Create System Job")
+        assert "cannot create jobs" in browser.find_element(By.TAG_NAME, "main").text
+        assert not browser.find_elements(By.XPATH, "//main//form")
+    shoot(browser, f"role-{role}")

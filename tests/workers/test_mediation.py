@@ -732,7 +732,7 @@ def test_run_details_and_failed_lines_through_the_api_and_in_the_notification(
     job = make_job()
     done = run(job)
     with env.factory() as session:
-        _, token = auth.create_key(session, "viewer", "viewer")
+        _, token = auth.create_key(session, "viewer", "viewer", actor="test")
     app = create_app(worker_settings, engine=billing_engine, registry=env.registry, dispatcher=env.dispatcher,
                      clock=clock)
     with TestClient(app) as client:

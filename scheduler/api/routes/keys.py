@@ -12,10 +12,11 @@ from scheduler.api.schemas import KeyCreate, KeyCreated, KeyPublic, Page
 router = APIRouter(prefix="/keys", tags=["keys"], responses=ERROR_RESPONSES)
 
 
-@router.post("", status_code=201, summary="Create an API key (the token is shown only here)")
-def create_key(key_in: KeyCreate, session: SessionDep, _principal: Admin) -> KeyCreated:
-    """Once any key exists, the API requires one: create your admin key first."""
-    key, token = auth.create_key(session, key_in.name, key_in.role)
+@router.post("", status_code=201, summary="Create an API key (the token is shown only here)",
+             responses={409: {"model": ErrorBody, "description": "A key with this name exists"}})
+def create_key(key_in: KeyCreate, session: SessionDep, principal: Admin) -> KeyCreated:
+    """Key names are unique; the audit records which key created it."""
+    key, token = auth.create_key(session, key_in.name, key_in.role, actor=principal.actor)
     return KeyCreated(**KeyPublic.of(key).model_dump(), token=token)
 
 
@@ -24,7 +25,8 @@ def list_keys(session: SessionDep, _principal: Admin) -> Page[KeyPublic]:
     return Page[KeyPublic](items=[KeyPublic.of(k) for k in auth.list_keys(session)])
 
 
-@router.post("/{key_id}/revoke", summary="Revoke an API key; it stops working at once",
+@router.post("/{key_id}/revoke", summary="Revoke an API key; it and its page sessions stop working at once",
              responses={404: {"model": ErrorBody, "description": "No such key"}})
-def revoke_key(key_id: int, session: SessionDep, _principal: Admin) -> KeyPublic:
-    return KeyPublic.of(auth.revoke_key(session, key_id))
+def revoke_key(key_id: int, session: SessionDep, principal: Admin) -> KeyPublic:
+    key, _ended = auth.revoke_key(session, key_id, actor=principal.actor)
+    return KeyPublic.of(key)

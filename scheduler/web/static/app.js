@@ -259,6 +259,20 @@ function errorContent(err) {
 }
 
 let jobTypesCache = null;
+
+// Who is logged in (GET /me): name, role, and `may`, the actions beyond reading that the role allows.
+// The page offers only those; the API refuses the others anyway.
+let me = null;
+async function whoAmI() {
+  if (!me) me = await api("GET", "/me");
+  return me;
+}
+const may = (action) => Boolean(me && me.may && me.may[action]);
+
+function forgetSession() {
+  me = null;
+  jobTypesCache = null;
+}
 async function jobTypes() {
   if (!jobTypesCache) {
     const list = itemsOf(await api("GET", "/job-types"));
@@ -568,8 +582,16 @@ function go(hash) {
 
 async function route() {
   clearTimeout(timer);
-  renderSession();
   const token = ++viewToken;
+  try {
+    await whoAmI();
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 401) return; // the login view took over
+    replace(main, h("div", { class: "view" }, h("h1", {}, "Something went wrong"), notice(err.message, "error")));
+    return;
+  }
+  if (token !== viewToken) return;
+  renderSession();
   const { path, params } = parseHash();
   for (const link of document.querySelectorAll("[data-nav]")) {
     const section = path.startsWith("/runs") ? "runs" : "setup";
@@ -609,41 +631,44 @@ function schedule(token, fn) {
 
 // ---------------------------------------------------------------- login
 
-// The session cookie is HTTP-only; the readable CSRF cookie next to it says a session exists.
+// The session cookie is HTTP-only: the page knows it is logged in when GET /me answered.
 function renderSession() {
   const slot = document.getElementById("session");
-  if (!cookie(CONFIG.csrf_cookie)) {
+  if (!me) {
     replace(slot);
     return;
   }
-  const who = sessionStorage.getItem("scheduler.user");
-  replace(slot, who ? h("span", {}, who) : "", h("button", { type: "button", class: "secondary small", onclick: async () => {
-    const headers = { [CONFIG.csrf_header]: cookie(CONFIG.csrf_cookie) || "" };
-    await fetch("/logout", { method: "POST", headers, credentials: "same-origin" }).catch(() => null);
-    jobTypesCache = null;
-    sessionStorage.removeItem("scheduler.user");
-    renderSession();
-    route();
-  } }, "Log out"));
+  replace(slot, h("span", {}, `${me.name} (${me.role})`), h("button", { type: "button", class: "secondary small",
+    onclick: async () => {
+      const headers = { [CONFIG.csrf_header]: cookie(CONFIG.csrf_cookie) || "" };
+      await fetch("/logout", { method: "POST", headers, credentials: "same-origin" }).catch(() => null);
+      forgetSession();
+      renderSession();
+      route();
+    } }, "Log out"));
+}
+
+// The login form's CSRF token: the cookie the page shell set, or a fresh one from GET /login.
+async function loginCsrf() {
+  const current = cookie(CONFIG.csrf_cookie);
+  if (current) return current;
+  const response = await fetch("/login", { credentials: "same-origin", headers: { Accept: "application/json" } });
+  return (await response.json()).csrf_token;
 }
 
 function renderLogin(err) {
   clearTimeout(timer);
   ++viewToken;
+  forgetSession();
   const box = errorBox();
   const input = h("input", { id: "api-key", name: "api_key", type: "password", autocomplete: "current-password",
     required: true });
   const form = h("form", { class: "card narrow", onsubmit: async (event) => {
     event.preventDefault();
     clearError(box);
-    const body = new URLSearchParams({ api_key: input.value.trim() });
-    const csrf = cookie(CONFIG.csrf_cookie);
     const headers = { "Content-Type": "application/x-www-form-urlencoded", Accept: "application/json" };
-    if (csrf) {
-      body.append(CONFIG.csrf_field, csrf);
-      headers[CONFIG.csrf_header] = csrf;
-    }
     try {
+      const body = new URLSearchParams({ api_key: input.value.trim(), [CONFIG.csrf_field]: await loginCsrf() });
       const response = await fetch("/login", { method: "POST", body, headers, credentials: "same-origin" });
       if (!response.ok) {
         const type = response.headers.get("content-type") || "";
@@ -653,9 +678,7 @@ function renderLogin(err) {
         showError(box, error);
         return;
       }
-      const who = await response.json().catch(() => null);
-      if (who && who.name) sessionStorage.setItem("scheduler.user", `${who.name} (${who.role})`);
-      jobTypesCache = null;
+      forgetSession();
       flash = { text: "Logged in.", kind: "info" };
       route();
     } catch {
@@ -665,7 +688,7 @@ function renderLogin(err) {
   h("h1", {}, "Log in"),
   h("p", {}, "The Scheduler needs an API key. Paste the key you were given (ask an admin for one, or run ",
     h("code", {}, "scheduler keys create"), ")."),
-  err && err.code === "invalid_api_key"
+  err && ["invalid_api_key", "session_ended"].includes(err.code)
     ? notice("The key this page was using is no longer accepted. Log in with a current key.") : null,
   h("div", { class: "field" }, h("label", { for: "api-key" }, "API key"), input),
   box,
@@ -691,7 +714,8 @@ async function viewSetup(root, { token }) {
     h("td", {}, fmtTime(job.next_fire_at))));
   append(root, 
     h("div", { class: "title-row" }, h("h1", {}, "Setup"),
-      h("div", { class: "buttons" }, h("a", { class: "button", href: "#/setup/new" }, "Create System Job"))),
+      h("div", { class: "buttons" },
+        may("create_job") ? h("a", { class: "button", href: "#/setup/new" }, "Create System Job") : null)),
     h("p", { class: "lead" }, "System jobs run on their cron schedule or on demand. A job cannot be edited once " +
       "created; to change one, open it and use “Create from this job”."),
     table("System jobs", ["Name", "Type", "Status", "Schedule", "Time zone", "Next fire"], rows,
@@ -702,7 +726,13 @@ function collectList(text) {
   return text.split(/[\s,;]+/).map((p) => p.trim()).filter(Boolean);
 }
 
+// A view the role may not use, reached by its address: say so instead of a form the API would refuse.
+function refuseView(root, title, what) {
+  append(root, h("h1", {}, title), notice(`Your role (${me.role}) cannot ${what}. Ask an admin for a key that can.`));
+}
+
 async function viewCreateJob(root, { params, token }) {
+  if (!may("create_job")) return refuseView(root, "Create System Job", "create jobs");
   const types = await jobTypes();
   const fromId = params.get("from");
   const source = fromId ? await api("GET", `/jobs/${fromId}`) : null;
@@ -907,7 +937,7 @@ async function viewJob(root, { id, token }) {
       if (err.status !== 401) showError(box, err);
     }
   };
-  const actionButtons = jobActionsOf(job).map((action) => h("button", {
+  const actionButtons = jobActionsOf(job).filter(() => may("change_job")).map((action) => h("button", {
     type: "button", class: action === "archive" ? "danger" : "secondary",
     onclick: () => (action === "archive"
       ? confirmInline(confirmSlot, ACTION_CONFIRM.archive, "Confirm archive", () => act(action))
@@ -947,8 +977,9 @@ async function viewJob(root, { id, token }) {
       h("h1", {}, job.name, " ", badge(job.status)),
       h("div", { class: "buttons" },
         actionButtons,
-        h("a", { class: "button secondary", href: `#/setup/new?from=${job.id}` }, "Create from this job"),
-        job.status === "ACTIVE" && job.can_run_manual
+        may("create_job")
+          ? h("a", { class: "button secondary", href: `#/setup/new?from=${job.id}` }, "Create from this job") : null,
+        job.status === "ACTIVE" && job.can_run_manual && may("create_run")
           ? h("a", { class: "button", href: `#/runs/new?job=${job.id}` }, "Create Job Run") : null,
         h("a", { class: "button secondary", href: `#/runs?job=${job.id}` }, "View runs"))),
     confirmSlot, box,
@@ -1097,13 +1128,15 @@ async function viewRuns(root, { params, token }) {
 
   append(root, 
     h("div", { class: "title-row" }, h("h1", {}, "Run Manager"),
-      h("div", { class: "buttons" }, h("a", { class: "button", href: "#/runs/new" }, "Create Job Run"), csv)),
+      h("div", { class: "buttons" },
+        may("create_run") ? h("a", { class: "button", href: "#/runs/new" }, "Create Job Run") : null, csv)),
     h("div", { class: "filters" }, chips,
       h("div", { class: "field inline" }, h("label", { for: "job-filter" }, "Job"), jobFilter)),
     box, refreshNote, tableSlot, pager);
 }
 
 async function viewCreateRun(root, { params, token }) {
+  if (!may("create_run")) return refuseView(root, "Create Job Run", "create runs");
   const [types, jobs] = await Promise.all([jobTypes(), allJobs()]);
   if (!stillHere(token)) return;
   const runnable = jobs.filter((j) => j.status === "ACTIVE" && j.can_run_manual);
@@ -1255,11 +1288,12 @@ async function viewRun(root, { id, token }) {
     const answer = await api("GET", `/runs/${id}`);
     if (!stillHere(token)) return;
     run = answer;
+    const actions = may("act_on_run") ? run.actions || [] : [];
     const typeLabel = types.get(run.job_type)?.label || run.job_type;
     replace(header, 
       h("h1", {}, `Run ${run.id} `, badge(run.status)),
       h("div", { class: "buttons", id: "run-actions" },
-        (run.actions || []).map((action) => h("button", {
+        actions.map((action) => h("button", {
           type: "button", class: action === "delete" || action === "cancel" ? "danger" : null,
           dataset: { action },
           onclick: () => (ACTION_CONFIRM[action]
@@ -1271,7 +1305,8 @@ async function viewRun(root, { id, token }) {
     const summary = run.summary || {};
     replace(body, 
       h("p", { class: "lead" }, STATUS_HELP[run.status] || "",
-        (run.actions || []).length ? "" : " No actions are available at this status."),
+        actions.length ? "" : (run.actions || []).length ? ` Your role (${me.role}) cannot act on runs.`
+          : " No actions are available at this status."),
       run.error ? notice(`Error: ${run.error}`, "error") : null,
       h("div", { class: "columns" },
         h("section", { class: "card", "aria-labelledby": "run-h" }, h("h2", { id: "run-h" }, "Run"),
