@@ -129,7 +129,7 @@ def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
                 err = exc.errors()[0]
                 raise InvalidInput(f"{'.'.join(map(str, err['loc']))}: {err['msg']}") from exc
             out = J.JobPublic.of(J.create_job(session=session, registry=_registry(settings), job_in=job_in,
-                                              actor="cli", clock=SystemClock()))
+                                              actor="cli", clock=SystemClock(), settings=settings))
             emit(args, out, lambda: [f"created job {out.id} ({out.name}); next fire {out.next_fire_at}"])
         elif args.action in ("pause", "resume", "archive"):
             changed = J.change_job_status(session=session, job_id=args.id, action=args.action, actor="cli",

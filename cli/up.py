@@ -57,7 +57,7 @@ def seed_demo(settings: Settings, *, accounts: int, with_jobs: bool = True) -> d
             if exists:
                 continue
             job = create_job(session=session, registry=registry, job_in=JobCreate.model_validate(definition),
-                             actor="demo", clock=SystemClock())
+                             actor="demo", clock=SystemClock(), settings=settings)
             assert job.id is not None
             create_manual_run(session=session, registry=registry, run_in=RunCreate(job_id=job.id), actor="demo",
                               clock=SystemClock())

@@ -19,6 +19,7 @@ from scheduler.errors import DuplicateJobName, InvalidInput, InvalidTransition, 
 from scheduler.jobtypes import JobTypeRegistry
 from scheduler.lifecycle import FINISHED
 from scheduler.models import Job, JobEvent, JobRun, JobStatus, MisfirePolicy, OverlapPolicy, RunStatus
+from scheduler.settings import Settings
 
 
 class NotifyEvent(enum.StrEnum):
@@ -118,11 +119,16 @@ def job_schedule(job: Job) -> CronSchedule | None:
 
 
 def create_job(
-    *, session: Session, registry: JobTypeRegistry, job_in: JobCreate, actor: str, clock: Clock
+    *, session: Session, registry: JobTypeRegistry, job_in: JobCreate, actor: str, clock: Clock,
+    settings: Settings | None = None,
 ) -> Job:
-    """Validate and insert a job; nothing is written when any part is invalid."""
+    """Validate and insert a job; nothing is written when any part is invalid.
+
+    ``settings``: the installation's, which the properties must also satisfy (e.g. the ERP allow-lists);
+    the API, the CLI and ``scheduler up`` always pass them. Job types check them again at run time.
+    """
     job_type = registry.get(job_in.job_type)
-    properties = job_type.validate_properties(job_in.properties)
+    properties = job_type.validate_properties(job_in.properties, settings=settings)
     validate_timezone(job_in.timezone)
     now = clock.now()
     next_fire: datetime | None = None

@@ -83,8 +83,13 @@ class JobType(ABC):
         """Whether a job with these properties stops every run at PREVIEW (besides ``requires_review``)."""
         return False
 
-    def validate_properties(self, data: dict[str, Any]) -> BaseModel:
-        return _validate(self.job_properties, data, "job properties")
+    def validate_properties(self, data: dict[str, Any], *, settings: Settings | None = None) -> BaseModel:
+        """The job properties as the type's model; refused with :class:`InvalidProperties` when invalid.
+
+        With ``settings`` (at job creation) the model may also check what the installation allows,
+        such as allow-listed hosts: they reach its validators as ``info.context["settings"]``.
+        """
+        return _validate(self.job_properties, data, "job properties", settings)
 
     def validate_run_properties(self, data: dict[str, Any]) -> BaseModel:
         return _validate(self.run_properties, data, "run properties")
@@ -102,11 +107,11 @@ class JobType(ABC):
         }
 
 
-def _validate(model: type[BaseModel], data: dict[str, Any], what: str) -> BaseModel:
+def _validate(model: type[BaseModel], data: dict[str, Any], what: str, settings: Settings | None = None) -> BaseModel:
     if not isinstance(data, dict):
         raise InvalidProperties(what, [{"loc": (), "msg": "must be a JSON object", "type": "dict_type"}])
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, context={"settings": settings} if settings is not None else None)
     except ValidationError as exc:
         errors = [
             {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}

@@ -20,6 +20,7 @@ from scheduler.api.http_metrics import HttpMetrics
 from scheduler.api.request_id import RequestIdMiddleware
 from scheduler.api.routes import health, job_types, jobs, keys, login, me, runs
 from scheduler.api.security import DOCS_PATH, SecurityHeaders, docs_html
+from scheduler.api.server_paths import ServerPathFilter
 from scheduler.api.services import Services
 from scheduler.clock import Clock
 from scheduler.dispatch import Dispatcher
@@ -73,6 +74,7 @@ def create_app(
     install_error_handlers(app)
     app.add_middleware(RequestIdMiddleware)
     app.add_middleware(HttpMetrics)
+    app.add_middleware(ServerPathFilter, settings=settings)
     app.add_middleware(SecurityHeaders, settings=settings)
 
     @app.get(DOCS_PATH, include_in_schema=False)

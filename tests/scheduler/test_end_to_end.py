@@ -39,7 +39,7 @@ pytestmark = pytest.mark.slow
 
 REDIS_DB = 12
 DEADLINE = 90.0
-TOKEN_ENV = "E2E_ERP_TOKEN"
+TOKEN_ENV = "SCHEDULER_ERP_SECRET_E2E"
 LADDER = [
     {"code": 1, "name": "Reminder", "min_days_past_due": 1, "actions": ["notice"]},
     {"code": 2, "name": "Late fee", "min_days_past_due": 30, "actions": ["late_fee"], "late_fee": "25.00"},
@@ -106,6 +106,7 @@ def stack(engine: Engine, db_url: str, redis_url: str, tmp_path: Path) -> Iterat
     beat_port, worker_port = _free_port(), _free_port()
     env = {**os.environ, "SCHEDULER_DATABASE_URL": db_url, "SCHEDULER_REDIS_URL": url,
            "SCHEDULER_DATA_DIR": str(tmp_path / "data"), "SCHEDULER_CHUNK_SIZE": "25", TOKEN_ENV: "s3cret",
+           "SCHEDULER_ERP_ALLOWED_HOSTS": "127.0.0.1:*",
            "SCHEDULER_BEAT_METRICS_PORT": str(beat_port), "SCHEDULER_WORKER_METRICS_PORT": str(worker_port)}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     logs = [tmp_path / "beat.log", tmp_path / "worker.log"]
@@ -116,7 +117,8 @@ def stack(engine: Engine, db_url: str, redis_url: str, tmp_path: Path) -> Iterat
     processes = [subprocess.Popen(cmd, env=env, stdout=handle, stderr=subprocess.STDOUT)
                  for cmd, handle in zip(commands, handles, strict=True)]
     broker = make_broker(url)
-    settings = Settings(data_dir=tmp_path / "api", database_url=db_url, redis_url=url)
+    settings = Settings(data_dir=tmp_path / "api", database_url=db_url, redis_url=url,
+                        erp_allowed_hosts=["127.0.0.1:*"])
     client = TestClient(create_app(settings, engine=engine, dispatcher=Dispatcher(broker, url)),
                         headers={"X-Api-Key": make_key(engine, "admin", TEST_ADMIN)})
     try:

@@ -40,7 +40,8 @@ def dispatcher() -> RecordingDispatcher:
 
 @pytest.fixture
 def worker_settings(settings: Settings) -> Settings:
-    return settings.model_copy(update={"chunk_size": 3})
+    """Small chunks; ERP targets may send to the tests' local HTTP sink (127.0.0.1, any port)."""
+    return settings.model_copy(update={"chunk_size": 3, "erp_allowed_hosts": ["127.0.0.1:*"]})
 
 
 @pytest.fixture

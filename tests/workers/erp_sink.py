@@ -7,7 +7,9 @@ queued per key with :meth:`ErpSink.inject` and used up in order, one per request
 - ``"500"``: answer 500 without taking the batch;
 - ``"400"``: refuse the batch with a JSON error body;
 - ``"timeout"``: say nothing for longer than the client waits, take nothing;
-- ``"drop"``: take the batch, then drop the connection without answering.
+- ``"drop"``: take the batch, then drop the connection without answering;
+- ``"echo"``: refuse the batch with a long body that repeats every request header (a careless ERP);
+- ``"redirect:<url>"``: answer 307 with ``Location: <url>``, take nothing.
 """
 
 from __future__ import annotations
@@ -85,7 +87,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
             return
-        if refused_auth:
+        if fault is not None and fault.startswith("redirect:"):
+            self._answer(307, {"moved": True}, location=fault.removeprefix("redirect:"))
+        elif fault == "echo":
+            self._answer(400, {"error": "cannot parse", "your_headers": headers, "padding": "x" * 5000})
+        elif refused_auth:
             self._answer(401, {"error": "bad token"})
         elif fault == "500":
             self._answer(500, {"error": "ERP database busy"})
@@ -94,10 +100,12 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._answer(200, {"status": "accepted" if take else "duplicate", "key": key})
 
-    def _answer(self, status: int, document: dict[str, Any]) -> None:
+    def _answer(self, status: int, document: dict[str, Any], location: str | None = None) -> None:
         payload = json.dumps(document).encode()
         try:
             self.send_response(status)
+            if location:
+                self.send_header("Location", location)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()

@@ -17,7 +17,9 @@ from workers.billing import accounts, invoices, payments
 from workers.billing.erp_tables import erp_deliveries
 from workers.runtime.env import WorkerEnv
 
-TOKEN_ENV = "ERP_TEST_TOKEN"
+TOKEN_ENV = "SCHEDULER_ERP_SECRET_TEST_TOKEN"
+SINK_HOSTS = ["127.0.0.1:*"]
+"""The ERP allow-list of the tests: the local sink, on whatever port it got."""
 TOKEN = "s3cr3t-token-value"
 
 

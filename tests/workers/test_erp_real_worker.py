@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from erp_sink import ErpSink
-from erp_testkit import TOKEN, TOKEN_ENV, Ledger, delivered, http_target, seed_ledger
+from erp_testkit import SINK_HOSTS, TOKEN, TOKEN_ENV, Ledger, delivered, http_target, seed_ledger
 from real_worker_kit import WorkerPool, private_redis, wait_for
 from sqlalchemy import Engine
 from sqlalchemy.orm import sessionmaker
@@ -43,7 +43,7 @@ def erp_worker(
     billing_engine: Engine, db_url: str, erp_redis: str, tmp_path: Path
 ) -> Iterator[subprocess.Popen[bytes]]:
     with WorkerPool(["erp_transfer"], db_url=db_url, redis_url=erp_redis, tmp_path=tmp_path,
-                    env={TOKEN_ENV: TOKEN}) as process:
+                    env={TOKEN_ENV: TOKEN, "SCHEDULER_ERP_ALLOWED_HOSTS": ",".join(SINK_HOSTS)}) as process:
         yield process
 
 

@@ -23,6 +23,7 @@ from scheduler.jobtypes import RunContext
 from scheduler.models import ItemOutcome
 from workers.billing.erp_tables import erp_deliveries
 from workers.erp.datasets import SOURCES
+from workers.erp.policy import TargetPolicy
 from workers.erp.properties import HttpTarget, target_key
 from workers.erp.scope import properties
 from workers.erp.send import Batch, HttpSender, Outcome, write_batch
@@ -61,7 +62,7 @@ def apply_chunk(ctx: RunContext, chunk_no: int, spec: dict[str, Any], sender: Ht
             idempotency_key=str(spec.get("idempotency_key") or f"{ctx.run_id}:{batch_no}"),
         )
         if isinstance(props.target, HttpTarget):
-            outcome = sender.send(props.target, batch)
+            outcome = sender.send(props.target, batch, TargetPolicy.of(ctx.settings))
         else:
             outcome = write_batch(props.target, ctx.settings.resolved_files_root, batch)
         if outcome.delivered:

@@ -1,7 +1,9 @@
 """ERP transfer job and run properties (the wire names are the field names) and the target's identity.
 
 Secrets are never stored: an HTTP target names the environment variable that holds its token.
-A file target is a directory relative to the files root; paths that could leave the root are refused.
+Validated with the installation's settings (``context={"settings": ...}``, as at job creation), an
+HTTP target must also pass the allow-lists of :mod:`workers.erp.policy`. A file target is a
+directory relative to the files root; paths that could leave the root are refused.
 """
 
 from __future__ import annotations
@@ -15,7 +17,10 @@ from pathlib import Path, PurePosixPath
 from typing import Annotated, Literal, Self
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from scheduler.settings import Settings
+from workers.erp.policy import SECRET_PREFIX, TargetPolicy
 
 
 class ErpDataset(enum.StrEnum):
@@ -46,7 +51,8 @@ class HttpTarget(BaseModel):
     url: str = Field(min_length=1, max_length=2000, description="http(s) URL that receives the batches")
     token_env: str | None = Field(
         default=None,
-        description="Name of the environment variable holding the bearer token (the name, never the token)",
+        description=f"Name of the environment variable holding the bearer token (the name, never the token): "
+        f"{SECRET_PREFIX}… or one listed in SCHEDULER_ERP_SECRET_NAMES",
     )
     timeout_seconds: float = Field(default=30.0, gt=0, le=300, description="Per request")
     max_attempts: int = Field(default=4, ge=1, le=10, description="Tries per batch on timeouts, 5xx, lost connections")
@@ -56,24 +62,35 @@ class HttpTarget(BaseModel):
 
     @field_validator("url")
     @classmethod
-    def _http_url(cls, value: str) -> str:
+    def _http_url(cls, value: str, info: ValidationInfo) -> str:
         parts = urlsplit(value.strip())
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("must be an http:// or https:// URL with a host")
         if parts.username or parts.password:
             raise ValueError("must not carry credentials; name the token's environment variable in token_env")
+        if (policy := _policy(info)) is not None and (problem := policy.url_problem(value.strip())):
+            raise ValueError(problem)
         return value.strip()
 
     @field_validator("token_env")
     @classmethod
-    def _env_name(cls, value: str | None) -> str | None:
+    def _env_name(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None or value == "":
             return None
         if not ENV_NAME.match(value):
             raise ValueError(
-                "must be the NAME of an environment variable (upper case, digits, _; e.g. ERP_TOKEN), not the token"
+                f"must be the NAME of an environment variable (upper case, digits, _; e.g. {SECRET_PREFIX}ERP), "
+                "not the token"
             )
+        if (policy := _policy(info)) is not None and (problem := policy.token_env_problem(value)):
+            raise ValueError(problem)
         return value
+
+
+def _policy(info: ValidationInfo) -> TargetPolicy | None:
+    """The allow-lists when validating with the installation's settings (job creation), else ``None``."""
+    settings = (info.context or {}).get("settings") if isinstance(info.context, dict) else None
+    return TargetPolicy.of(settings) if isinstance(settings, Settings) else None
 
 
 class FileTarget(BaseModel):
@@ -110,7 +127,8 @@ class TargetOutsideRoot(ValueError):
     """A file target whose directory resolves outside the files root."""
 
     def __init__(self, directory: str, root: Path) -> None:
-        super().__init__(f"target directory {directory!r} resolves outside the files root {root}")
+        super().__init__(f"target directory {directory!r} resolves outside the files root (a symbolic link leads "
+                         "out of it)")
 
 
 Target = Annotated[HttpTarget | FileTarget, Field(discriminator="kind")]

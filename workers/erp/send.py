@@ -1,9 +1,12 @@
 """Delivering one batch: its body (JSON or CSV), an HTTP POST with bounded retries, or an atomic file.
 
-HTTP: every try of a batch carries the same ``Idempotency-Key``, so a target that received a batch
-whose answer was lost (timeout, dropped connection, 5xx) recognises the next try. Timeouts, lost
-connections, 408/425/429 and 5xx are retried with exponential backoff; any other answer is final
-(a 4xx is recorded on the batch's items with the response). Uses ``urllib`` from the standard library.
+HTTP: nothing is sent unless the target passes the installation's allow-lists (host, token name;
+:mod:`workers.erp.policy`). Every try of a batch carries the same ``Idempotency-Key``, so a target
+that received a batch whose answer was lost (timeout, dropped connection, 5xx) recognises the next
+try. Timeouts, lost connections, 408/425/429 and 5xx are retried with exponential backoff; any other
+answer is final (a 4xx is recorded on the batch's items with the first 500 characters of the answer,
+the token blanked out; never the request's headers). Redirects are not followed, not even to the same
+host: the configured URL must be the final one. Uses ``urllib`` from the standard library.
 
 Files: written under a temporary name in the target directory, flushed and fsynced, then renamed
 with ``os.replace`` (atomic on one file system), and the directory is fsynced.
@@ -26,12 +29,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from workers.erp.policy import TargetPolicy
 from workers.erp.properties import ErpFormat, FileTarget, HttpTarget
 
 log = logging.getLogger(__name__)
 
-RESPONSE_LIMIT = 1000
+RESPONSE_LIMIT = 500
 """Characters of a target's answer kept on the items."""
+REDACTED = "[redacted]"
 MAX_BACKOFF_SECONDS = 60.0
 TRANSIENT_STATUSES = frozenset({408, 425, 429})
 USER_AGENT = "billing-scheduler-erp/1"
@@ -104,7 +109,11 @@ class HttpSender:
         self.sleep = sleep
         self.opener = urllib.request.build_opener(_NoRedirect())
 
-    def send(self, target: HttpTarget, batch: Batch) -> Outcome:
+    def send(self, target: HttpTarget, batch: Batch, policy: TargetPolicy) -> Outcome:
+        problem = policy.url_problem(target.url) or (target.token_env and policy.token_env_problem(target.token_env))
+        if problem:
+            log.warning("batch %s not sent: %s", batch.idempotency_key, problem)
+            return Outcome(delivered=False, error=f"not sent: {problem}")
         headers = {
             "Content-Type": batch.content_type,
             "Idempotency-Key": batch.idempotency_key,
@@ -113,6 +122,7 @@ class HttpSender:
             "X-Erp-Dataset": batch.dataset,
             "User-Agent": USER_AGENT,
         }
+        token: str | None = None
         if target.token_env:
             token = os.environ.get(target.token_env)
             if not token:
@@ -131,8 +141,13 @@ class HttpSender:
                 status, answer = None, None
                 failure = _transport_failure(exc)
             else:
+                answer = _kept(answer, token)
                 if 200 <= status < 300:
                     return Outcome(delivered=True, attempts=attempt, http_status=status)
+                if 300 <= status < 400:
+                    return Outcome(delivered=False, attempts=attempt, http_status=status, response=answer,
+                                   error=f"the target redirected (HTTP {status}); redirects are not followed: "
+                                         "configure the final URL")
                 if status < 500 and status not in TRANSIENT_STATUSES:
                     return Outcome(delivered=False, attempts=attempt, http_status=status, response=answer,
                                    error=f"refused by the target: HTTP {status}")
@@ -157,8 +172,16 @@ class HttpSender:
 
 
 def _read_text(stream: IO[bytes]) -> str:
-    raw = stream.read(RESPONSE_LIMIT * 4)
-    return raw.decode("utf-8", errors="replace")[:RESPONSE_LIMIT]
+    """Enough of an answer to keep: the first bytes, not the whole body (a target may answer anything)."""
+    raw = stream.read(RESPONSE_LIMIT * 8)
+    return raw.decode("utf-8", errors="replace")
+
+
+def _kept(answer: str, token: str | None) -> str:
+    """What is stored on the items: the token blanked out (a target may echo the request), then truncated."""
+    if token:
+        answer = answer.replace(token, REDACTED)
+    return answer[:RESPONSE_LIMIT]
 
 
 def _transport_failure(exc: BaseException) -> str:

@@ -44,7 +44,8 @@ def resolve_dirs(settings: Settings, props: MediationProperties) -> Dirs:
 def _inside(root: Path, path: Path, what: str) -> Path:
     resolved = path.resolve()
     if resolved != root and not resolved.is_relative_to(root):
-        raise SourceError(f"{what} resolves outside the files root: {path} -> {resolved}")
+        # The resolved path is not shown: it is outside the root, a place of the server the user has no business with.
+        raise SourceError(f"{what} resolves outside the files root (a symbolic link leads out of it)")
     return resolved
 
 

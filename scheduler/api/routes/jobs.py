@@ -31,7 +31,7 @@ def post_job(job_in: JobCreate, session: SessionDep, services: ServicesDep, prin
     The definition cannot be edited afterwards; to change it, create a new job.
     """
     job = create_job(session=session, registry=services.registry, job_in=job_in, actor=principal.actor,
-                     clock=services.clock)
+                     clock=services.clock, settings=services.settings)
     if job.status == JobStatus.ACTIVE and job.cron:
         services.wake_beat()
     return JobPublic.of(job)
