@@ -87,3 +87,32 @@ def test_api_keys_are_shown_once(cli: Any) -> None:
     assert code == 0 and created["token"] and created["role"] == "admin"
     listed = json.loads(cli("--json", "keys", "list")[1])
     assert "token" not in json.dumps(listed) and created["token"] not in json.dumps(listed)
+
+
+def test_keys_have_unique_names_record_the_cli_and_revoking_ends_page_sessions(cli: Any, tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from scheduler import sessions
+    from scheduler.db import make_engine, make_session_factory
+    from scheduler.models import ApiKey
+    from scheduler.settings import Settings
+
+    # Given a key made on the command line, with a page session open
+    created = json.loads(cli("--json", "keys", "create", "--name", "ops", "--role", "operator")[1])
+    factory = make_session_factory(make_engine(f"sqlite:///{tmp_path / 'cli.db'}"))
+    with factory() as session:
+        key = session.get(ApiKey, created["id"])
+        assert key is not None and key.created_by == "cli"
+        sessions.start(session, key, now=datetime.now(UTC), settings=Settings())
+    # A second key of the same name is refused in one line
+    code, _, err = cli("keys", "create", "--name", "ops", "--role", "admin")
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and errors == ["error: an API key named 'ops' already exists; key names are unique"]
+    # When it is revoked, its page session ends with it
+    code, out, _ = cli("keys", "revoke", str(created["id"]))
+    assert code == 0 and out == f"key {created['id']} (ops) revoked; 1 page session(s) ended\n"
+    listed = cli("keys", "list")[1]
+    assert "revoked" in listed and "created by cli" in listed
+    with factory() as session:
+        key = session.get(ApiKey, created["id"])
+        assert key is not None and key.revoked_by == "cli"
