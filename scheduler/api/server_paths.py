@@ -19,6 +19,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from scheduler.settings import Settings
 
+_START = r"(?<![\w.-])"
+"""A root starts a path, not a URL's path after its host (``https://erp.example.com/srv/files`` stays)."""
 _END = r"(?![\w.-])"
 """A root ends where a path segment ends (``/srv/files`` must not match ``/srv/files2``)."""
 
@@ -33,8 +35,8 @@ class ServerPaths:
         for root, name, strip_slash in ((files_root, "<files root>", True), (data_dir, "<data dir>", False)):
             for spelled in _spellings(root):
                 if strip_slash:
-                    self._rules.append((re.compile(re.escape(spelled + "/")), ""))
-                self._rules.append((re.compile(re.escape(spelled) + _END), name))
+                    self._rules.append((re.compile(_START + re.escape(spelled + "/")), ""))
+                self._rules.append((re.compile(_START + re.escape(spelled) + _END), name))
 
     def scrub(self, text: str) -> str:
         for pattern, replacement in self._rules:

@@ -15,15 +15,15 @@ import itertools
 import json
 import textwrap
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from scheduler import auth
+from scheduler.api.deps import get_services
 from scheduler.api.security import pre_session_csrf
-from scheduler.api.services import Services
 from scheduler.jobs import NotifyEvent
 from scheduler.lifecycle import ACTIONS, IN_PROGRESS
 from scheduler.models import ItemOutcome, JobStatus, MisfirePolicy, OverlapPolicy, RunStatus
@@ -94,7 +94,7 @@ def scheduler_page(request: Request) -> HTMLResponse:
     """
     config = json.dumps(page_config()).replace("<", "\\u003c")
     page = templates.TemplateResponse(request, "index.html", {"config_json": config})
-    pre_session_csrf(request, page, cast(Services, request.app.state.services).settings)
+    pre_session_csrf(request, page, get_services(request).settings)
     return page
 
 

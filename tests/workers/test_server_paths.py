@@ -107,4 +107,4 @@ def test_server_paths_become_relative_or_named(tmp_path: Path) -> None:
     assert paths.scrub(f"files root is {root}") == "files root is <files root>"
     assert paths.scrub(f"{root}2/x and sqlite:///{data.resolve()}/scheduler.db") == \
         "<data dir>/files2/x and sqlite:///<data dir>/scheduler.db"
-    assert paths.scrub("https://erp.example.com/files/batches") == "https://erp.example.com/files/batches"
+    assert paths.scrub(f"https://erp.example.com{root}/batches") == f"https://erp.example.com{root}/batches"
