@@ -125,7 +125,8 @@ def test_the_deployment_runs_every_job_type_and_survives_a_restart_of_every_role
     run_once(*migrate)
     run_once("demo", "seed", "--accounts", "60")
     key_output = run_once("keys", "create", "--name", "system-test", "--role", "admin", "--json")
-    token = json.loads(key_output[key_output.index("{"):key_output.rindex("}") + 1])["token"]
+    # The command's --json answer is indented; the JSON log lines around it (key created) are one line each
+    token = json.loads(key_output[key_output.index("{\n"):key_output.rindex("\n}") + 2])["token"]
     auth = {"Authorization": f"Bearer {token}"}
     engine = fresh_engine
 
