@@ -11,7 +11,6 @@ differential test), and rare matches (``0 0 29 2 *`` and friends) that need a lo
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "scheduler"))
 
+from benchkit import Figure, Report, versions
 from cron_oracle import ZONES, croniter_fires, random_after, random_expression
 
 from scheduler.cron import CronSchedule
@@ -54,12 +54,12 @@ def _rate(run: Callable[[Workload, int], int], workload: Workload, fires: int, r
     return found / best
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--expressions", type=int, default=1000, help="generated expressions")
     parser.add_argument("--fires", type=int, default=20, help="next fire times per expression")
     parser.add_argument("--repeat", type=int, default=3, help="runs per measurement; the best counts")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     rng = random.Random(7)
     start = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
@@ -84,7 +84,12 @@ def main() -> int:
     for row in results:
         print(f"{row['workload']:<24}{row['expressions']:>12}{row['ours_fires_per_s']:>15}"
               f"{row['croniter_fires_per_s']:>18}{row['ratio']:>7}x")
-    print(json.dumps({"benchmark": "cron next fires", "results": results}))
+    report = Report(benchmark="cron", size=f"{args.expressions:,} expressions x {args.fires} fires",
+                    versions=versions(), details={"results": results})
+    for row in results:
+        report.add(Figure(scenario=f"next fires, {row['workload']}", figure=row["ours_fires_per_s"], unit="fires/s",
+                          baseline=row["croniter_fires_per_s"], baseline_label="croniter"))
+    report.emit()
     return 0
 
 

@@ -15,7 +15,6 @@ scratch database is created there and dropped afterwards unless ``--keep``).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import queue
 import sys
@@ -26,7 +25,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from benchkit import BackendCpu, MemoryDispatcher, scratch_database
+from benchkit import BackendCpu, Figure, MemoryDispatcher, Report, scratch_database, server_url, versions
 from sqlalchemy import Engine, event, text
 
 from scheduler.clock import SystemClock
@@ -249,13 +248,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline-sample", type=int, default=5_000)
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
     parser.add_argument("--trace", action="store_true", help="print the statements the run spent most time in")
+    parser.add_argument("--smoke", action="store_true", help="small size for CI")
     args = parser.parse_args(argv)
-    server = os.environ.get("SCHEDULER_BENCH_POSTGRES_URL") or os.environ.get("SCHEDULER_TEST_POSTGRES_URL")
-    if not server:
-        print("set SCHEDULER_BENCH_POSTGRES_URL (or SCHEDULER_TEST_POSTGRES_URL) to a PostgreSQL server URL",
-              file=sys.stderr)
-        return 2
-    with scratch_database(server, "bench_gl", keep=args.keep) as url:
+    if args.smoke:
+        args.documents, args.chunk_size, args.baseline_sample = 50_000, 10_000, 1_000
+    with scratch_database(server_url(), "bench_gl", keep=args.keep) as url:
         try:
             return bench(url, args)
         finally:
@@ -351,8 +348,17 @@ def bench(url: str, args: argparse.Namespace) -> int:
     if traced is not None:
         for shape, calls, seconds in traced.top():
             print(f"{seconds:8.2f}s {calls:6d}x  {shape}", file=sys.stderr)
-    print(json.dumps(result, default=str))
     ok = done.status == RunStatus.COMPLETED and checks["totals_match"] and lines == 2 * args.documents
+    report = Report(benchmark="gl_collector", size=f"{args.documents:,} documents, {args.workers} threads",
+                    versions=versions(engine), details=result)
+    report.add(Figure(scenario="journal lines collected", figure=lines / elapsed, unit="lines/s",
+                      baseline=2 * baseline_rate, baseline_label="row at a time", goal="≥ 400,000 lines/s",
+                      met=ok and lines / elapsed >= 400_000,
+                      note=f"{args.documents:,} documents in {elapsed:.2f} s ({rate:,.0f}/s), {lines:,} lines, "
+                           f"{'balanced' if checks['balanced'] else 'NOT balanced'}, totals "
+                           f"{'match' if checks['totals_match'] else 'DO NOT match'}; next run (nothing new) "
+                           f"{again:.2f} s"))
+    report.emit()
     return 0 if ok else 1
 
 

@@ -13,8 +13,6 @@ is scaled to the full count. Prints a table, then one JSON line.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import random
 import resource
 import sys
@@ -27,7 +25,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from benchkit import BackendCpu, QueueDispatcher, scratch_database
+from benchkit import BackendCpu, Figure, QueueDispatcher, Report, scratch_database, server_url, versions
 from sqlalchemy import Engine, text
 
 from scheduler.clock import SystemClock
@@ -195,19 +193,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--baseline-records", type=int, default=20_000)
     parser.add_argument("--accounts", type=int, default=10_000)
-    parser.add_argument("--format", choices=["csv", "jsonl"], default="csv")
-    parser.add_argument("--database-url", default=os.environ.get("SCHEDULER_BENCH_POSTGRES_URL")
-                        or os.environ.get("SCHEDULER_TEST_POSTGRES_URL"))
+    parser.add_argument("--format", choices=["csv", "jsonl", "both"], default="both")
+    parser.add_argument("--database-url", default=None)
+    parser.add_argument("--smoke", action="store_true", help="small size for CI")
     args = parser.parse_args(argv)
-    if not args.database_url or not args.database_url.startswith("postgres"):
-        print("needs PostgreSQL: --database-url or SCHEDULER_TEST_POSTGRES_URL", file=sys.stderr)
-        return 2
-    with (scratch_database(args.database_url, "bench_mediation") as url,
-          tempfile.TemporaryDirectory(prefix="bench-mediation-") as tmp):
-        return _bench(args, url, Path(tmp))
+    if args.smoke:
+        args.records, args.baseline_records, args.accounts = 50_000, 2_000, 2_000
+    report = Report(benchmark="usage_mediation", size=f"{args.records:,} records")
+    formats = ["csv", "jsonl"] if args.format == "both" else [args.format]
+    for fmt in formats:
+        with (scratch_database(server_url(args.database_url), "bench_mediation") as url,
+              tempfile.TemporaryDirectory(prefix="bench-mediation-") as tmp):
+            found = _bench(args, fmt, url, Path(tmp))
+        report.versions = found.pop("versions")
+        rate, base = found["records_per_second"], found["baseline"]["records_per_second"]
+        rss = found["peak_rss_mb"]["after"]
+        report.add(Figure(scenario=f"{fmt.upper()} end to end (evaluate + apply)", figure=rate, unit="records/s",
+                          baseline=base, baseline_label="row at a time", goal="≥ 150,000 records/s, RSS ≤ 500 MB",
+                          met=rate >= 150_000 and rss <= 500 and found["status"] in ("COMPLETED", "INCOMPLETE"),
+                          note=f"evaluate {args.records / found['seconds']['evaluate']:,.0f}/s, apply "
+                               f"{args.records / found['seconds']['apply']:,.0f}/s; peak RSS {rss} MB; "
+                               f"{found['records_per_cpu_second'] or 0:,} records per CPU-second (client + "
+                               f"PostgreSQL); run {found['status']}"))
+        report.details[fmt] = found
+    report.emit()
+    return 0
 
 
-def _bench(args: argparse.Namespace, url: str, tmp: Path) -> int:
+def _bench(args: argparse.Namespace, fmt: str, url: str, tmp: Path) -> dict[str, Any]:
     engine = make_engine(url)
     upgrade(engine)
     migrate_billing(engine)
@@ -215,64 +228,34 @@ def _bench(args: argparse.Namespace, url: str, tmp: Path) -> int:
     settings = Settings(data_dir=tmp / "data", database_url=url, files_root=tmp / "files")
     incoming = settings.resolved_files_root / "usage" / "incoming"
     incoming.mkdir(parents=True)
-    size = write_file(incoming / f"usage.{args.format}", args.records, args.accounts, fmt=args.format,
-                      prefix="ev-", seed=1)
-    sample = tmp / f"sample.{args.format}"
-    write_file(sample, args.baseline_records, args.accounts, fmt=args.format, prefix="base-", seed=2)
+    size = write_file(incoming / f"usage.{fmt}", args.records, args.accounts, fmt=fmt, prefix="ev-", seed=1)
+    sample = tmp / f"sample.{fmt}"
+    write_file(sample, args.baseline_records, args.accounts, fmt=fmt, prefix="base-", seed=2)
 
     rss_before = peak_rss_mb()
-    result = run_mediation(engine, settings, args.format)
+    result = run_mediation(engine, settings, fmt)
     rss_after = peak_rss_mb()
     mediation_seconds = result["seconds"]["evaluate"] + result["seconds"]["apply"]
     rate = args.records / mediation_seconds
-    base = baseline(engine, sample, args.format)
-    projected = args.records / base["records_per_second"]
+    base = baseline(engine, sample, fmt)
+    found_versions = versions(engine)
     engine.dispose()
-
     summary = result["summary"]
-    rows = [
-        ("set-based mediation (evaluate+apply)", args.records, mediation_seconds, rate),
-        ("  evaluate (stream, COPY, classify)", args.records, result["seconds"]["evaluate"],
-         args.records / result["seconds"]["evaluate"]),
-        ("  apply (events, daily, rejects)", args.records, result["seconds"]["apply"],
-         args.records / result["seconds"]["apply"]),
-        (f"row-at-a-time baseline (sample of {base['records']:,})", base["records"], base["seconds"],
-         base["records_per_second"]),
-        ("row-at-a-time, scaled to the full file", args.records, projected, base["records_per_second"]),
-    ]
-    print(f"\nUsage mediation on PostgreSQL: {args.records:,} {args.format} records ({size / 1e6:.1f} MB), "
-          f"{args.accounts:,} accounts; run {result['status']}")
-    print(f"{'path':<48} {'records':>11} {'seconds':>9} {'records/s':>11}")
-    for label, count, seconds, per_second in rows:
-        print(f"{label:<48} {count:>11,} {seconds:>9.2f} {per_second:>11,.0f}")
-    print(f"speed-up over row-at-a-time: {rate / base['records_per_second']:.1f}x; target 50,000 records/s: "
-          f"{'met' if rate >= 50_000 else 'NOT met'}")
     work = ("evaluate", "apply")
     client = sum(result["client_cpu"][p] for p in work)
     server = None if any(result["server_cpu"][p] is None for p in work) else sum(
         result["server_cpu"][p] or 0.0 for p in work)
     per_cpu_second = args.records / (client + server) if server is not None else None
-    if server is not None and per_cpu_second is not None:
-        print(f"CPU: this process {client:.2f}s + PostgreSQL {server:.2f}s = {args.records / per_cpu_second:.2f}s, "
-              f"{per_cpu_second:,.0f} records per CPU-second (so at least that many per second on one dedicated "
-              f"core); load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
-    print(f"mediated {summary.get('mediated'):,}, filtered {summary.get('filtered'):,}, failed "
-          f"{summary.get('failed'):,}, rated amount {summary.get('rated_amount')}; peak RSS {rss_before:.0f} MB "
-          f"before the run, {rss_after:.0f} MB after")
-    print(json.dumps({
-        "benchmark": "usage_mediation", "database": "postgresql", "format": args.format, "records": args.records,
-        "file_bytes": size, "status": result["status"], "seconds": result["seconds"],
-        "records_per_second": round(rate),
+    return {
+        "format": fmt, "records": args.records, "file_bytes": size, "status": result["status"],
+        "seconds": result["seconds"], "records_per_second": round(rate),
         "cpu_seconds": {"client": round(client, 2), "postgres": round(server, 2) if server is not None else None},
         "records_per_cpu_second": round(per_cpu_second) if per_cpu_second else None,
-        "load_average": round(os.getloadavg()[0], 2), "cpus": os.cpu_count(),
         "baseline": {k: round(v, 3) if isinstance(v, float) else v for k, v in base.items()},
-        "baseline_projected_seconds": round(projected, 1), "speedup": round(rate / base["records_per_second"], 1),
-        "target_met": rate >= 50_000, "summary": {k: summary.get(k) for k in (
+        "speedup": round(rate / base["records_per_second"], 1), "summary": {k: summary.get(k) for k in (
             "records_read", "mediated", "filtered", "failed", "rated_amount")},
-        "peak_rss_mb": {"before": round(rss_before), "after": round(rss_after)},
-    }))
-    return 0 if result["status"] in ("COMPLETED", "INCOMPLETE") else 1
+        "peak_rss_mb": {"before": round(rss_before), "after": round(rss_after)}, "versions": found_versions,
+    }
 
 
 if __name__ == "__main__":

@@ -4,9 +4,9 @@
 
 A scratch PostgreSQL database and a private redis-server. The runs are of a no-op job type (it plans no
 chunk), so what is measured is the scheduler's own path: the runs are recorded in batches, sent, taken by
-a real ``scheduler worker`` pool (``--processes`` × ``--threads``) and moved through every status with its
+a real ``scheduler worker`` pool (``--processes`` x ``--threads``) and moved through every status with its
 audit row. The baseline is Dramatiq alone on the same broker with the same pool shape: a no-op actor.
-Figures: runs/s against raw messages/s (goal ≥ 0.3×), status lag p99 (message sent → status written),
+Figures: runs/s against raw messages/s (goal ≥ 0.3x), status lag p99 (message sent → status written),
 transactions and CPU milliseconds per run (worker pool + PostgreSQL), which hold still on a loaded machine.
 """
 
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -205,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.smoke:
         args.runs, args.repeat, args.lag_seconds = 1000, 1, 2.0
-    report = Report(benchmark="run_path", size=f"{args.runs:,} runs, {args.processes}×{args.threads} workers")
+    report = Report(benchmark="run_path", size=f"{args.runs:,} runs, {args.processes}x{args.threads} workers")
     log = REPO / "bench-results" / "run_path.log"
     log.parent.mkdir(exist_ok=True)
     log.write_bytes(b"")
@@ -228,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     ratio = best_ours["per_second"] / best_raw["per_second"]
     report.add(Figure(scenario="tiny runs end to end", figure=best_ours["per_second"], unit="runs/s",
                       baseline=best_raw["per_second"], baseline_label="raw Dramatiq no-op msgs",
-                      goal=f"≥ {GOAL_RATIO}× raw Dramatiq", met=ratio >= GOAL_RATIO,
+                      goal=f"≥ {GOAL_RATIO}x raw Dramatiq", met=ratio >= GOAL_RATIO,
                       note=f"{best_ours['transactions_per_run']:.1f} transactions, {best_ours['events_per_run']:.1f} "
                            f"audit rows per run; CPU per run: pool {best_ours['pool_cpu_ms_per_run']:.2f} ms + "
                            f"PostgreSQL {best_ours['postgres_cpu_ms_per_run']:.2f} ms (raw Dramatiq: "
@@ -236,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     report.add(Figure(scenario="status lag p99 (sent → COMPLETED written)", figure=best_ours["status_lag_p99"],
                       unit="s", higher_is_better=False,
                       note=f"at {best_ours['paced_rate']} runs/s (half the throughput): p50 "
-                           f"{best_ours['status_lag_p50']:.3f} s; sent → PROCESSING p99 {best_ours['start_lag_p99']:.3f} s"))
+                           f"{best_ours['status_lag_p50']:.3f} s; sent → PROCESSING p99 "
+                           f"{best_ours['start_lag_p99']:.3f} s"))
     report.details = {"ours": best_ours, "raw_dramatiq": best_raw, "processes": args.processes,
                       "threads": args.threads, "batch": args.batch}
     report.emit()

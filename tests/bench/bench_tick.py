@@ -9,7 +9,7 @@ job table. No worker runs: the runs wait in Redis. Three scenarios:
 - scale: one tick with 10 due jobs among ``--small`` and among ``--jobs`` active jobs; the ratio of the two
   tick times (goal ≤ 1.5: a tick costs by the due jobs, not by all jobs);
 - fire lag: beat's own loop for ``--lag-seconds`` over ``--jobs`` jobs of which 1 % fall due each minute
-  (hourly jobs at random seconds); fire lag = sent − scheduled tick, p99 (goal ≤ 250 ms).
+  (hourly jobs at random seconds); fire lag = sent - scheduled tick, p99 (goal ≤ 250 ms).
 
 The baseline, measured in the same run on the same jobs, is a beat that loads and checks every job each tick
 and records and sends each due run on its own (three transactions and a send per run).
@@ -51,7 +51,7 @@ DUE_PER_TICK = 10
 
 
 def insert_jobs(engine: Engine, jobs: list[dict[str, Any]]) -> None:
-    """Write jobs straight into the table (``cron``, ``next_fire_at``, ``last_scheduled_for`` given), 50,000 a statement."""
+    """Write jobs straight into the table (``cron``, ``next_fire_at``, ``last_scheduled_for`` given)."""
     now = datetime.now(UTC).isoformat()
     for start in range(0, len(jobs), 50_000):
         rows = [{**job, "next_fire_at": job["next_fire_at"].isoformat(),
@@ -213,7 +213,7 @@ def fire_lag(url: str, engine: Engine, redis_url: str, jobs: int, seconds: float
     hour = now.replace(minute=0, second=0)
     rows = []
     for n in range(jobs):
-        if n % 5 < 3:  # hourly at a random second: 0.6 × jobs / 60 per minute = 1 % per minute
+        if n % 5 < 3:  # hourly at a random second: 0.6 x jobs / 60 per minute = 1 % per minute
             at = hour + timedelta(seconds=rng.randrange(3600))
             at = at + timedelta(hours=1) if at <= now + timedelta(seconds=2) else at
             rows.append(hourly(f"lag {n}", at))
@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
                            f"{b['naive_sample']:,} due jobs ({b['naive_sample_seconds']:.1f} s), scaled"))
     small, large = s["by_jobs"][str(args.small)], s["by_jobs"][str(args.jobs)]
     report.add(Figure(scenario=f"tick with 10 due, {args.jobs:,} vs {args.small:,} jobs", figure=s["ours_ratio"],
-                      unit="×", baseline=s["naive_ratio"], baseline_label="naive beat", higher_is_better=False,
+                      unit="x", baseline=s["naive_ratio"], baseline_label="naive beat", higher_is_better=False,
                       goal="≤ 1.5", met=s["ours_ratio"] <= 1.5,
                       note=f"median tick {1000 * large['ours_median']:.1f} ms vs {1000 * small['ours_median']:.1f} ms "
                            f"(naive {1000 * large['naive_median']:.0f} ms vs {1000 * small['naive_median']:.1f} ms)"))
