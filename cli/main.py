@@ -49,11 +49,14 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
-    from scheduler.api.app import create_app
-    from scheduler.api.server import serve_api
+    from scheduler.api.server import api_workers, serve_api, share_metrics
 
-    return serve_api(create_app(settings), settings, host=args.host or settings.api_host,
-                     port=args.port or settings.api_port)
+    workers = api_workers(settings, args.workers)
+    share_metrics(settings, workers)  # before the application imports prometheus_client
+    from scheduler.api.app import create_app
+
+    return serve_api(lambda: create_app(settings), settings, host=args.host or settings.api_host,
+                     port=args.port or settings.api_port, workers=workers)
 
 
 def cmd_beat(args: argparse.Namespace, settings: Settings) -> int:
@@ -253,6 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     api = add("api", cmd_api, "serve the REST API and the page")
     api.add_argument("--host", default=None)
     api.add_argument("--port", type=int, default=None)
+    api.add_argument("--workers", type=int, default=None,
+                     help="worker processes (default SCHEDULER_API_WORKERS, else one per core)")
     add("beat", cmd_beat, "run the beat service")
     worker = add("worker", cmd_worker, "run a worker pool")
     worker.add_argument("--queues", nargs="*", help="queues to consume (default: all job types)")

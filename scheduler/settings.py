@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     extra_job_types: list[str] = []
     log_service: str | None = None
     api_shutdown_seconds: float = 20.0
+    api_workers: int | None = None
+    api_key_cache_seconds: float = 1.0
     worker_shutdown_seconds: float = 600.0
     db_pool_size: int | None = None
     db_max_overflow: int | None = None

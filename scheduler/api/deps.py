@@ -65,7 +65,7 @@ def get_principal(
     """Who the request acts as: 401 without a live key or page session, 403 for a change without CSRF."""
     token = (bearer.credentials.strip() if bearer else "") or (api_key or "").strip()
     if token:
-        return auth.principal_of(auth.verify(session, token))
+        return services.key_cache.principal(session, token)
     if not cookie:
         raise MissingCredentials()
     page = sessions.resume(session, cookie, now=services.clock.now(), settings=services.settings)

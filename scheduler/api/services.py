@@ -9,6 +9,7 @@ from collections.abc import Callable
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from scheduler.api.key_cache import KeyCache
 from scheduler.clock import Clock, SystemClock
 from scheduler.db import make_engine, make_session_factory, pool_options
 from scheduler.dispatch import Dispatcher, make_dispatcher
@@ -43,6 +44,7 @@ class Services:
         self._lock = threading.Lock()
         self._readiness: Readiness | None = None
         self._redis_probe: Callable[[], None] | None = None
+        self.key_cache = KeyCache(settings.api_key_cache_seconds)
 
     @property
     def engine(self) -> Engine:

@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
                              job_in=JobCreate(name="bench manual", job_type=NOOP.name, properties={},
                                               overlap_policy="ALLOW"))
             job_id = job.id or 0
-            _, token = create_key(session, "bench operator", "operator")
+            _, token = create_key(session, "bench operator", "operator", actor="bench")
         port = free_port()
         env = bench_env(SCHEDULER_DATABASE_URL=url, SCHEDULER_REDIS_URL=redis_url,
                         SCHEDULER_EXTRA_JOB_TYPES=json.dumps([NOOP_REF]), SCHEDULER_WORKER_METRICS_PORT="0",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from scheduler import auth
-from scheduler.api.deps import Admin, SessionDep
+from scheduler.api.deps import Admin, ServicesDep, SessionDep
 from scheduler.api.errors import ERROR_RESPONSES, ErrorBody
 from scheduler.api.schemas import KeyCreate, KeyCreated, KeyPublic, Page
 
@@ -25,8 +25,11 @@ def list_keys(session: SessionDep, _principal: Admin) -> Page[KeyPublic]:
     return Page[KeyPublic](items=[KeyPublic.of(k) for k in auth.list_keys(session)])
 
 
-@router.post("/{key_id}/revoke", summary="Revoke an API key; it and its page sessions stop working at once",
+@router.post("/{key_id}/revoke",
+             summary="Revoke an API key; it and its page sessions stop working at once in this API process, "
+                     "within SCHEDULER_API_KEY_CACHE_SECONDS (1 s) in other API processes",
              responses={404: {"model": ErrorBody, "description": "No such key"}})
-def revoke_key(key_id: int, session: SessionDep, principal: Admin) -> KeyPublic:
+def revoke_key(key_id: int, session: SessionDep, services: ServicesDep, principal: Admin) -> KeyPublic:
     key, _ended = auth.revoke_key(session, key_id, actor=principal.actor)
+    services.key_cache.forget()
     return KeyPublic.of(key)
