@@ -32,3 +32,12 @@ def test_the_migrations_match_the_declared_tables(engine: Engine, tree: str) -> 
     migrate_billing(engine)
     metadata = SQLModel.metadata if tree == "core" else billing_metadata
     assert drift(engine, metadata) == []
+
+
+def test_the_core_tree_is_one_line_of_revisions() -> None:
+    # Two branches landing a migration on the same parent would leave two heads: chain the later one after
+    from alembic.script import ScriptDirectory
+
+    from scheduler.migrate import CORE_MIGRATIONS
+
+    assert len(ScriptDirectory(str(CORE_MIGRATIONS)).get_heads()) == 1

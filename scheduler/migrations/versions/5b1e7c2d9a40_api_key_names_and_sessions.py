@@ -1,7 +1,7 @@
 """api_key: unique names, who created and revoked each key; api_session: server-side page sessions
 
 Revision ID: 5b1e7c2d9a40
-Revises: 9d2f4b7c1e3a
+Revises: a41c7e2d9b10
 Create Date: 2026-12-02 09:00:00.000000
 """
 from alembic import op
@@ -11,7 +11,7 @@ import scheduler.db
 
 
 revision = '5b1e7c2d9a40'
-down_revision = '9d2f4b7c1e3a'
+down_revision = 'a41c7e2d9b10'
 branch_labels = None
 depends_on = None
 
