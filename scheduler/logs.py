@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from functools import cache
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.json import JsonFormatter as _JsonLinesFormatter
@@ -129,6 +130,22 @@ class TextFormatter(logging.Formatter):
         return f"{head} [{ids}]{newline}{rest}"
 
 
+class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is when a record comes: Dramatiq points a forked worker process's
+    stderr at its pool's pipe after logging was set up, and a stream replaced since is not written to closed."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass  # always the current sys.stderr
+
+
 class RedactingFormatter(logging.Formatter):
     """Formats with ``inner``, then masks passwords and tokens (tracebacks included): no log line carries one."""
 
@@ -148,7 +165,7 @@ def configure_logging(settings: Settings, *, service: str) -> None:
     replaces the handler, so the last call of a process wins.
     """
     service = settings.log_service or service
-    handler = logging.StreamHandler(sys.stderr)
+    handler = StderrHandler()
     handler.addFilter(RunFields())
     handler.addFilter(ProcessFields(service))
     handler.addFilter(AccessFields())

@@ -3,10 +3,12 @@ answers and log lines carry the request id, and a run created by a request keeps
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
 import socket
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -102,3 +104,12 @@ def test_every_answer_has_a_request_id_errors_included(client: TestClient) -> No
     ids = [a.headers["X-Request-Id"] for a in answers]
     assert len(set(ids)) == 3 and all(len(i) == 32 for i in ids)
     assert client.get("/healthz", headers={"X-Request-Id": "probe-1"}).headers["X-Request-Id"] == "probe-1"
+
+
+def test_lines_go_to_the_stderr_of_the_moment(restore_logging: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A forked Dramatiq worker process points stderr at its pool's pipe after logging was set up
+    configure_logging(Settings(log_format="json"), service="worker:dunning")
+    pipe = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", pipe)
+    logging.getLogger("dramatiq.WorkerProcess(0)").info("Worker process is ready for action.")
+    assert json.loads(pipe.getvalue())["message"] == "Worker process is ready for action."
