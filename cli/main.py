@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from cli.embedded import settings_for
-from cli.migrations import migrate_all
+from cli.migrations import migrate_all, schema_gaps
 from scheduler.clock import SystemClock
 from scheduler.db import check_database, make_engine, make_session_factory
 from scheduler.errors import InvalidInput, SchedulerError
@@ -43,7 +43,13 @@ def emit(args: argparse.Namespace, data: Any, lines: Callable[[], list[str]]) ->
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
-    migrate_all(settings)
+    if args.check:
+        gaps = schema_gaps(settings)
+        if gaps:
+            print(f"database is not at head: {'; '.join(gaps)}; run `scheduler migrate`", file=sys.stderr)
+            return 1
+    else:
+        migrate_all(settings)
     print("database is up to date")
     return 0
 
@@ -263,7 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--queues", nargs="*", help="queues to consume (default: all job types)")
     worker.add_argument("--processes", type=int, default=None)
     worker.add_argument("--threads", type=int, default=None)
-    add("migrate", cmd_migrate, "apply database migrations")
+    migrate = add("migrate", cmd_migrate, "apply database migrations")
+    migrate.add_argument("--check", action="store_true",
+                         help="change nothing; exit 1 unless both migration trees are at head")
 
     jobs = add("jobs", cmd_jobs, "list, show, create, pause, resume, archive jobs")
     jobs_sub = jobs.add_subparsers(dest="action", required=True)
