@@ -16,8 +16,8 @@ run: $(STAMP)
 	$(VENV)/bin/scheduler up --demo
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check cli scheduler beat workers tests
-	$(VENV)/bin/mypy cli scheduler beat workers
+	$(VENV)/bin/ruff check cli scheduler beat workers tests deploy
+	$(VENV)/bin/mypy cli scheduler beat workers deploy/healthcheck.py
 	$(VENV)/bin/lint-imports
 
 test: lint
