@@ -19,8 +19,10 @@ from typing import Any
 
 import pytest
 import yaml
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
 from cli.main import build_parser
+from scheduler.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -82,6 +84,24 @@ def compose_services() -> dict[str, dict[str, Any]]:
 def our_compose_services() -> dict[str, dict[str, Any]]:
     """The compose services that run this project's image (not PostgreSQL or Redis)."""
     return {name: svc for name, svc in compose_services().items() if svc.get("image", "").startswith(f"{IMAGE}:")}
+
+
+class DeclaredSettings(Settings):
+    """Settings from the values given and the defaults, not from this test process's environment."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
+
+def settings_from(environment: dict[str, str]) -> Settings:
+    """The settings a container gets from this environment (the rest are the defaults)."""
+    names = {f"SCHEDULER_{name.upper()}": name for name in Settings.model_fields}
+    return DeclaredSettings.model_validate({names[k]: v for k, v in environment.items() if k in names})
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ from deploy_kit import (
     our_compose_services,
     parse_command,
     project_version,
+    settings_from,
 )
-from dramatiq.cli import make_argument_parser
 
 
 def seconds(duration: str) -> int:
@@ -69,11 +69,14 @@ def test_our_services_run_the_pinned_image_confined(name: str) -> None:
     assert service["cap_drop"] == ["ALL"] and service["security_opt"] == ["no-new-privileges:true"]
 
 
-def test_two_beats_and_worker_grace_beyond_dramatiqs_shutdown_timeout() -> None:
+def test_two_beats_and_grace_periods_beyond_each_roles_shutdown() -> None:
     services = our_compose_services()
     assert services["beat"]["deploy"]["replicas"] == 2
-    shutdown_timeout = make_argument_parser().get_default("worker_shutdown_timeout") / 1000
     for name, service in services.items():
-        if parse_command(service["command"]).command == "worker":
-            assert seconds(service["stop_grace_period"]) > shutdown_timeout, name
+        settings = settings_from(service["environment"])
+        command = parse_command(service["command"]).command
+        if command == "worker":
+            assert seconds(service["stop_grace_period"]) > settings.worker_shutdown_seconds, name
+        elif command == "api":
+            assert seconds(service["stop_grace_period"]) > settings.api_shutdown_seconds, name
     assert services["api"]["ports"] == ["8000:8000"]

@@ -16,8 +16,8 @@ from deploy_kit import (
     parse_command,
     pod_templates,
     project_version,
+    settings_from,
 )
-from dramatiq.cli import make_argument_parser
 
 # Validated against an older release a cluster may still run and the newest whose schemas are installed.
 KUBERNETES_VERSIONS = ("1.29", kubernetes_validate.latest_version())
@@ -108,13 +108,16 @@ def test_the_migration_job_runs_migrate_and_is_named_for_the_release() -> None:
     assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
 
 
-def test_grace_periods_cover_a_step() -> None:
-    # A pool finishes the step in hand on SIGTERM, waiting up to Dramatiq's worker shutdown timeout.
-    shutdown_timeout = make_argument_parser().get_default("worker_shutdown_timeout") / 1000
+def test_grace_periods_outlast_each_roles_shutdown() -> None:
+    # On SIGTERM a pool finishes the step in hand and the API its requests, each within its setting.
+    settings = settings_from(k8s_objects("ConfigMap")["scheduler-config"]["data"])
     for name in k8s_objects("Deployment"):
         grace = pod_templates()[name]["spec"]["terminationGracePeriodSeconds"]
-        if role_of(main_container(name)) == "worker":
-            assert grace > shutdown_timeout, name
+        role = role_of(main_container(name))
+        if role == "worker":
+            assert grace > settings.worker_shutdown_seconds, name
+        elif role == "api":
+            assert grace > settings.api_shutdown_seconds, name
         else:
             assert grace >= 30, name
 
