@@ -95,20 +95,21 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], seconds: float = 
 
 
 @pytest.mark.slow
-def test_healthy_against_a_real_api_process(tmp_path: Path, redis_url: str) -> None:
+@pytest.mark.parametrize(("role", "setting"), [("api", "SCHEDULER_API_PORT"), ("beat", "SCHEDULER_BEAT_METRICS_PORT")])
+def test_healthy_against_a_real_process(tmp_path: Path, redis_url: str, role: str, setting: str) -> None:
     port = free_port()
     env = {**os.environ, "SCHEDULER_DATA_DIR": str(tmp_path / "data"),
            "SCHEDULER_DATABASE_URL": f"sqlite:///{tmp_path / 'scheduler.db'}",
-           "SCHEDULER_REDIS_URL": redis_url, "SCHEDULER_API_PORT": str(port)}
+           "SCHEDULER_REDIS_URL": redis_url, setting: str(port)}
     subprocess.run([sys.executable, "-m", "cli", "migrate"], env=env, check=True, capture_output=True, timeout=90)
-    api = subprocess.Popen([sys.executable, "-m", "cli", "api"], env=env, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL)
+    process = subprocess.Popen([sys.executable, "-m", "cli", role], env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
     try:
-        # Given a running API, the image's healthcheck passes
-        wait_for_port(port, api)
-        assert healthcheck(SCHEDULER_API_PORT=port).returncode == 0
+        # Given the role running, the image's healthcheck passes
+        wait_for_port(port, process)
+        assert healthcheck(**{setting: port}).returncode == 0
     finally:
-        api.terminate()
-        api.wait(timeout=30)
+        process.terminate()
+        process.wait(timeout=30)
     # When it has stopped, the healthcheck fails
-    assert healthcheck(SCHEDULER_API_PORT=port).returncode == 1
+    assert healthcheck(**{setting: port}).returncode == 1
