@@ -26,7 +26,8 @@ import yaml
 from faultkit import PrivateRedis, Proc, Processes, free_port, lease_holder, rows, wait_for
 from sqlalchemy import Engine, text
 
-pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.timeout(240)]
+# Every pool of the compose file (one per queue) is started and restarted once.
+pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.timeout(360)]
 
 COMPOSE = Path(__file__).resolve().parents[2] / "deploy" / "compose.yaml"
 SCHEDULER = str(Path(sys.executable).with_name("scheduler"))
@@ -203,7 +204,10 @@ def test_the_deployment_runs_every_job_type_and_survives_a_restart_of_every_role
     runs = rows(engine, "SELECT id, job_id, job_type, trigger, status, scheduled_for, request_id, error FROM job_run "
                         "WHERE job_type = ANY(:served)", served=served)
     assert set(requested) <= {r.id for r in runs}
-    assert all(r.status in ("COMPLETED", "PREVIEW") for r in runs), [(r.id, r.status, r.error) for r in runs]
+    # The demo usage files carry bad lines on purpose (workers/billing/demo_usage.py): those runs end INCOMPLETE.
+    planted = {"usage_mediation": ("INCOMPLETE",)}
+    assert all(r.status in ("COMPLETED", "PREVIEW", *planted.get(r.job_type, ())) for r in runs), [
+        (r.id, r.status, r.error) for r in runs]
     created = rows(engine, "SELECT run_id, COUNT(*) AS n FROM run_event WHERE from_status IS NULL GROUP BY run_id")
     assert all(c.n == 1 for c in created) and {c.run_id for c in created} >= {r.id for r in runs}
     ticks = [(r.job_id, r.scheduled_for) for r in runs if r.scheduled_for is not None]
