@@ -66,7 +66,8 @@ def test_check_fails_on_a_schema_newer_than_the_release(scheduler: Run, tmp_path
     # Given core tables a newer release has migrated (a revision this release does not know)
     assert scheduler("migrate").returncode == 0
     with sqlite3.connect(tmp_path / "scheduler.db") as db:
-        db.execute("UPDATE alembic_version SET version_num = 'f00dfeedbeef'")
+        db.execute("DELETE FROM alembic_version")
+        db.execute("INSERT INTO alembic_version (version_num) VALUES ('f00dfeedbeef')")
     # Then this release's pods do not start on them
     ahead = scheduler("migrate", "--check")
     assert ahead.returncode == 1
