@@ -80,3 +80,5 @@ def test_two_beats_and_grace_periods_beyond_each_roles_shutdown() -> None:
         elif command == "api":
             assert seconds(service["stop_grace_period"]) > settings.api_shutdown_seconds, name
     assert services["api"]["ports"] == ["8000:8000"]
+    # The API forks one worker per core by default, counting the host's cores: name the count.
+    assert int(services["api"]["environment"]["SCHEDULER_API_WORKERS"]) >= 1

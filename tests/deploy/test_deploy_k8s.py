@@ -156,6 +156,11 @@ def test_containers_get_the_production_settings() -> None:
         for container in containers(pod_templates()[name]["spec"]):
             assert container["envFrom"] == [{"configMapRef": {"name": "scheduler-config"}},
                                              {"secretRef": {"name": "scheduler"}}]
+    # The API forks one worker per core by default, and a container sees the node's cores: name the count,
+    # within the CPU limit.
+    api = main_container("scheduler-api")
+    workers = int({e["name"]: e["value"] for e in api["env"]}["SCHEDULER_API_WORKERS"])
+    assert 1 <= workers <= int(api["resources"]["limits"]["cpu"])
 
 
 def test_pools_that_read_or_write_files_share_the_files_volume() -> None:
