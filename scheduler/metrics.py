@@ -54,6 +54,12 @@ START_LAG = Histogram(
     ["job_type"],
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
 )
+STATUS_LAG = Histogram(
+    "scheduler_status_lag_seconds",
+    "Time from a run step's message being sent to the status it writes being committed.",
+    ["job_type"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 1800),
+)
 MISSED_TICKS = Counter(
     "scheduler_missed_ticks_total", "Ticks not run: skipped, coalesced or refused by overlap.", ["job_type", "reason"]
 )

@@ -205,6 +205,7 @@ def test_scheduled_reviewed_deleted_and_retried_runs_end_to_end(stack: Stack) ->
 
     pool = _wait(pool_counted, "the pool's metrics", logs)
     assert pool.total("scheduler_start_lag_seconds_count", job_type="dunning") >= 1
+    assert pool.total("scheduler_status_lag_seconds_count", job_type="dunning") >= 1  # earlier steps of the run
     assert pool.total("dramatiq_messages_total", queue_name="dunning") >= 3
 
     # A review-required job's run stops at PREVIEW, is submitted, and completes

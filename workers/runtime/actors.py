@@ -34,6 +34,7 @@ url = str(settings.redis_url)
 broker = make_broker(url, settings=settings)
 for extra in metrics.middleware(settings):
     broker.add_middleware(extra)
+broker.add_middleware(metrics.StatusLag({registry.get(name).queue: name for name in registry.names()}))
 dramatiq.set_broker(broker)
 
 

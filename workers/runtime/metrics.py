@@ -18,6 +18,9 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
+from dramatiq.middleware import Middleware
+
+from scheduler.metrics import STATUS_LAG
 from scheduler.settings import Settings
 from workers.runtime.liveness import ProcessPulse, pool_liveness, process_alive
 
@@ -52,6 +55,20 @@ def prepare_environment(settings: Settings, env: dict[str, str], pool_id: int) -
     else:
         Path(env[MULTIPROC_ENV]).mkdir(parents=True, exist_ok=True)
     return {**env, DRAMATIQ_DIR_ENV: env[MULTIPROC_ENV]}
+
+
+class StatusLag(Middleware):
+    """``scheduler_status_lag_seconds``: a run step's message sent (its Dramatiq timestamp) to the step
+    done, its status written, by the job type of the step's queue."""
+
+    def __init__(self, job_types_by_queue: dict[str, str]) -> None:
+        self.job_types_by_queue = job_types_by_queue
+
+    def after_process_message(self, broker: Any, message: Any, *, result: Any = None,
+                              exception: Any = None) -> None:
+        job_type = self.job_types_by_queue.get(message.queue_name)
+        if job_type is not None and exception is None:
+            STATUS_LAG.labels(job_type=job_type).observe(max(0.0, time.time() - message.message_timestamp / 1000))
 
 
 def middleware(settings: Settings) -> list[Any]:
