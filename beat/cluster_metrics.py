@@ -7,9 +7,10 @@ thread of its own (never in the tick), and :meth:`ClusterMetrics.collect` serves
 standby (or a leader that stepped down) serves none. Because they are read, not counted, they survive
 restarts: the last success of every job is what the database says.
 
-Each reading is a handful of aggregate queries (``GROUP BY`` over the indexed status of active runs;
-one over completed runs for the last successes, every :data:`SLOW_EVERY` seconds) and one Redis
-pipeline; a job's expected interval is computed once per cron expression and zone.
+Each reading is a handful of aggregate queries (``GROUP BY`` over the indexed status of active runs) and
+one Redis pipeline; every :data:`SLOW_EVERY` seconds the active scheduled jobs are listed and the runs
+completed since the last reading read (``(status, finished_at)`` index; a new leader reads every job's
+last success once); a job's expected interval is computed once per cron expression and zone.
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ REFRESH_EVERY = 5.0
 """Seconds between two readings of the cheap gauges (run counts, queues, outbox)."""
 SLOW_EVERY = 30.0
 """Seconds between two readings of each job's last success (one aggregate over completed runs)."""
+LATE_COMMIT = timedelta(minutes=5)
+"""A run's ``finished_at`` is written by its worker; one committed this much later than another with a later
+``finished_at`` is still read (the readings overlap by this much)."""
 INTERVAL_FIRES = 25
 """Fires looked at for a job's expected interval: the longest gap between them."""
 QUEUE_STATES = ("ready", "delayed", "dead")
@@ -109,6 +113,11 @@ class ClusterMetrics(Collector):
         self.reading: Reading | None = None
         self._slow_at = 0.0
         self._intervals: dict[tuple[str, str], float | None] = {}
+        self._generation = 0
+        """Counts :meth:`clear` calls: a reading under way when this beat stepped down is not served."""
+        self._successes: dict[int, datetime] = {}
+        self._watermark: datetime | None = None
+        """The latest ``finished_at`` read: the next reading asks only for runs completed after it."""
         self._lock = threading.Lock()
 
     def describe(self) -> list[Any]:
@@ -117,7 +126,8 @@ class ClusterMetrics(Collector):
     def refresh(self) -> Reading:
         """Read every figure now; the last successes only every :data:`SLOW_EVERY` seconds."""
         now = self.clock.now()
-        previous = self.reading
+        with self._lock:
+            previous, generation = self.reading, self._generation
         reading = Reading()
         with self.factory() as session:
             self._read_runs(session, reading, now)
@@ -132,14 +142,18 @@ class ClusterMetrics(Collector):
         except (redis.RedisError, OSError):
             reading.queue_depth = {}  # unknown while Redis is down: scheduler_broker_up says so
         with self._lock:
-            self.reading = reading
+            if generation == self._generation:  # not cleared meanwhile (this beat stepped down)
+                self.reading = reading
         return reading
 
     def clear(self) -> None:
         """Serve nothing (a standby, or a leader that stepped down)."""
         with self._lock:
+            self._generation += 1
             self.reading = None
             self._slow_at = 0.0
+            self._successes = {}
+            self._watermark = None  # a new leadership restores them from the database
 
     def _read_runs(self, session: Session, reading: Reading, now: datetime) -> None:
         job_types = self.job_types()
@@ -174,11 +188,7 @@ class ClusterMetrics(Collector):
             select(JOBS.c.id, JOBS.c.name, JOBS.c.job_type, JOBS.c.cron, JOBS.c.timezone)
             .where(JOBS.c.status == JobStatus.ACTIVE, JOBS.c.cron.is_not(None))
         ).all()
-        successes: dict[int, datetime] = dict(session.execute(
-            select(RUNS.c.job_id, func.max(RUNS.c.finished_at))
-            .where(RUNS.c.status == RunStatus.COMPLETED, RUNS.c.finished_at.is_not(None))
-            .group_by(RUNS.c.job_id)
-        ).all())
+        successes = self._read_successes(session)
         for job_id, name, job_type, cron, zone in jobs:
             key = (str(name), str(job_type))
             if (finished := successes.get(job_id)) is not None:
@@ -188,6 +198,25 @@ class ClusterMetrics(Collector):
                 self._intervals[schedule] = expected_interval(*schedule, now)
             if (interval := self._intervals[schedule]) is not None:
                 reading.expected_interval[key] = interval
+
+    def _read_successes(self, session: Session) -> dict[int, datetime]:
+        """Each job's last COMPLETED run: all of them at a leader's first reading (restored from the
+        database), then only the runs completed since (the ``(status, finished_at)`` index)."""
+        stmt = (
+            select(RUNS.c.job_id, func.max(RUNS.c.finished_at))
+            .where(RUNS.c.status == RunStatus.COMPLETED, RUNS.c.finished_at.is_not(None))
+            .group_by(RUNS.c.job_id)
+        )
+        if self._watermark is not None:
+            stmt = stmt.where(RUNS.c.finished_at > self._watermark - LATE_COMMIT)
+        for job_id, finished in session.execute(stmt):
+            if finished is not None and (job_id not in self._successes or finished > self._successes[job_id]):
+                self._successes[job_id] = finished
+            if finished is not None and (self._watermark is None or finished > self._watermark):
+                self._watermark = finished
+        if self._watermark is None:
+            self._watermark = self.clock.now()
+        return self._successes
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         with self._lock:

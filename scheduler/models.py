@@ -140,6 +140,7 @@ class JobRun(SQLModel, table=True):
         UniqueConstraint("job_id", "scheduled_for", name="uq_run_job_tick"),
         Index("ix_run_status_created", "status", "created_at"),
         Index("ix_run_job_created", "job_id", "created_at"),
+        Index("ix_run_status_finished", "status", "finished_at"),
     )
 
     id: int | None = Field(default=None, primary_key=True)

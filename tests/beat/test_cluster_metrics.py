@@ -79,6 +79,14 @@ def test_the_leader_reads_the_cluster_figures_and_a_standby_serves_none(
     # And the standby serves nothing at all
     assert _scrape(standby) == {}
 
+    # A run completed since is read at the next reading of the last successes (every 30 s)
+    add_run(quarter, status=RunStatus.COMPLETED, finished_at=now - timedelta(minutes=1))
+    leader.cluster_metrics._slow_at = 0.0
+    leader.cluster_metrics.refresh()
+    quarter_last = ("scheduler_job_last_success_timestamp_seconds", (("job_name", "quarter-hourly"), ("job_type", t)))
+    assert _scrape(leader)[quarter_last] == (now - timedelta(minutes=1)).timestamp()
+    assert _scrape(leader)[last] == got[last]
+
     # A beat started afresh (a restart) reads the same last success from the database
     restarted = make_beat("beat-a")
     assert restarted.tick().leader

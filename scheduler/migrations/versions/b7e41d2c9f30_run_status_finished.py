@@ -1,0 +1,21 @@
+"""job_run (status, finished_at) index: the beat leader reads the runs completed since its last reading
+
+Revision ID: b7e41d2c9f30
+Revises: a41c7e2d9b10
+Create Date: 2026-12-02 12:00:00.000000
+"""
+from alembic import op
+
+
+revision = 'b7e41d2c9f30'
+down_revision = 'a41c7e2d9b10'
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_index('ix_run_status_finished', 'job_run', ['status', 'finished_at'], unique=False)
+
+
+def downgrade() -> None:
+    op.drop_index('ix_run_status_finished', table_name='job_run')
