@@ -116,6 +116,8 @@ class ClusterMetrics(Collector):
         self._generation = 0
         """Counts :meth:`clear` calls: a reading under way when this beat stepped down is not served."""
         self._successes: dict[int, datetime] = {}
+        self._jobs: dict[int, tuple[tuple[str, str], tuple[str, str]]] = {}
+        """Job id → ``(job_name, job_type)`` and ``(cron, timezone)``: fixed for a job's life."""
         self._watermark: datetime | None = None
         """The latest ``finished_at`` read: the next reading asks only for runs completed after it."""
         self._lock = threading.Lock()
@@ -184,16 +186,22 @@ class ClusterMetrics(Collector):
         reading.outbox_oldest_seconds = max(0.0, (now - oldest).total_seconds()) if oldest is not None else 0.0
 
     def _read_jobs(self, session: Session, reading: Reading, now: datetime) -> None:
-        jobs = session.execute(
-            select(JOBS.c.id, JOBS.c.name, JOBS.c.job_type, JOBS.c.cron, JOBS.c.timezone)
-            .where(JOBS.c.status == JobStatus.ACTIVE, JOBS.c.cron.is_not(None))
+        active = session.scalars(
+            select(JOBS.c.id).where(JOBS.c.status == JobStatus.ACTIVE, JOBS.c.cron.is_not(None))
         ).all()
+        # A job's definition never changes: only the jobs not seen yet are read in full.
+        unseen = [job_id for job_id in active if job_id not in self._jobs]
+        for start in range(0, len(unseen), 10_000):
+            for job_id, name, job_type, cron, zone in session.execute(
+                select(JOBS.c.id, JOBS.c.name, JOBS.c.job_type, JOBS.c.cron, JOBS.c.timezone)
+                .where(JOBS.c.id.in_(unseen[start:start + 10_000]))
+            ):
+                self._jobs[job_id] = ((str(name), str(job_type)), (str(cron), str(zone or "UTC")))
         successes = self._read_successes(session)
-        for job_id, name, job_type, cron, zone in jobs:
-            key = (str(name), str(job_type))
+        for job_id in active:
+            key, schedule = self._jobs[job_id]
             if (finished := successes.get(job_id)) is not None:
                 reading.last_success[key] = finished.timestamp()
-            schedule = (str(cron), str(zone or "UTC"))
             if schedule not in self._intervals:
                 self._intervals[schedule] = expected_interval(*schedule, now)
             if (interval := self._intervals[schedule]) is not None:
