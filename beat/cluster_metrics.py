@@ -43,6 +43,8 @@ REFRESH_EVERY = 5.0
 """Seconds between two readings of the cheap gauges (run counts, queues, outbox)."""
 SLOW_EVERY = 30.0
 """Seconds between two readings of each job's last success (one aggregate over completed runs)."""
+REBUILD_EVERY = 600.0
+"""Seconds after which the job list is read again even if its fingerprint did not change."""
 LATE_COMMIT = timedelta(minutes=5)
 """A run's ``finished_at`` is written by its worker; one committed this much later than another with a later
 ``finished_at`` is still read (the readings overlap by this much)."""
@@ -115,7 +117,10 @@ class ClusterMetrics(Collector):
         self._intervals: dict[tuple[str, str], float | None] = {}
         self._generation = 0
         """Counts :meth:`clear` calls: a reading under way when this beat stepped down is not served."""
-        self._successes: dict[int, datetime] = {}
+        self._successes: dict[int, float] = {}
+        self._fingerprint: tuple[Any, ...] = ()
+        """Count, sum and max of the active scheduled jobs' ids at the last listing: unchanged, no new listing."""
+        self._rebuild_at = 0.0
         self._jobs: dict[int, tuple[tuple[str, str], tuple[str, str]]] = {}
         """Job id → ``(job_name, job_type)`` and ``(cron, timezone)``: fixed for a job's life."""
         self._watermark: datetime | None = None
@@ -134,7 +139,7 @@ class ClusterMetrics(Collector):
         with self.factory() as session:
             self._read_runs(session, reading, now)
             if previous is None or time.monotonic() - self._slow_at >= SLOW_EVERY:
-                self._read_jobs(session, reading, now)
+                self._read_jobs(session, reading, previous, now)
                 self._slow_at = time.monotonic()
             else:
                 reading.last_success = previous.last_success
@@ -155,6 +160,7 @@ class ClusterMetrics(Collector):
             self.reading = None
             self._slow_at = 0.0
             self._successes = {}
+            self._fingerprint = ()
             self._watermark = None  # a new leadership restores them from the database
 
     def _read_runs(self, session: Session, reading: Reading, now: datetime) -> None:
@@ -185,10 +191,21 @@ class ClusterMetrics(Collector):
         reading.outbox_backlog = int(backlog)
         reading.outbox_oldest_seconds = max(0.0, (now - oldest).total_seconds()) if oldest is not None else 0.0
 
-    def _read_jobs(self, session: Session, reading: Reading, now: datetime) -> None:
-        active = session.scalars(
-            select(JOBS.c.id).where(JOBS.c.status == JobStatus.ACTIVE, JOBS.c.cron.is_not(None))
-        ).all()
+    def _read_jobs(self, session: Session, reading: Reading, previous: Reading | None, now: datetime) -> None:
+        scheduled = (JOBS.c.status == JobStatus.ACTIVE, JOBS.c.cron.is_not(None))
+        fingerprint = tuple(session.execute(
+            select(func.count(), func.coalesce(func.sum(JOBS.c.id), 0), func.max(JOBS.c.id)).where(*scheduled)
+        ).one())
+        new_successes = self._read_successes(session)
+        if previous is not None and fingerprint == self._fingerprint and time.monotonic() < self._rebuild_at:
+            # The same jobs as last time: patch the last reading with the runs completed since.
+            reading.last_success = dict(previous.last_success)
+            reading.expected_interval = previous.expected_interval
+            for job_id, finished in new_successes.items():
+                if job_id in self._jobs:
+                    reading.last_success[self._jobs[job_id][0]] = finished
+            return
+        active = session.scalars(select(JOBS.c.id).where(*scheduled)).all()
         # A job's definition never changes: only the jobs not seen yet are read in full.
         unseen = [job_id for job_id in active if job_id not in self._jobs]
         for start in range(0, len(unseen), 10_000):
@@ -197,19 +214,23 @@ class ClusterMetrics(Collector):
                 .where(JOBS.c.id.in_(unseen[start:start + 10_000]))
             ):
                 self._jobs[job_id] = ((str(name), str(job_type)), (str(cron), str(zone or "UTC")))
-        successes = self._read_successes(session)
         for job_id in active:
             key, schedule = self._jobs[job_id]
-            if (finished := successes.get(job_id)) is not None:
-                reading.last_success[key] = finished.timestamp()
+            if (success := self._successes.get(job_id)) is not None:
+                reading.last_success[key] = success
             if schedule not in self._intervals:
                 self._intervals[schedule] = expected_interval(*schedule, now)
             if (interval := self._intervals[schedule]) is not None:
                 reading.expected_interval[key] = interval
+        self._fingerprint = fingerprint
+        self._rebuild_at = time.monotonic() + REBUILD_EVERY
 
-    def _read_successes(self, session: Session) -> dict[int, datetime]:
-        """Each job's last COMPLETED run: all of them at a leader's first reading (restored from the
-        database), then only the runs completed since (the ``(status, finished_at)`` index)."""
+    def _read_successes(self, session: Session) -> dict[int, float]:
+        """Each job's last COMPLETED run (Unix time): all of them at a leader's first reading (restored from
+        the database), then only the runs completed since (the ``(status, finished_at)`` index).
+
+        Returns the jobs whose last success is new since the last reading; :attr:`_successes` holds all.
+        """
         stmt = (
             select(RUNS.c.job_id, func.max(RUNS.c.finished_at))
             .where(RUNS.c.status == RunStatus.COMPLETED, RUNS.c.finished_at.is_not(None))
@@ -217,14 +238,18 @@ class ClusterMetrics(Collector):
         )
         if self._watermark is not None:
             stmt = stmt.where(RUNS.c.finished_at > self._watermark - LATE_COMMIT)
+        changed: dict[int, float] = {}
         for job_id, finished in session.execute(stmt):
-            if finished is not None and (job_id not in self._successes or finished > self._successes[job_id]):
-                self._successes[job_id] = finished
-            if finished is not None and (self._watermark is None or finished > self._watermark):
+            if finished is None:
+                continue
+            moment = finished.timestamp()
+            if moment > self._successes.get(job_id, 0.0):
+                self._successes[job_id] = changed[job_id] = moment
+            if self._watermark is None or finished > self._watermark:
                 self._watermark = finished
         if self._watermark is None:
             self._watermark = self.clock.now()
-        return self._successes
+        return changed
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         with self._lock:

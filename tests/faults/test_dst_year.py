@@ -54,6 +54,9 @@ class OfflineRedis:
     def info(self, section: str) -> dict[str, str]:
         return {"run_id": "offline"}
 
+    def ping(self) -> bool:
+        return True
+
 
 class CountingDispatcher(Dispatcher):
     def __init__(self) -> None:
