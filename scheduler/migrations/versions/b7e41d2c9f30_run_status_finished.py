@@ -1,14 +1,14 @@
 """job_run (status, finished_at) index: the beat leader reads the runs completed since its last reading
 
 Revision ID: b7e41d2c9f30
-Revises: a41c7e2d9b10
+Revises: 5b1e7c2d9a40
 Create Date: 2026-12-02 12:00:00.000000
 """
 from alembic import op
 
 
 revision = 'b7e41d2c9f30'
-down_revision = 'a41c7e2d9b10'
+down_revision = '5b1e7c2d9a40'
 branch_labels = None
 depends_on = None
 
