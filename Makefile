@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck bench bench-smoke faults clean
+.PHONY: run test lint typecheck bench bench-smoke faults fuzz clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ test: lint
 # and database outages (needs SCHEDULER_TEST_POSTGRES_URL; `make test` runs the short CI variant).
 faults: $(STAMP)
 	FAULTS_SCALE=long $(VENV)/bin/pytest tests/faults -m faults --durations=0
+
+# Schemathesis' long variant against the published OpenAPI on SQLite and PostgreSQL (`make test` runs a short one).
+fuzz: $(STAMP)
+	FUZZ_SCALE=long $(VENV)/bin/pytest tests/scheduler/test_api_schemathesis.py -o log_cli=true --log-cli-level=INFO
 
 # Benchmarks need PostgreSQL: SCHEDULER_TEST_POSTGRES_URL (default postgresql://postgres@127.0.0.1:5432/test);
 # each starts its own redis-server. They print the machine, versions, our figure, the baseline of the same run and

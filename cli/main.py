@@ -193,7 +193,8 @@ def cmd_runs(args: argparse.Namespace, settings: Settings) -> int:
             run_in = R.RunCreate(job_id=args.job, preview=args.preview,
                                  run_properties=_parse_json(args.properties, "the run properties"))
             run, _ = R.create_manual_run(session=session, registry=registry, run_in=run_in, actor="cli",
-                                         clock=clock, idempotency_key=args.idempotency_key)
+                                         clock=clock, idempotency_key=args.idempotency_key,
+                                         settings=settings)
             assert run.id is not None
             dispatcher = _dispatcher()
             sent = dispatcher is not None and R.send_run(factory=factory, dispatcher=dispatcher, registry=registry,

@@ -6,7 +6,7 @@ import enum
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from sqlmodel import col
@@ -15,6 +15,7 @@ from scheduler.clock import Clock
 from scheduler.errors import InvalidInput, JobNotRunnable
 from scheduler.jobs import get_job, job_schedule
 from scheduler.lifecycle import RETRYABLE
+from scheduler.limits import SupportedDatetime
 from scheduler.models import JobEvent, JobRun, JobStatus, RunTrigger
 from scheduler.run_creation import NewRun, create_runs
 
@@ -33,8 +34,8 @@ class BackfillMode(enum.StrEnum):
 class BackfillRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    start: AwareDatetime = Field(description="first instant of the range (inclusive)")
-    end: AwareDatetime = Field(description="last instant of the range (inclusive); not in the future")
+    start: SupportedDatetime = Field(description="first instant of the range (inclusive), from 1900")
+    end: SupportedDatetime = Field(description="last instant of the range (inclusive); not in the future")
     mode: BackfillMode = BackfillMode.MISSING
     preview: bool = False
 

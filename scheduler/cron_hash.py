@@ -9,10 +9,11 @@ product's own engine then iterates the plain expression, so the DST policy and Q
 from __future__ import annotations
 
 import re
-import unicodedata
 from dataclasses import dataclass
 
 from croniter import CroniterError, croniter
+
+from scheduler.models import name_key
 
 _HASHED = re.compile(r"H(?:\((\d+)-(\d+)\))?(?:/(\d+))?", re.IGNORECASE | re.ASCII)
 _RANDOM = re.compile(r"R(?:\(\d+-\d+\))?(?:/\d+)?", re.IGNORECASE | re.ASCII)
@@ -52,7 +53,7 @@ def job_hash_seed(job_name: str) -> str:
     The name exists before the job is inserted (its id does not) and never changes (jobs are
     immutable); NFC and case-folding give the same slot to the same name however it was typed.
     """
-    return unicodedata.normalize("NFC", job_name).casefold()
+    return name_key(job_name)
 
 
 def expand_hashes(parts: list[str], *, quartz: bool, seed: str | None) -> list[str]:

@@ -18,6 +18,8 @@ from sqlalchemy.types import TypeDecorator
 from scheduler.errors import DatabaseUnavailable
 from scheduler.settings import Settings
 
+_SNAPSHOT = "scheduler_read_snapshot"
+
 
 class UTCDateTime(TypeDecorator[datetime]):
     """A timestamp stored as UTC and always returned aware (SQLite keeps no zone)."""
@@ -79,7 +81,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # A read snapshot begins deferred: WAL gives it one consistent view without the write lock.
+            conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(_SNAPSHOT) else "BEGIN IMMEDIATE")
 
         return engine
     ping = kwargs.pop("pool_pre_ping", None)
@@ -132,6 +135,20 @@ def pool_options(settings: Settings) -> dict[str, int]:
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+@contextmanager
+def read_snapshot(engine: Engine) -> Iterator[Session]:
+    """A session whose reads all see one consistent snapshot, for exports that span many queries.
+
+    REPEATABLE READ on PostgreSQL; on SQLite a deferred read transaction (WAL), which does not hold
+    the write lock, so writers go on while it reads.
+    """
+    options: dict[str, Any] = (
+        {"isolation_level": "REPEATABLE READ"} if engine.dialect.name == "postgresql" else {_SNAPSHOT: True}
+    )
+    with engine.connect().execution_options(**options) as conn, Session(bind=conn) as session:
+        yield session
 
 
 @contextmanager

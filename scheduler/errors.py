@@ -6,6 +6,7 @@ answer ``{code, message, details}`` and the CLI can print one clear line.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from scheduler.redact import redact
@@ -78,6 +79,40 @@ class InvalidProperties(InvalidInput):
         )
 
 
+class InvalidCursor(InvalidInput):
+    """A page cursor the API did not issue (HTTP 400): pass back the previous page's ``next_cursor``."""
+
+    code = "invalid_cursor"
+
+    def __init__(self, cursor: str) -> None:
+        super().__init__(
+            "invalid cursor: pass back the next_cursor of the previous page",
+            details={"field": "cursor", "cursor": cursor[:100]},
+        )
+
+
+class InvalidValue(InvalidInput):
+    """A field whose value cannot be stored as given (too large, NUL characters, out of range)."""
+
+    code = "invalid_value"
+
+    def __init__(self, field: str, reason: str, **details: Any) -> None:
+        super().__init__(f"{field} {reason}", details={"field": field, **details})
+
+
+class ExportTooLarge(InvalidInput):
+    """A CSV export over the row limit; narrow the filters."""
+
+    code = "export_too_large"
+
+    def __init__(self, rows: int, limit: int) -> None:
+        super().__init__(
+            f"the export would hold {rows} runs; the limit is {limit}: narrow the filters "
+            "(status, job_id, created_from, created_to)",
+            details={"rows": rows, "limit": limit},
+        )
+
+
 class NotFound(SchedulerError, LookupError):
     """Something asked for by id that does not exist (HTTP 404)."""
 
@@ -104,11 +139,17 @@ class Conflict(SchedulerError):
     code = "conflict"
 
 
-class DuplicateJobName(Conflict):
-    code = "duplicate_job_name"
+class JobNameTaken(Conflict):
+    """A live job already has this name, compared after Unicode NFC and case folding."""
+
+    code = "job_name_taken"
 
     def __init__(self, name: str) -> None:
-        super().__init__(f"a job named {name!r} already exists", details={"name": name})
+        super().__init__(
+            f"a job named {name!r} already exists (names are compared ignoring case and Unicode form); "
+            "archive it or choose another name",
+            details={"field": "name", "name": name},
+        )
 
 
 class InvalidTransition(Conflict):
@@ -116,10 +157,10 @@ class InvalidTransition(Conflict):
 
     code = "invalid_transition"
 
-    def __init__(self, what: str, current: str, action: str, allowed: list[str]) -> None:
+    def __init__(self, what: str, current: str, action: str, allowed: Sequence[str]) -> None:
         super().__init__(
             f"cannot {action} {what} in status {current}; allowed: {', '.join(allowed) or 'none'}",
-            details={"status": current, "action": action, "allowed_actions": allowed},
+            details={"status": current, "action": action, "allowed_actions": list(allowed)},
         )
 
 
@@ -132,13 +173,16 @@ class JobNotRunnable(Conflict):
         super().__init__(f"job {job_id} cannot run manually: {reason}", details={"job_id": job_id})
 
 
-class IdempotencyConflict(Conflict):
-    code = "idempotency_conflict"
+class IdempotencyMismatch(Conflict):
+    """An ``Idempotency-Key`` reused with a different request: the first run stands, nothing new is created."""
 
-    def __init__(self, key: str) -> None:
+    code = "idempotency_mismatch"
+
+    def __init__(self, key: str, run_id: int, differs: list[str]) -> None:
         super().__init__(
-            f"idempotency key {key!r} was already used for a different request",
-            details={"idempotency_key": key},
+            f"idempotency key {key!r} was already used for run {run_id} with a different request "
+            f"({', '.join(differs)} differ); use a new key for a new run",
+            details={"idempotency_key": key, "run_id": run_id, "differs": differs},
         )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
 from sqlalchemy import select
@@ -15,21 +15,54 @@ from sqlmodel import col
 from scheduler.clock import Clock
 from scheduler.cron import CronSchedule, validate_timezone
 from scheduler.cron_hash import job_hash_seed
-from scheduler.errors import DuplicateJobName, InvalidInput, InvalidTransition, JobNotFound
+from scheduler.errors import InvalidInput, InvalidTransition, InvalidValue, JobNameTaken, JobNotFound
 from scheduler.jobtypes import JobTypeRegistry
 from scheduler.lifecycle import FINISHED
-from scheduler.models import Job, JobEvent, JobRun, JobStatus, MisfirePolicy, OverlapPolicy, RunStatus
+from scheduler.limits import (
+    DEFAULT_MAX_PROPERTIES_BYTES,
+    MAX_DESCRIPTION_LENGTH,
+    MAX_NAME_LENGTH,
+    MAX_NOTIFY_EMAILS,
+    MAX_WINDOW_SECONDS,
+    Text,
+    json_problem,
+    single_line,
+)
+from scheduler.models import (
+    Job,
+    JobEvent,
+    JobRun,
+    JobStatus,
+    MisfirePolicy,
+    OverlapPolicy,
+    RunStatus,
+    name_key,
+)
 from scheduler.settings import Settings
 
 
 class NotifyEvent(enum.StrEnum):
     SOURCE_ERROR = "source_error"
+    """A run could not read its input."""
     TARGET_ERROR = "target_error"
+    """A run could not deliver its output."""
     COMPLETE_ERROR = "complete_error"
+    """A run ended INCOMPLETE or FAILED."""
     COMPLETED = "completed"
     INCOMPLETE = "incomplete"
     FAILED = "failed"
     PREVIEW_READY = "preview_ready"
+    """A run waits at PREVIEW for review."""
+
+
+JobAction = Literal["pause", "resume", "archive"]
+
+
+def check_json_field(field: str, value: Any, *, max_bytes: int) -> None:
+    """Refuse a JSON field (job ``properties``, ``run_properties``) that is too large or holds NUL."""
+    if (problem := json_problem(value, max_bytes=max_bytes)) is not None:
+        where, reason = problem
+        raise InvalidValue(f"{field}.{where}" if where else field, reason, limit_bytes=max_bytes)
 
 
 class JobCreate(BaseModel):
@@ -37,22 +70,26 @@ class JobCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=200)
-    job_type: str
+    name: Text = Field(min_length=1, max_length=MAX_NAME_LENGTH,
+                       description="unique among live jobs, ignoring case and Unicode form")
+    job_type: Text = Field(min_length=1, max_length=64)
     status: JobStatus = JobStatus.ACTIVE
-    description: str = Field(default="", max_length=2000)
-    cron: str | None = Field(default=None, description="Cron expression; empty for manual-only jobs")
-    timezone: str = "UTC"
-    properties: dict[str, Any] = Field(default_factory=dict)
-    notify_emails: list[EmailStr] = Field(default_factory=list)
-    notify_on: list[NotifyEvent] = Field(default_factory=list)
+    description: Text = Field(default="", max_length=MAX_DESCRIPTION_LENGTH)
+    cron: Text | None = Field(default=None, max_length=200,
+                              description="Cron expression; empty for manual-only jobs")
+    timezone: Text = Field(default="UTC", max_length=64, description="IANA time zone, e.g. Europe/London")
+    properties: dict[str, Any] = Field(
+        default_factory=dict, description="the job type's custom fields (see GET /job-types); at most "
+        "SCHEDULER_MAX_PROPERTIES_BYTES serialized")
+    notify_emails: list[EmailStr] = Field(default_factory=list, max_length=MAX_NOTIFY_EMAILS)
+    notify_on: list[NotifyEvent] = Field(default_factory=list, max_length=len(NotifyEvent))
     can_run_manual: bool = True
     requires_review: bool = False
     misfire_policy: MisfirePolicy = MisfirePolicy.ONCE
-    catchup_window: int = Field(default=3600, ge=0, description="seconds")
+    catchup_window: int = Field(default=3600, ge=0, le=MAX_WINDOW_SECONDS, description="seconds")
     max_catchup_runs: int = Field(default=10, ge=1, le=1000)
     overlap_policy: OverlapPolicy = OverlapPolicy.SKIP
-    max_runtime: int | None = Field(default=None, gt=0, description="seconds")
+    max_runtime: int | None = Field(default=None, gt=0, le=MAX_WINDOW_SECONDS, description="seconds")
     pause_on_failure: int | None = Field(
         default=None, ge=1, le=1000, description="Pause the job after this many consecutive FAILED runs; empty: never"
     )
@@ -67,29 +104,34 @@ class JobCreate(BaseModel):
     @field_validator("name")
     @classmethod
     def _strip_name(cls, value: str) -> str:
-        value = value.strip()
+        value = single_line(value.strip())
         if not value:
             raise ValueError("name must not be blank")
         return value
+
+    @field_validator("notify_on")
+    @classmethod
+    def _events_once(cls, value: list[NotifyEvent]) -> list[NotifyEvent]:
+        return list(dict.fromkeys(value))
 
 
 class JobPublic(BaseModel):
     id: int
     name: str
     job_type: str
-    status: str
+    status: JobStatus
     description: str
     cron: str | None
     timezone: str
     properties: dict[str, Any]
     notify_emails: list[str]
-    notify_on: list[str]
+    notify_on: list[NotifyEvent]
     can_run_manual: bool
     requires_review: bool
-    misfire_policy: str
+    misfire_policy: MisfirePolicy
     catchup_window: int
     max_catchup_runs: int
-    overlap_policy: str
+    overlap_policy: OverlapPolicy
     max_runtime: int | None
     pause_on_failure: int | None = None
     created_at: datetime
@@ -124,9 +166,12 @@ def create_job(
 ) -> Job:
     """Validate and insert a job; nothing is written when any part is invalid.
 
-    ``settings``: the installation's, which the properties must also satisfy (e.g. the ERP allow-lists);
-    the API, the CLI and ``scheduler up`` always pass them. Job types check them again at run time.
+    ``settings``: the installation's, which the properties must also satisfy (e.g. the ERP allow-lists)
+    and whose ``max_properties_bytes`` bounds them; the API, the CLI and ``scheduler up`` always pass them.
+    Job types check them again at run time.
     """
+    max_bytes = settings.max_properties_bytes if settings is not None else DEFAULT_MAX_PROPERTIES_BYTES
+    check_json_field("properties", job_in.properties, max_bytes=max_bytes)
     job_type = registry.get(job_in.job_type)
     properties = job_type.validate_properties(job_in.properties, settings=settings)
     validate_timezone(job_in.timezone)
@@ -141,6 +186,9 @@ def create_job(
         )
     if job_in.requires_review and not job_type.supports_preview:
         raise InvalidInput(f"job type {job_type.name} does not support review", details={})
+    key = name_key(job_in.name)
+    if session.scalar(select(col(Job.id)).where(col(Job.name_key) == key, col(Job.status) != JobStatus.ARCHIVED)):
+        raise JobNameTaken(job_in.name)
     job = Job(
         **job_in.model_dump(exclude={"properties", "notify_emails", "notify_on", "cron"}),
         cron=job_in.cron or None,
@@ -155,8 +203,9 @@ def create_job(
     try:
         session.flush()
     except IntegrityError as exc:
+        # Another request took the name between the check and the insert: the index decides.
         session.rollback()
-        raise DuplicateJobName(job_in.name) from exc
+        raise JobNameTaken(job_in.name) from exc
     assert job.id is not None
     session.add(JobEvent(job_id=job.id, from_status=None, to_status=job.status, at=now, actor=actor, note="created"))
     session.commit()
@@ -191,19 +240,19 @@ def list_jobs(
     return list(session.scalars(stmt))
 
 
-JOB_ACTIONS: dict[str, tuple[tuple[JobStatus, ...], JobStatus]] = {
+JOB_ACTIONS: dict[JobAction, tuple[tuple[JobStatus, ...], JobStatus]] = {
     "pause": ((JobStatus.ACTIVE,), JobStatus.PAUSED),
     "resume": ((JobStatus.PAUSED,), JobStatus.ACTIVE),
     "archive": ((JobStatus.ACTIVE, JobStatus.PAUSED), JobStatus.ARCHIVED),
 }
 
 
-def job_actions(status: str) -> list[str]:
+def job_actions(status: str) -> list[JobAction]:
     return [name for name, (sources, _) in JOB_ACTIONS.items() if status in sources]
 
 
 def change_job_status(
-    *, session: Session, job_id: int, action: str, actor: str, clock: Clock, note: str = ""
+    *, session: Session, job_id: int, action: JobAction, actor: str, clock: Clock, note: str = ""
 ) -> Job:
     """Pause, resume or archive a job, audited. Resuming schedules from now on, not the past."""
     job = get_job(session, job_id)
@@ -223,7 +272,7 @@ def change_job_status(
         session.commit()
     except IntegrityError as exc:
         session.rollback()
-        raise DuplicateJobName(job.name) from exc
+        raise JobNameTaken(job.name) from exc
     return job
 
 

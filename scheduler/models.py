@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import enum
+import unicodedata
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, Integer, String, UniqueConstraint, text
+from sqlalchemy import JSON, Column, Index, Integer, String, UniqueConstraint, event, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Mapper
 from sqlmodel import Field, SQLModel
 
 from scheduler.clock import utcnow
@@ -42,9 +45,13 @@ class OverlapPolicy(enum.StrEnum):
 
 class RunTrigger(enum.StrEnum):
     SCHEDULED = "SCHEDULED"
+    """Beat created it for a tick of the job's schedule."""
     MANUAL = "MANUAL"
+    """A user or a service asked for it."""
     RETRY = "RETRY"
+    """A retry of a FAILED or INCOMPLETE run's failed items."""
     BACKFILL = "BACKFILL"
+    """A backfill created it for a past tick."""
 
 
 class RunStatus(enum.StrEnum):
@@ -70,9 +77,13 @@ class RunStatus(enum.StrEnum):
 
 class ItemOutcome(enum.StrEnum):
     PLANNED = "planned"
+    """Staged, not applied yet."""
     OK = "ok"
+    """Applied."""
     ERROR = "error"
+    """Not applied; the detail says why."""
     SKIPPED = "skipped"
+    """Not applied on purpose (e.g. the account paid since the preview)."""
 
 
 def _ts(*, nullable: bool = True, index: bool = False) -> Any:
@@ -84,9 +95,10 @@ class Job(SQLModel, table=True):
 
     __tablename__ = "job"
     __table_args__ = (
+        # Names are unique among live jobs after NFC and case folding (``name_key``).
         Index(
-            "uq_job_name_live",
-            "name",
+            "uq_job_name_key_live",
+            "name_key",
             unique=True,
             sqlite_where=text("status != 'ARCHIVED'"),
             postgresql_where=text("status != 'ARCHIVED'"),
@@ -95,6 +107,8 @@ class Job(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(sa_column=Column(String(200), nullable=False))
+    name_key: str = Field(default="", sa_column=Column(String(600), nullable=False))
+    """The name after Unicode NFC and case folding: what uniqueness compares."""
     job_type: str = Field(sa_column=Column(String(64), nullable=False, index=True))
     status: str = Field(default=JobStatus.ACTIVE, sa_column=Column(String(16), nullable=False))
     description: str = ""
@@ -116,6 +130,20 @@ class Job(SQLModel, table=True):
     created_by: str = "system"
     next_fire_at: datetime | None = _ts(index=True)
     last_scheduled_for: datetime | None = _ts()
+
+
+def name_key(name: str) -> str:
+    """A job name's identity: the name in Unicode NFC, case-folded.
+
+    Live job names are unique by it (``Café`` and ``CAFE\u0301`` are one name), and it seeds the
+    job's hashed cron fields (``H``), so the same name lands on the same slot however it was typed.
+    """
+    return unicodedata.normalize("NFC", name).casefold()
+
+
+@event.listens_for(Job, "before_insert")
+def _fill_name_key(_mapper: Mapper[Job], _connection: Connection, job: Job) -> None:
+    job.name_key = name_key(job.name)
 
 
 class JobEvent(SQLModel, table=True):
@@ -149,6 +177,8 @@ class JobRun(SQLModel, table=True):
     trigger: str = RunTrigger.MANUAL
     scheduled_for: datetime | None = _ts()
     idempotency_key: str | None = Field(default=None, sa_column=Column(String(200), unique=True))
+    idempotency_fingerprint: str | None = Field(default=None, sa_column=Column(String(64)))
+    """SHA-256 of the normalised request that used ``idempotency_key`` (job, preview, run properties)."""
     status: str = Field(default=RunStatus.CREATED, sa_column=Column(String(16), nullable=False))
     preview: bool = False
     run_properties: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))

@@ -10,6 +10,7 @@ same statement and answers a repeated idempotency key with the run it created fi
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -23,7 +24,7 @@ from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from scheduler.db import UTCDateTime
-from scheduler.errors import IdempotencyConflict
+from scheduler.errors import IdempotencyMismatch
 from scheduler.models import JobRun, RunEvent, RunStatus, RunTrigger
 
 JOB_RUNS: Table = JobRun.__table__  # type: ignore[attr-defined]
@@ -48,6 +49,7 @@ class NewRun:
     run_properties: Mapping[str, Any] = field(default_factory=dict)
     retry_of: int | None = None
     idempotency_key: str | None = None
+    idempotency_fingerprint: str | None = None
     request_id: str | None = None
     """The request that asked for the run (an API request's id), carried into the worker's log lines."""
     context: str = ""
@@ -69,20 +71,43 @@ class CreatedRun:
     scheduled_for: datetime | None
 
 
+def request_fingerprint(*, job_id: int, preview: bool, run_properties: Mapping[str, Any]) -> str:
+    """SHA-256 of a normalised run request: what an idempotency key promises stays the same.
+
+    ``run_properties`` are the job type's validated dump, so ``{}`` and the same defaults spelled out
+    are one request. A batch of runs (one key each) fingerprints each run with this.
+    """
+    canonical = json.dumps({"job_id": job_id, "preview": preview, "run_properties": run_properties},
+                           sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
 @dataclass(frozen=True, kw_only=True)
 class Idempotency:
-    """A request's idempotency key, and what makes an earlier run with that key the answer to this request.
-
-    Today the same key for the same job is the same request; a stricter check (a fingerprint of the
-    request body) belongs in :meth:`answers`.
-    """
+    """A request's idempotency key and the request it stands for: the same key with the same request
+    answers the run created first; with another request it is refused."""
 
     key: str
     job_id: int
+    preview: bool = False
+    run_properties: Mapping[str, Any] = field(default_factory=dict)
+    """Normalised by the job type (its validated dump)."""
 
-    def answers(self, earlier: JobRun) -> bool:
-        """Whether ``earlier`` (the run created with this key) is the answer to this request."""
-        return earlier.job_id == self.job_id
+    @property
+    def fingerprint(self) -> str:
+        return request_fingerprint(job_id=self.job_id, preview=self.preview, run_properties=self.run_properties)
+
+    def differences(self, earlier: JobRun) -> list[str]:
+        """What of this request differs from the one that created ``earlier`` (empty: the same request)."""
+        stored = earlier.idempotency_fingerprint or request_fingerprint(
+            job_id=earlier.job_id, preview=earlier.preview, run_properties=earlier.run_properties)
+        if stored == self.fingerprint:
+            return []
+        differs = [name for name, mine, theirs in (
+            ("job_id", self.job_id, earlier.job_id), ("preview", self.preview, earlier.preview),
+            ("run_properties", dict(self.run_properties), earlier.run_properties),
+        ) if mine != theirs]
+        return differs or ["request"]
 
 
 def audit_note(run: NewRun) -> str:
@@ -105,11 +130,12 @@ def audit_note(run: NewRun) -> str:
 def replay(session: Session, idempotency: Idempotency) -> JobRun | None:
     """The run an earlier request with this key created, or ``None``.
 
-    Raises :class:`IdempotencyConflict` when the key was used for a different request.
+    Raises :class:`IdempotencyMismatch`, naming what differs, when the key was used for another request.
     """
     earlier = session.scalar(select(JobRun).where(col(JobRun.idempotency_key) == idempotency.key))
-    if earlier is not None and not idempotency.answers(earlier):
-        raise IdempotencyConflict(idempotency.key)
+    if earlier is not None and (differs := idempotency.differences(earlier)):
+        assert earlier.id is not None
+        raise IdempotencyMismatch(idempotency.key, earlier.id, differs)
     return earlier
 
 
@@ -122,7 +148,7 @@ def create_run(
     idempotency key (its run is returned), or a tick that already has its run. The caller commits.
     """
     if idempotency is not None:
-        run = replace(run, idempotency_key=idempotency.key)
+        run = replace(run, idempotency_key=idempotency.key, idempotency_fingerprint=idempotency.fingerprint)
         earlier = replay(session, idempotency)
         if earlier is not None:
             return earlier, False
@@ -174,7 +200,8 @@ def _row(run: NewRun, *, actor: str, at: datetime) -> dict[str, Any]:
     """Every column of a new run: what it was asked for, and the same defaults for every run."""
     return {
         "job_id": run.job_id, "job_type": run.job_type, "trigger": str(run.trigger),
-        "scheduled_for": run.scheduled_for, "idempotency_key": run.idempotency_key, "status": RunStatus.CREATED,
+        "scheduled_for": run.scheduled_for, "idempotency_key": run.idempotency_key,
+        "idempotency_fingerprint": run.idempotency_fingerprint, "status": RunStatus.CREATED,
         "preview": run.preview, "run_properties": dict(run.run_properties), "created_by": actor, "created_at": at,
         "attempt": 0, "chunks_total": 0, "chunks_done": 0, "summary": {}, "retry_of": run.retry_of,
         "request_id": run.request_id,

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import logging
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import insert, select, update
+from sqlalchemy import Select, func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 from sqlmodel import col
 
@@ -18,14 +20,25 @@ from scheduler.clock import Clock
 from scheduler.dispatch import Dispatcher, Phase, RunStep
 from scheduler.errors import (
     BrokerUnavailable,
+    InvalidCursor,
     InvalidInput,
     InvalidTransition,
+    InvalidValue,
     JobNotRunnable,
     RunNotFound,
 )
-from scheduler.jobs import get_job
+from scheduler.jobs import check_json_field, get_job
 from scheduler.jobtypes import JobTypeRegistry
 from scheduler.lifecycle import ACTIONS, TERMINAL, allowed_actions, run_ended, transition
+from scheduler.limits import (
+    DEFAULT_MAX_PROPERTIES_BYTES,
+    IDEMPOTENCY_KEY_PATTERN,
+    MAX_CURSOR_LENGTH,
+    MAX_DB_INT,
+    SUPPORTED_FROM,
+    SUPPORTED_UNTIL,
+    DbId,
+)
 from scheduler.models import JobRun, JobStatus, RunChunk, RunEvent, RunItem, RunStatus, RunTrigger
 from scheduler.run_creation import Idempotency, NewRun, create_run, replay
 from scheduler.run_hooks import standard_hooks
@@ -39,9 +52,11 @@ class RunCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    job_id: int
+    job_id: DbId
     preview: bool = False
-    run_properties: dict[str, Any] = Field(default_factory=dict)
+    run_properties: dict[str, Any] = Field(
+        default_factory=dict, description="the job type's run inputs (see GET /job-types); at most "
+        "SCHEDULER_MAX_PROPERTIES_BYTES serialized")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,24 +78,33 @@ def create_manual_run(
     clock: Clock,
     idempotency_key: str | None = None,
     request_id: str | None = None,
+    settings: Settings | None = None,
 ) -> tuple[JobRun, bool]:
     """Record a manual run (``CREATED``); returns ``(run, created)``.
 
-    A repeated ``idempotency_key`` for the same job returns the first run instead of a new one.
-    ``request_id`` (the API request's) is kept with the run so the worker's log lines show it.
+    A repeated ``idempotency_key`` with the same request (job, preview, normalised run properties)
+    returns the first run (``created`` false), even once the job is paused; with a different request
+    it is refused with :class:`IdempotencyMismatch`, naming what differs. ``request_id`` (the API
+    request's) is kept with the run so the worker's log lines show it. ``settings`` bound the run
+    properties' size (``max_properties_bytes``).
     """
-    idempotency = Idempotency(key=idempotency_key, job_id=run_in.job_id) if idempotency_key else None
+    if idempotency_key is not None and not re.fullmatch(IDEMPOTENCY_KEY_PATTERN, idempotency_key):
+        raise InvalidValue("idempotency_key", "must be 1 to 200 visible ASCII characters (no spaces)")
+    max_bytes = settings.max_properties_bytes if settings is not None else DEFAULT_MAX_PROPERTIES_BYTES
+    check_json_field("run_properties", run_in.run_properties, max_bytes=max_bytes)
+    job = get_job(session, run_in.job_id)
+    job_type = registry.get(job.job_type)
+    run_properties = job_type.validate_run_properties(run_in.run_properties).model_dump(mode="json")
+    idempotency = Idempotency(key=idempotency_key, job_id=run_in.job_id, preview=run_in.preview,
+                              run_properties=run_properties) if idempotency_key else None
     if idempotency is not None and (earlier := replay(session, idempotency)) is not None:
         return earlier, False
-    job = get_job(session, run_in.job_id)
     if job.status != JobStatus.ACTIVE:
         raise JobNotRunnable(run_in.job_id, f"the job is {job.status}")
     if not job.can_run_manual:
         raise JobNotRunnable(run_in.job_id, "manual runs are disabled for this job")
-    job_type = registry.get(job.job_type)
     if run_in.preview and not job_type.supports_preview:
-        raise InvalidInput(f"job type {job.job_type} does not support preview", details={"preview": True})
-    run_properties = job_type.validate_run_properties(run_in.run_properties).model_dump(mode="json")
+        raise InvalidInput(f"job type {job.job_type} does not support preview", details={"field": "preview"})
     new = NewRun(job_id=run_in.job_id, job_type=job.job_type, trigger=RunTrigger.MANUAL, preview=run_in.preview,
                  run_properties=run_properties, request_id=request_id)
     run, created = create_run(session=session, run=new, actor=actor, at=clock.now(), idempotency=idempotency)
@@ -149,32 +173,29 @@ def encode_cursor(created_at: datetime, run_id: int) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]+")
+
+
 def decode_cursor(cursor: str) -> tuple[datetime, int]:
+    """The ``(created_at, id)`` a runs cursor holds; :class:`InvalidCursor` for anything the API did not issue."""
+    if len(cursor) > MAX_CURSOR_LENGTH or not _BASE64URL.fullmatch(cursor):
+        raise InvalidCursor(cursor)
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created, run_id = json.loads(raw)
-        return datetime.fromisoformat(created), int(run_id)
-    except (ValueError, TypeError) as exc:
-        raise InvalidInput("invalid cursor", details={"cursor": cursor}) from exc
+        created, run_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        moment = datetime.fromisoformat(created)
+    except (ValueError, TypeError, binascii.Error) as exc:
+        raise InvalidCursor(cursor) from exc
+    if (moment.tzinfo is None or not SUPPORTED_FROM <= moment <= SUPPORTED_UNTIL
+            or type(run_id) is not int or not 1 <= run_id <= MAX_DB_INT):
+        raise InvalidCursor(cursor)
+    return moment, run_id
 
 
 def list_runs(
     session: Session, filters: RunFilter, *, limit: int = 50, cursor: str | None = None
 ) -> tuple[list[JobRun], str | None]:
     """Runs newest first, keyset-paginated on ``(created_at, id)``."""
-    stmt = select(JobRun)
-    if filters.status:
-        stmt = stmt.where(col(JobRun.status).in_(filters.status))
-    if filters.job_id is not None:
-        stmt = stmt.where(col(JobRun.job_id) == filters.job_id)
-    if filters.job_type:
-        stmt = stmt.where(col(JobRun.job_type) == filters.job_type)
-    if filters.trigger:
-        stmt = stmt.where(col(JobRun.trigger) == filters.trigger)
-    if filters.created_from:
-        stmt = stmt.where(col(JobRun.created_at) >= filters.created_from)
-    if filters.created_to:
-        stmt = stmt.where(col(JobRun.created_at) < filters.created_to)
+    stmt = _filtered(select(JobRun), filters)
     if cursor:
         created, run_id = decode_cursor(cursor)
         stmt = stmt.where(
@@ -189,6 +210,26 @@ def list_runs(
         assert last.id is not None
         next_cursor = encode_cursor(last.created_at, last.id)
     return rows, next_cursor
+
+
+def count_runs(session: Session, filters: RunFilter) -> int:
+    return int(session.scalar(_filtered(select(func.count()).select_from(JobRun), filters)) or 0)
+
+
+def _filtered(stmt: Select[Any], filters: RunFilter) -> Select[Any]:
+    if filters.status:
+        stmt = stmt.where(col(JobRun.status).in_(filters.status))
+    if filters.job_id is not None:
+        stmt = stmt.where(col(JobRun.job_id) == filters.job_id)
+    if filters.job_type:
+        stmt = stmt.where(col(JobRun.job_type) == filters.job_type)
+    if filters.trigger:
+        stmt = stmt.where(col(JobRun.trigger) == filters.trigger)
+    if filters.created_from:
+        stmt = stmt.where(col(JobRun.created_at) >= filters.created_from)
+    if filters.created_to:
+        stmt = stmt.where(col(JobRun.created_at) < filters.created_to)
+    return stmt
 
 
 def list_items(

@@ -74,6 +74,12 @@ class Settings(BaseSettings):
             return json.loads(text) if text.startswith("[") else [p for p in text.replace(",", " ").split() if p]
         return value
 
+    # Input limits (README "Limits"; scheduler.limits has the fixed ones): a larger request body is 413,
+    # larger properties (serialized JSON) or a CSV export of more runs 422.
+    max_request_bytes: int = 1024 * 1024
+    max_properties_bytes: int = 64 * 1024
+    max_export_rows: int = 100_000
+
     def require(self, *names: str, process: str) -> None:
         """Refuse to go on without these settings (e.g. ``database_url``, ``redis_url``): outside
         ``scheduler up`` nothing falls back to the embedded SQLite or Redis."""

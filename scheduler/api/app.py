@@ -13,10 +13,13 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import HTMLResponse
+from fastapi.routing import APIRoute
 from sqlalchemy import Engine
 
 from scheduler.api.errors import install_error_handlers
 from scheduler.api.http_metrics import HttpMetrics
+from scheduler.api.middleware import AllowedMethods, BodySizeLimit
+from scheduler.api.openapi import contract
 from scheduler.api.request_id import RequestIdMiddleware
 from scheduler.api.routes import health, job_types, jobs, keys, login, me, runs
 from scheduler.api.security import DOCS_PATH, SecurityHeaders, docs_html
@@ -61,14 +64,16 @@ def create_app(
         version="1.0.0",
         summary="Schedule, run and audit billing jobs: dunning, usage mediation, ERP transfer, GL collection.",
         description=(
-            "Errors are always JSON `{code, message, details}`. Statuses are upper-case strings; "
-            "timestamps are ISO-8601 UTC ending in `Z`. Every route under `/api/v1` needs a key: "
-            "`Authorization: Bearer <key>` or `X-Api-Key`, or the page's session cookie."
+            "Errors are always JSON `{code, message, details}`; `details.field` names the field at fault. "
+            "Statuses are upper-case strings; timestamps are ISO-8601 UTC ending in `Z`, between 1900 and 2999. "
+            "Request bodies are limited to SCHEDULER_MAX_REQUEST_BYTES (413 beyond). Every route under `/api/v1` "
+            "needs a key: `Authorization: Bearer <key>` or `X-Api-Key`, or the page's session cookie."
         ),
         openapi_tags=TAGS,
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        generate_unique_id_function=_operation_id,
     )
     app.state.services = services
     install_error_handlers(app)
@@ -92,4 +97,12 @@ def create_app(
     app.include_router(login.router)
     app.include_router(health.router)
     app.include_router(page_router)
+    app.openapi = contract(app)  # type: ignore[method-assign]
+    app.add_middleware(AllowedMethods, openapi=app.openapi)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     return app
+
+
+def _operation_id(route: APIRoute) -> str:
+    """The handler's name (``post_run``, ``get_one_job``): stable ids that OpenAPI links refer to."""
+    return route.name

@@ -1,9 +1,11 @@
 """The one place where errors become HTTP answers, always ``{code, message, details}``.
 
 ``SchedulerError`` subclasses map by family (invalid input 422, not found 404, conflict 409,
-unauthorized 401, forbidden 403, service unavailable 503; a malformed request such as a bad cursor
-400); FastAPI's request validation errors become 422 with one readable message; anything
-unexpected is logged and answered 500 ``internal_error`` without internals.
+unauthorized 401, forbidden 403, service unavailable 503; a cursor the API did not issue 400);
+FastAPI's request validation errors become 422 with one readable message naming the field. A
+database refusing a value (``DataError``) or a constraint (``IntegrityError``) is a backstop for
+input the validation missed: 422 or 409, logged so the gap gets closed. Anything unexpected is
+logged and answered 500 ``internal_error`` without internals.
 """
 
 from __future__ import annotations
@@ -17,13 +19,14 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from starlette.exceptions import HTTPException
 
 from scheduler.errors import (
     Conflict,
     DatabaseUnavailable,
     Forbidden,
+    InvalidCursor,
     InvalidInput,
     NotFound,
     SchedulerError,
@@ -34,12 +37,6 @@ from scheduler.errors import (
 log = logging.getLogger(__name__)
 
 
-class MalformedRequest(InvalidInput):
-    """A request the API cannot even read, such as a cursor it did not issue (HTTP 400)."""
-
-    code = "bad_request"
-
-
 class ErrorBody(BaseModel):
     """Every error answer of the API."""
 
@@ -48,9 +45,9 @@ class ErrorBody(BaseModel):
     details: dict[str, Any] = Field(default_factory=dict, description="structured context")
 
 
-# Most specific first: MalformedRequest is also an InvalidInput.
+# Most specific first: InvalidCursor is also an InvalidInput.
 _STATUS: tuple[tuple[type[SchedulerError], int], ...] = (
-    (MalformedRequest, 400),
+    (InvalidCursor, 400),
     (InvalidInput, 422),
     (NotFound, 404),
     (Conflict, 409),
@@ -144,9 +141,27 @@ async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
 async def _database_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, OperationalError)
     log.error("database error on %s %s: %s", request.method, request.url.path, exc.orig)
-    reason = (str(exc.orig).strip().splitlines() or ["error"])[0] if exc.orig else "error"
+    reason = _first_line(exc.orig)
     unavailable = DatabaseUnavailable(request.app.state.services.database_url(), reason)
     return error_response(503, unavailable.code, unavailable.message, unavailable.details)
+
+
+async def _data_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DataError)
+    log.warning("database refused a value on %s %s: %s", request.method, request.url.path, exc.orig)
+    return error_response(422, "invalid_value", "a value is out of the range the database can store",
+                          {"reason": _first_line(exc.orig)})
+
+
+async def _integrity_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, IntegrityError)
+    log.warning("database constraint on %s %s: %s", request.method, request.url.path, exc.orig)
+    return error_response(409, "conflict", "the request conflicts with stored data",
+                          {"reason": _first_line(exc.orig)})
+
+
+def _first_line(error: BaseException | None) -> str:
+    return (str(error).strip().splitlines() or ["error"])[0][:200] if error else "error"
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -163,4 +178,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(OperationalError, _database_error)
+    app.add_exception_handler(DataError, _data_error)
+    app.add_exception_handler(IntegrityError, _integrity_error)
     app.add_exception_handler(Exception, _unexpected)

@@ -3,17 +3,29 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
-from scheduler.api.errors import MalformedRequest
-from scheduler.jobs import JobPublic, job_actions, job_events
+from scheduler.jobs import JobAction, JobPublic, job_actions, job_events
 from scheduler.lifecycle import allowed_actions, item_counts
-from scheduler.models import ApiKey, Job, JobEvent, JobRun, RunEvent, RunItem
+from scheduler.limits import MAX_NOTE_LENGTH, Text
+from scheduler.models import (
+    ApiKey,
+    ApiRole,
+    ItemOutcome,
+    Job,
+    JobEvent,
+    JobRun,
+    JobStatus,
+    RunEvent,
+    RunItem,
+    RunStatus,
+    RunTrigger,
+)
 from scheduler.runs import progress, run_events
 
 T = TypeVar("T")
@@ -31,35 +43,42 @@ class ActionNote(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    note: str = Field(default="", max_length=1000)
+    note: Text = Field(default="", max_length=MAX_NOTE_LENGTH)
 
 
-class StatusEvent(BaseModel):
+S = TypeVar("S", JobStatus, RunStatus)
+RunAction = Literal["submit", "delete", "cancel", "retry"]
+
+
+class StatusEvent(BaseModel, Generic[S]):
     """One entry of an audit trail."""
 
-    from_status: str | None
-    to_status: str
+    from_status: S | None
+    to_status: S
     at: datetime
     actor: str
     note: str
 
-    @classmethod
-    def of(cls, event: JobEvent | RunEvent) -> StatusEvent:
-        return cls(from_status=event.from_status, to_status=event.to_status, at=event.at, actor=event.actor,
-                   note=event.note)
+
+def job_event(event: JobEvent) -> StatusEvent[JobStatus]:
+    return StatusEvent[JobStatus].model_validate(event, from_attributes=True)
+
+
+def run_event(event: RunEvent) -> StatusEvent[RunStatus]:
+    return StatusEvent[RunStatus].model_validate(event, from_attributes=True)
 
 
 class JobDetail(JobPublic):
     """A job with its audit trail and the actions its status allows."""
 
-    events: list[StatusEvent]
-    actions: list[str] = Field(description="what the job's status allows: pause, resume, archive")
+    events: list[StatusEvent[JobStatus]]
+    actions: list[JobAction] = Field(description="what the job's status allows")
 
     @classmethod
     def build(cls, session: Session, job: Job) -> JobDetail:
         assert job.id is not None
         public = JobPublic.of(job)
-        events = [StatusEvent.of(e) for e in job_events(session, job.id)]
+        events = [job_event(e) for e in job_events(session, job.id)]
         return cls(**public.model_dump(), events=events, actions=job_actions(job.status))
 
 
@@ -103,8 +122,8 @@ class RunPublic(BaseModel):
     job_id: int
     job_name: str
     job_type: str
-    trigger: str
-    status: str
+    trigger: RunTrigger
+    status: RunStatus
     preview: bool
     run_properties: dict[str, Any]
     idempotency_key: str | None
@@ -122,11 +141,11 @@ class RunPublic(BaseModel):
     summary: dict[str, Any]
     error: str | None
     progress: RunProgress
-    actions: list[str] = Field(description="what the run's status allows: submit, delete, cancel, retry")
+    actions: list[RunAction] = Field(description="what the run's status allows")
 
     @classmethod
     def of(cls, run: JobRun, job_name: str) -> RunPublic:
-        fields = run.model_dump(exclude={"chunks_total", "chunks_done"})
+        fields = run.model_dump(exclude={"chunks_total", "chunks_done", "idempotency_fingerprint"})
         return cls(**fields, job_name=job_name, progress=RunProgress(**progress(run)),
                    actions=allowed_actions(run.status))
 
@@ -135,14 +154,14 @@ class RunDetail(RunPublic):
     """A run with its per-outcome item counts and its audit trail."""
 
     item_counts: dict[str, int] = Field(description="run items per outcome: planned, ok, error, skipped")
-    events: list[StatusEvent]
+    events: list[StatusEvent[RunStatus]]
 
     @classmethod
     def build(cls, session: Session, run: JobRun) -> RunDetail:
         assert run.id is not None
         public = RunPublic.of(run, job_names(session, [run.job_id]).get(run.job_id, ""))
         return cls(**public.model_dump(), item_counts=item_counts(session, run.id),
-                   events=[StatusEvent.of(e) for e in run_events(session, run.id)])
+                   events=[run_event(e) for e in run_events(session, run.id)])
 
 
 class RunItemPublic(BaseModel):
@@ -151,7 +170,7 @@ class RunItemPublic(BaseModel):
     id: int
     key: str
     chunk_no: int
-    outcome: str = Field(description="planned | ok | error | skipped")
+    outcome: ItemOutcome
     detail: dict[str, Any]
     applied_at: datetime | None
 
@@ -165,15 +184,16 @@ class RunItemPublic(BaseModel):
 class KeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=100)
-    role: str = Field(default="viewer", description="viewer | operator | admin")
+    name: Text = Field(min_length=1, max_length=100)
+    role: Annotated[ApiRole, BeforeValidator(lambda v: v.strip().lower() if isinstance(v, str) else v)] = (
+        ApiRole.VIEWER)
 
 
 class KeyPublic(BaseModel):
     id: int
     name: str
     prefix: str
-    role: str
+    role: ApiRole
     created_at: datetime
     created_by: str
     revoked_at: datetime | None
@@ -198,13 +218,3 @@ def job_names(session: Session, job_ids: list[int]) -> dict[int, str]:
 def iso_utc(moment: datetime) -> str:
     """ISO-8601 in UTC with ``Z``, as every timestamp on the wire."""
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def id_cursor(cursor: str | None) -> int | None:
-    """The id after which a page of an id-ordered list starts."""
-    if not cursor:
-        return None
-    if not cursor.isdigit():
-        raise MalformedRequest("invalid cursor: pass back the next_cursor of the previous page",
-                               details={"cursor": cursor})
-    return int(cursor)

@@ -177,7 +177,7 @@ def test_revoking_every_key_does_not_reopen_the_api(client: TestClient, engine: 
 
 @pytest.mark.parametrize(
     ("body", "code"),
-    [({"name": "x", "role": "root"}, "invalid_input"), ({"name": ""}, "invalid_request"),
+    [({"name": "x", "role": "root"}, "invalid_request"), ({"name": ""}, "invalid_request"),
      ({"name": "x", "extra": 1}, "invalid_request")],
 )
 def test_bad_key_requests(client: TestClient, engine: Engine, body: dict[str, Any], code: str) -> None:

@@ -128,8 +128,8 @@ def test_malformed_bodies_are_422_not_500(
 
 def test_duplicate_live_name_is_a_conflict_but_an_archived_name_is_reusable(client: TestClient, engine: Engine) -> None:
     first = create_job(client)
-    body = assert_error(client.post("/api/v1/jobs", json=job_body()), 409, "duplicate_job_name")
-    assert body["details"] == {"name": "nightly"}
+    body = assert_error(client.post("/api/v1/jobs", json=job_body()), 409, "job_name_taken")
+    assert body["details"] == {"field": "name", "name": "nightly"}
     assert count(engine, Job) == 1
     assert client.post(f"/api/v1/jobs/{first['id']}/archive").status_code == 200
     second = create_job(client)
@@ -206,8 +206,8 @@ def test_list_jobs_filters_and_pages(client: TestClient) -> None:
 
     assert_error(client.get("/api/v1/jobs?status=SLEEPING"), 422, "invalid_request")
     assert_error(client.get("/api/v1/jobs?limit=0"), 422)
-    assert_error(client.get("/api/v1/jobs?limit=501"), 422)
-    assert_error(client.get("/api/v1/jobs?cursor=zzz"), 400, "bad_request")
+    assert_error(client.get("/api/v1/jobs?limit=1001"), 422)
+    assert_error(client.get("/api/v1/jobs?cursor=zzz"), 400, "invalid_cursor")
 
 
 def test_next_fires_count_bounds(client: TestClient) -> None:

@@ -76,8 +76,9 @@ def test_idempotency_key_returns_the_same_run(client: TestClient, engine: Engine
 
     other = create_job(client, name="other")
     body = assert_error(client.post("/api/v1/runs", json={"job_id": other["id"]}, headers=headers), 409,
-                        "idempotency_conflict")
-    assert body["details"] == {"idempotency_key": "invoice-batch-42"}
+                        "idempotency_mismatch")
+    assert body["details"] == {"idempotency_key": "invoice-batch-42", "run_id": first.json()["id"],
+                               "differs": ["job_id"]}
     assert count(engine, JobRun) == 1
 
 
@@ -205,7 +206,7 @@ def test_run_details_show_items_and_counts(client: TestClient, engine: Engine) -
         cursor = page["next_cursor"]
     assert keys == [f"ACC-{n:03}" for n in range(6)]
     assert_error(client.get(f"/api/v1/runs/{run['id']}/items?outcome=maybe"), 422)
-    assert_error(client.get(f"/api/v1/runs/{run['id']}/items?cursor=x1"), 400, "bad_request")
+    assert_error(client.get(f"/api/v1/runs/{run['id']}/items?cursor=x1"), 400, "invalid_cursor")
     assert_error(client.get("/api/v1/runs/999/items"), 404, "run_not_found")
     assert_error(client.get("/api/v1/runs/999"), 404, "run_not_found")
 
@@ -247,13 +248,13 @@ def test_list_runs_filters(client: TestClient, engine: Engine, clock: FrozenCloc
     assert listed("created_from=2026-06-01T12:02:00Z") == {ids["b"][1], ids["a"][3], ids["a"][4]}
     assert listed("created_to=2026-06-01T12:01:00") == {ids["a"][0], ids["a"][1], ids["b"][0]}
     assert listed("created_from=2026-06-01T13:01:00%2B01:00&created_to=2026-06-01T12:02:00Z") == {ids["a"][2]}
-    assert_error(client.get("/api/v1/runs?status=DONE"), 422, "invalid_input")
-    assert_error(client.get("/api/v1/runs?trigger=sometimes"), 422, "invalid_input")
+    assert_error(client.get("/api/v1/runs?status=DONE"), 422, "invalid_request")
+    assert_error(client.get("/api/v1/runs?trigger=sometimes"), 422, "invalid_request")
     assert_error(client.get("/api/v1/runs?created_from=yesterday"), 422, "invalid_request")
-    assert_error(client.get("/api/v1/runs?limit=501"), 422, "invalid_request")
+    assert_error(client.get("/api/v1/runs?limit=1001"), 422, "invalid_request")
     assert_error(client.get("/api/v1/runs?limit=0"), 422, "invalid_request")
     for bad in ("nonsense", "W10=", "WyJ4IiwgMV0"):
-        assert_error(client.get(f"/api/v1/runs?cursor={bad}"), 400, "bad_request")
+        assert_error(client.get(f"/api/v1/runs?cursor={bad}"), 400, "invalid_cursor")
 
 
 def test_list_runs_by_job(client: TestClient, engine: Engine, clock: FrozenClock) -> None:

@@ -10,7 +10,7 @@ from sqlalchemy import Engine, event, select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
-from scheduler.errors import IdempotencyConflict
+from scheduler.errors import IdempotencyMismatch
 from scheduler.models import Job, JobRun, RunEvent, RunStatus, RunTrigger
 from scheduler.run_creation import Idempotency, NewRun, create_run, create_runs
 
@@ -104,7 +104,7 @@ def test_manual_run_with_a_key_is_created_once_and_the_key_is_refused_for_anothe
     assert (run.trigger, run.idempotency_key, run.run_properties) == ("MANUAL", "req-1", {"as_of": "2026-05-31"})
     [audit] = session.scalars(select(RunEvent).where(col(RunEvent.run_id) == run.id)).all()
     assert (audit.note, audit.actor) == ("manual run", "alice")
-    with pytest.raises(IdempotencyConflict):
+    with pytest.raises(IdempotencyMismatch):
         create_run(session=session, run=NewRun(job_id=second, job_type="fake", trigger=RunTrigger.MANUAL),
                    actor="alice", at=AT, idempotency=Idempotency(key="req-1", job_id=second))
 

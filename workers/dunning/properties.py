@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import enum
-from datetime import date
 from decimal import Decimal
-from typing import Self
+from typing import Annotated, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from scheduler.limits import SupportedDate, Text
 
 
 class DunningAction(enum.StrEnum):
@@ -38,9 +39,9 @@ class DunningTier(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     code: int = Field(ge=0, le=99, description="Tier code; 0 is 'No dunning'")
-    name: str = Field(min_length=1, max_length=100)
+    name: Text = Field(min_length=1, max_length=100)
     min_days_past_due: int = Field(ge=0, le=3650)
-    actions: list[DunningAction] = Field(default_factory=list)
+    actions: list[DunningAction] = Field(default_factory=list, max_length=len(DunningAction))
     late_fee: Decimal | None = Field(default=None, gt=0, max_digits=18, decimal_places=2)
 
     @model_validator(mode="after")
@@ -73,13 +74,13 @@ class DunningProperties(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    account_category: str | None = Field(default=None, max_length=32, description="Only accounts of this category")
+    account_category: Text | None = Field(default=None, max_length=32, description="Only accounts of this category")
     minimum_account_due: Decimal = Field(
         default=Decimal("0"), ge=0, max_digits=18, decimal_places=2,
         description="Accounts owing less than this past due are not escalated",
     )
     strategy: DunningStrategy = DunningStrategy.OLDEST_OPEN_INVOICE
-    tiers: list[DunningTier] = Field(default_factory=default_tiers, min_length=1)
+    tiers: list[DunningTier] = Field(default_factory=default_tiers, min_length=1, max_length=100)
 
     @model_validator(mode="after")
     def _ladder(self) -> Self:
@@ -119,7 +120,8 @@ class DunningRunProperties(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    as_of: date | None = Field(default=None, description="Evaluate as of this date (default: the run's date)")
-    account_numbers: list[str] | None = Field(
+    as_of: SupportedDate | None = Field(default=None,
+                                        description="Evaluate as of this date (default: the run's date)")
+    account_numbers: list[Annotated[Text, Field(min_length=1, max_length=32)]] | None = Field(
         default=None, min_length=1, max_length=10_000, description="Only these accounts"
     )

@@ -12,13 +12,13 @@ import enum
 import hashlib
 import posixpath
 import re
-from datetime import date
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Literal, Self
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from scheduler.limits import MAX_DB_INT, SupportedDate, Text
 from scheduler.settings import Settings
 from workers.erp.policy import SECRET_PREFIX, TargetPolicy
 
@@ -48,9 +48,9 @@ class HttpTarget(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: Literal["http"] = "http"
-    url: str = Field(min_length=1, max_length=2000, description="http(s) URL that receives the batches")
+    url: Text = Field(min_length=1, max_length=2000, description="http(s) URL that receives the batches")
     token_env: str | None = Field(
-        default=None,
+        default=None, max_length=128,
         description=f"Name of the environment variable holding the bearer token (the name, never the token): "
         f"{SECRET_PREFIX}… or one listed in SCHEDULER_ERP_SECRET_NAMES",
     )
@@ -99,7 +99,7 @@ class FileTarget(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: Literal["file"] = "file"
-    directory: str = Field(min_length=1, max_length=500, description="Directory under the files root")
+    directory: Text = Field(min_length=1, max_length=500, description="Directory under the files root")
 
     @field_validator("directory")
     @classmethod
@@ -146,7 +146,7 @@ class ErpProperties(BaseModel):
     auto_send: bool = Field(
         default=True, description="Send as soon as the batches are staged; off: every run waits at PREVIEW for submit"
     )
-    inception_date: date | None = Field(
+    inception_date: SupportedDate | None = Field(
         default=None, description="First day scheduled runs transfer (empty: from the earliest record)"
     )
     lookback_days: int = Field(
@@ -162,12 +162,12 @@ class ErpRunProperties(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     bill_cycle_run_id: int | None = Field(
-        default=None, ge=1,
+        default=None, ge=1, le=MAX_DB_INT,
         description="Only one bill cycle run's records: its invoices, the payments against them; gl_journal: the "
         "lines the GL collector run of this id posted",
     )
-    date_from: date | None = Field(default=None, description="First day, inclusive")
-    date_to: date | None = Field(default=None, description="Last day, inclusive")
+    date_from: SupportedDate | None = Field(default=None, description="First day, inclusive")
+    date_to: SupportedDate | None = Field(default=None, description="Last day, inclusive")
 
     @model_validator(mode="after")
     def _ordered(self) -> Self:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import enum
 from typing import Self
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from scheduler.errors import SchedulerError
+from scheduler.limits import SupportedDatetime
 
 GL_ACCOUNT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$"
 
@@ -79,7 +80,7 @@ class GLProperties(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     collectors: list[GLCollector] = Field(
-        default_factory=lambda: list(GLCollector), min_length=1,
+        default_factory=lambda: list(GLCollector), min_length=1, max_length=len(GLCollector),
         description="Which kinds of documents the job collects",
     )
     gl_accounts: GLAccountMapping = Field(
@@ -104,7 +105,7 @@ class GLRunProperties(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    as_of: AwareDatetime | None = Field(
+    as_of: SupportedDatetime | None = Field(
         default=None,
         description="Collect documents dated up to this instant (default: the run's tick or creation time)",
     )

@@ -10,9 +10,11 @@ from __future__ import annotations
 import enum
 from decimal import Decimal
 from pathlib import PurePosixPath
-from typing import Self
+from typing import Annotated, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from scheduler.limits import Text
 
 METER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"
 
@@ -30,7 +32,7 @@ class Meter(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     meter: str = Field(min_length=1, max_length=64, pattern=METER_PATTERN)
-    unit: str = Field(min_length=1, max_length=32)
+    unit: Text = Field(min_length=1, max_length=32)
     price_per_unit: Decimal = Field(ge=0, max_digits=12, decimal_places=6)
 
 
@@ -110,7 +112,7 @@ class MediationRunProperties(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    files: list[str] | None = Field(
+    files: list[Annotated[str, Field(max_length=255)]] | None = Field(
         default=None, min_length=1, max_length=10_000,
         description="Only these file names in source_dir (they must still match the pattern)",
     )

@@ -10,11 +10,22 @@ from sqlalchemy.orm import Session
 
 from scheduler.api.deps import Admin, Operator, ServicesDep, SessionDep, Viewer
 from scheduler.api.errors import ERROR_RESPONSES, error_doc
-from scheduler.api.schemas import ActionNote, FireTime, JobDetail, NextFires, Page, id_cursor, iso_utc
+from scheduler.api.openapi import links
+from scheduler.api.params import Cursor, JobId, JobStatusFilter, JobTypeName, PageSize, id_cursor
+from scheduler.api.schemas import ActionNote, FireTime, JobDetail, NextFires, Page, iso_utc
 from scheduler.api.services import Services
 from scheduler.auth import Principal
 from scheduler.backfill import BackfillRequest, backfill
-from scheduler.jobs import JobCreate, JobPublic, change_job_status, create_job, get_job, job_schedule, list_jobs
+from scheduler.jobs import (
+    JobAction,
+    JobCreate,
+    JobPublic,
+    change_job_status,
+    create_job,
+    get_job,
+    job_schedule,
+    list_jobs,
+)
 from scheduler.models import JobStatus
 
 router = APIRouter(prefix="/jobs", tags=["jobs"], responses=ERROR_RESPONSES)
@@ -23,8 +34,22 @@ NOT_FOUND = error_doc(404, "No such job")
 REFUSED = error_doc(409, "Not allowed at the job's status; details.allowed_actions")
 
 
+JOB_LINKS = links(
+    "job_id",
+    GetJob=("get_one_job", "the job just created"),
+    NextFires=("next_fires", "its next fire times"),
+    PauseJob=("pause_job", "pause it"),
+    ResumeJob=("resume_job", "resume it once paused"),
+    ArchiveJob=("archive_job", "archive it"),
+    Backfill=("post_backfill", "runs for past ticks"),
+) | {"CreateRun": {"operationId": "post_run", "requestBody": {"job_id": "$response.body#/id"},
+                   "description": "a manual run of the job"}}
+
+
 @router.post("", status_code=201, summary="Create a system job",
-             responses=error_doc(409, "A live job has this name"))
+             responses={**error_doc(409, "A live job has this name, ignoring case and Unicode form "
+                                         "(job_name_taken)"),
+                        201: {"description": "The job as stored", "links": JOB_LINKS}})
 def post_job(job_in: JobCreate, session: SessionDep, services: ServicesDep, principal: Admin) -> JobPublic:
     """Validate everything (type, properties, cron, time zone) and insert; nothing is written on error.
 
@@ -37,15 +62,15 @@ def post_job(job_in: JobCreate, session: SessionDep, services: ServicesDep, prin
     return JobPublic.of(job)
 
 
-@router.get("", summary="List jobs")
+@router.get("", summary="List jobs", responses=error_doc(400, "A cursor the API did not issue"))
 def get_jobs(
     session: SessionDep,
     _principal: Viewer,
-    status: Annotated[JobStatus | None, Query(description="only jobs in this status")] = None,
-    job_type: Annotated[str | None, Query(description="only jobs of this type")] = None,
+    status: JobStatusFilter = None,
+    job_type: JobTypeName = None,
     include_archived: Annotated[bool, Query(description="also list archived jobs")] = False,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+    limit: PageSize = 100,
+    cursor: Cursor = None,
 ) -> Page[JobPublic]:
     """Jobs in id order; archived jobs only when asked for (status=ARCHIVED or include_archived)."""
     after_id = id_cursor(cursor)
@@ -59,11 +84,11 @@ def get_jobs(
 
 
 @router.get("/{job_id}", summary="Show a job with its audit trail and allowed actions", responses=NOT_FOUND)
-def get_one_job(job_id: int, session: SessionDep, _principal: Viewer) -> JobDetail:
+def get_one_job(job_id: JobId, session: SessionDep, _principal: Viewer) -> JobDetail:
     return JobDetail.build(session, get_job(session, job_id))
 
 
-def _act(action: str, job_id: int, body: ActionNote | None, session: Session, services: Services,
+def _act(action: JobAction, job_id: int, body: ActionNote | None, session: Session, services: Services,
          principal: Principal) -> JobDetail:
     job = change_job_status(session=session, job_id=job_id, action=action, actor=principal.actor,
                             clock=services.clock, note=body.note if body else "")
@@ -77,21 +102,21 @@ NoteBody = Annotated[ActionNote | None, Body(description="optional note for the 
 
 @router.post("/{job_id}/pause", summary="Pause a job: it fires nothing and refuses manual runs",
              responses={**NOT_FOUND, **REFUSED})
-def pause_job(job_id: int, session: SessionDep, services: ServicesDep, principal: Admin,
+def pause_job(job_id: JobId, session: SessionDep, services: ServicesDep, principal: Admin,
               body: NoteBody = None) -> JobDetail:
     return _act("pause", job_id, body, session, services, principal)
 
 
 @router.post("/{job_id}/resume", summary="Resume a paused job; it is scheduled from now on",
              responses={**NOT_FOUND, **REFUSED})
-def resume_job(job_id: int, session: SessionDep, services: ServicesDep, principal: Admin,
+def resume_job(job_id: JobId, session: SessionDep, services: ServicesDep, principal: Admin,
                body: NoteBody = None) -> JobDetail:
     return _act("resume", job_id, body, session, services, principal)
 
 
 @router.post("/{job_id}/archive", summary="Archive a job: hidden and inert, history kept, name reusable",
              responses={**NOT_FOUND, **REFUSED})
-def archive_job(job_id: int, session: SessionDep, services: ServicesDep, principal: Admin,
+def archive_job(job_id: JobId, session: SessionDep, services: ServicesDep, principal: Admin,
                 body: NoteBody = None) -> JobDetail:
     return _act("archive", job_id, body, session, services, principal)
 
@@ -99,7 +124,7 @@ def archive_job(job_id: int, session: SessionDep, services: ServicesDep, princip
 @router.get("/{job_id}/next-fires", summary="The job's next fire times in UTC and in its zone",
             responses=NOT_FOUND)
 def next_fires(
-    job_id: int,
+    job_id: JobId,
     session: SessionDep,
     services: ServicesDep,
     _principal: Viewer,
@@ -126,7 +151,7 @@ class BackfillAnswer(BaseModel):
 
 @router.post("/{job_id}/backfill", status_code=201, summary="Create runs for the ticks of a past range",
              responses={**NOT_FOUND, **error_doc(409, "The job is archived")})
-def post_backfill(job_id: int, request: BackfillRequest, session: SessionDep, services: ServicesDep,
+def post_backfill(job_id: JobId, request: BackfillRequest, session: SessionDep, services: ServicesDep,
                   principal: Operator) -> BackfillAnswer:
     """Through the same unique ledger as beat: a backfill never duplicates a scheduled run; audited on the job."""
     result = backfill(session=session, job_id=job_id, request=request, actor=principal.actor, clock=services.clock)

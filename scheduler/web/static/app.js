@@ -148,7 +148,7 @@ function clearError(box) {
   for (const el of form.querySelectorAll("[aria-invalid]")) el.removeAttribute("aria-invalid");
 }
 
-const FIELD_OF_CODE = { invalid_cron: "cron", unknown_timezone: "timezone", duplicate_job_name: "name" };
+const FIELD_OF_CODE = { invalid_cron: "cron", unknown_timezone: "timezone", job_name_taken: "name" };
 
 // Repeat an API error's problems under the fields they name (inputs are named by their path, e.g.
 // "properties.tiers.0.name"); the whole message stays in the box next to the submit button.
