@@ -87,7 +87,8 @@ def test_an_error_while_reading_is_a_json_error_not_a_cut_file(
     with sqlite_engine.begin() as conn:
         conn.execute(text("UPDATE job_run SET started_at = 'not a time' WHERE id = 1"))
     # When it is exported
-    answer = TestClient(client.app, raise_server_exceptions=False).get("/api/v1/runs?format=csv")
+    answer = TestClient(client.app, raise_server_exceptions=False, headers=dict(client.headers)).get(
+        "/api/v1/runs?format=csv")
     # Then the answer is an error in the error shape, not a 200 with the pages read so far
     assert_error(answer, 500, "internal_error")
     assert answer.headers["content-type"].startswith("application/json")

@@ -71,7 +71,7 @@ def _race(client: TestClient, bodies: list[dict[str, Any]]) -> list[tuple[int, d
     start = threading.Barrier(len(bodies))
 
     def post(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        with TestClient(client.app) as own:
+        with TestClient(client.app, headers=dict(client.headers)) as own:
             start.wait()
             answer = own.post("/api/v1/runs", json=body, headers=KEY)
             return answer.status_code, answer.json()

@@ -163,7 +163,7 @@ def test_a_database_refusal_is_a_4xx_backstop_not_a_500(client: TestClient, engi
 
     app.add_api_route("/orphan", orphan_run, methods=["POST"])
     app.add_api_route("/bad-number", bad_number)
-    quiet = TestClient(app, raise_server_exceptions=False)
+    quiet = TestClient(app, raise_server_exceptions=False, headers=dict(client.headers))
     # Then a constraint is a 409 and (on PostgreSQL, which checks types) a bad value a 422, in the error shape
     assert_error(quiet.post("/orphan"), 409, "conflict")
     if engine.dialect.name == "postgresql":
