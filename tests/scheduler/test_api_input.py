@@ -228,7 +228,7 @@ def test_the_migration_keeps_live_jobs_whose_names_collide(engine: Engine) -> No
     config = alembic_config(engine, CORE_MIGRATIONS)
     with engine.begin() as conn:
         config.attributes["connection"] = conn
-        command.downgrade(config, "a41c7e2d9b10")
+        command.downgrade(config, "5b1e7c2d9a40")
     with engine.begin() as conn:
         for job_id, name, status in ((1, "Billing", "ACTIVE"), (2, "billing", "PAUSED"), (3, "BILLING", "ARCHIVED")):
             conn.execute(text("INSERT INTO job (id, name, job_type, status, description, timezone, properties, "
