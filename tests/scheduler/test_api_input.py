@@ -228,7 +228,7 @@ def test_the_migration_keeps_live_jobs_whose_names_collide(engine: Engine) -> No
     config = alembic_config(engine, CORE_MIGRATIONS)
     with engine.begin() as conn:
         config.attributes["connection"] = conn
-        command.downgrade(config, "5b1e7c2d9a40")
+        command.downgrade(config, "b7e41d2c9f30")
     with engine.begin() as conn:
         for job_id, name, status in ((1, "Billing", "ACTIVE"), (2, "billing", "PAUSED"), (3, "BILLING", "ARCHIVED")):
             conn.execute(text("INSERT INTO job (id, name, job_type, status, description, timezone, properties, "

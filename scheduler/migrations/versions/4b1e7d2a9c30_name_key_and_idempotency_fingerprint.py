@@ -5,7 +5,7 @@ suffixed with their id (``name#id``), so the new unique index can be built; arch
 is up to their owners.
 
 Revision ID: 4b1e7d2a9c30
-Revises: 5b1e7c2d9a40
+Revises: b7e41d2c9f30
 Create Date: 2026-12-02 09:00:00.000000
 """
 import unicodedata
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 
 revision = '4b1e7d2a9c30'
-down_revision = '5b1e7c2d9a40'
+down_revision = 'b7e41d2c9f30'
 branch_labels = None
 depends_on = None
 
