@@ -113,6 +113,15 @@ class ExportTooLarge(InvalidInput):
         )
 
 
+class InvalidMessage(InvalidInput):
+    """A ``request_run`` message that does not follow the message contract (arguments, their types)."""
+
+    code = "invalid_message"
+
+    def __init__(self, reason: str, *, details: dict[str, Any] | None = None) -> None:
+        super().__init__(f"request_run message refused: {reason}", details=details)
+
+
 class NotFound(SchedulerError, LookupError):
     """Something asked for by id that does not exist (HTTP 404)."""
 

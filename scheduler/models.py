@@ -294,3 +294,26 @@ class ApiSession(SQLModel, table=True):
     created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
     last_seen_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
     expires_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False, index=True))
+
+
+class RefusedRequest(SQLModel, table=True):
+    """A ``request_run`` message the scheduler refused: why, and what it asked for (secrets masked).
+
+    Kept for operators (``GET /api/v1/refused-requests``) for ``SCHEDULER_REFUSED_REQUESTS_RETENTION_DAYS``.
+    """
+
+    __tablename__ = "refused_request"
+
+    id: int | None = Field(default=None, primary_key=True)
+    received_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False, index=True))
+    reason: str = Field(sa_column=Column(String(64), nullable=False))
+    """The refusal's code: ``job_not_found``, ``invalid_properties``, ``invalid_message`` …"""
+    message: str = Field(sa_column=Column(String(1000), nullable=False))
+    """Why, in one line for a person."""
+    job: str | None = Field(default=None, sa_column=Column(String(200)))
+    """The job the sender named (an id or a name), as sent."""
+    idempotency_key: str | None = Field(default=None, sa_column=Column(String(200), index=True))
+    message_id: str | None = Field(default=None, sa_column=Column(String(64)))
+    """Dramatiq's id of the refused message."""
+    body: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    """The message's arguments, secret-looking values masked, bounded in size."""

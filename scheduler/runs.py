@@ -67,6 +67,7 @@ class RunFilter:
     trigger: str | None = None
     created_from: datetime | None = None
     created_to: datetime | None = None
+    idempotency_key: str | None = None
 
 
 def create_manual_run(
@@ -229,6 +230,8 @@ def _filtered(stmt: Select[Any], filters: RunFilter) -> Select[Any]:
         stmt = stmt.where(col(JobRun.created_at) >= filters.created_from)
     if filters.created_to:
         stmt = stmt.where(col(JobRun.created_at) < filters.created_to)
+    if filters.idempotency_key:
+        stmt = stmt.where(col(JobRun.idempotency_key) == filters.idempotency_key)
     return stmt
 
 

@@ -64,6 +64,8 @@ class Settings(BaseSettings):
     """Hosts (``host``, ``host:port``, ``host:*``, ``*.domain``) ERP HTTP targets may send to; empty: none."""
     erp_secret_names: Annotated[list[str], NoDecode] = []
     """Environment variables ERP targets may name as ``token_env``, besides ``SCHEDULER_ERP_SECRET_*``."""
+    refused_requests_retention_days: float = 30.0
+    """How long a refused ``request_run`` message stays listed in ``GET /api/v1/refused-requests``."""
 
     @field_validator("erp_allowed_hosts", "erp_secret_names", mode="before")
     @classmethod

@@ -21,7 +21,7 @@ from scheduler.api.http_metrics import HttpMetrics
 from scheduler.api.middleware import AllowedMethods, BodySizeLimit
 from scheduler.api.openapi import contract
 from scheduler.api.request_id import RequestIdMiddleware
-from scheduler.api.routes import health, job_types, jobs, keys, login, me, runs
+from scheduler.api.routes import health, job_types, jobs, keys, login, me, refused_requests, runs
 from scheduler.api.security import DOCS_PATH, SecurityHeaders, docs_html
 from scheduler.api.server_paths import ServerPathFilter
 from scheduler.api.services import Services
@@ -91,6 +91,7 @@ def create_app(
     api.include_router(job_types.router)
     api.include_router(jobs.router)
     api.include_router(runs.router)
+    api.include_router(refused_requests.router)
     api.include_router(keys.router)
     api.include_router(me.router)
     app.include_router(api)

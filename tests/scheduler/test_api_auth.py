@@ -52,6 +52,7 @@ LEAST_ROLE: dict[tuple[str, str], str] = {
     ("POST", "/api/v1/runs/{run_id}/delete"): "operator",
     ("POST", "/api/v1/runs/{run_id}/cancel"): "operator",
     ("POST", "/api/v1/runs/{run_id}/retry"): "operator",
+    ("GET", "/api/v1/refused-requests"): "operator",
     ("POST", "/api/v1/keys"): "admin",
     ("GET", "/api/v1/keys"): "admin",
     ("POST", "/api/v1/keys/{key_id}/revoke"): "admin",

@@ -13,11 +13,13 @@ import pytest
 from sqlalchemy.exc import IntegrityError, OperationalError
 from workers_testkit import Drain, RecordingDispatcher
 
+from scheduler.errors import JobNotFound
 from scheduler.models import Job, JobRun, RunStatus
 from workers.dunning import DunningJobType
 from workers.runtime.env import WorkerEnv
 from workers.runtime.executor import execute_step
 from workers.runtime.outage import DatabaseOutage, is_database_outage, ride_out
+from workers.runtime.steps import REQUEST_RETRIES, _retry_request
 
 REFUSED = OperationalError("SELECT 1", {}, Exception("connection refused"))
 
@@ -28,6 +30,13 @@ def test_what_counts_as_an_outage() -> None:
     assert not is_database_outage(OperationalError("SELECT", {}, sqlite3.OperationalError("no such table: x")))
     assert is_database_outage(OperationalError("SELECT", {}, sqlite3.OperationalError("database is locked")))
     assert not is_database_outage(RuntimeError("connection refused"))
+
+
+def test_a_request_run_message_cut_off_by_an_outage_is_retried_then_dead_lettered() -> None:
+    # Dramatiq asks before each retry: only an outage is retried (a refusal is recorded, never raised)
+    assert _retry_request(0, REFUSED) and _retry_request(REQUEST_RETRIES - 1, REFUSED)
+    assert not _retry_request(REQUEST_RETRIES, REFUSED)
+    assert not _retry_request(0, JobNotFound("x")) and not _retry_request(0, RuntimeError("a bug"))
 
 
 def test_a_step_waits_out_an_outage_and_runs_again(caplog: pytest.LogCaptureFixture) -> None:

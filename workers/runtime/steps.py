@@ -10,26 +10,27 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import dramatiq
 from dramatiq.broker import Broker
-from sqlalchemy import select
-from sqlmodel import col
+from dramatiq.middleware import CurrentMessage
 
 from scheduler.dispatch import REQUEST_RUN_ACTOR, SCHEDULER_QUEUE, step_actor_name
-from scheduler.errors import JobNotFound, SchedulerError
 from scheduler.jobtypes import JobTypeRegistry
-from scheduler.metrics import REFUSED_REQUESTS
-from scheduler.models import Job, JobStatus
-from scheduler.runs import RunCreate, create_manual_run, send_run
+from scheduler.run_requests import RequestDesk
 from workers.runtime.env import WorkerEnv
 from workers.runtime.executor import execute_step
-from workers.runtime.outage import ride_out
+from workers.runtime.outage import is_database_outage, ride_out
 
 log = logging.getLogger(__name__)
 
 EnvProvider = Callable[[], WorkerEnv]
+REQUEST_RETRIES = 10
+"""Tries of a ``request_run`` message cut off by a database outage before it is dead-lettered."""
+REQUEST_MIN_BACKOFF_MS = 1_000
+REQUEST_MAX_BACKOFF_MS = 60_000
 
 
 class LazyEnv:
@@ -57,17 +58,16 @@ def declare_actors(broker: Broker, registry: JobTypeRegistry, env: EnvProvider) 
             _step_function(env)
         )
 
-    def request_run(
-        job: int | str,
-        run_properties: dict[str, Any] | None = None,
-        idempotency_key: str | None = None,
-        preview: bool = False,
-    ) -> int | None:
-        """Record a manual run of ``job`` (id or name) and send it; returns the run id."""
-        return record_requested_run(env(), job, run_properties or {}, idempotency_key, preview)
+    def request_run(*args: Any, **kwargs: Any) -> None:
+        """Record and send the run another service asks for; nothing is returned (see scheduler.run_requests)."""
+        current = CurrentMessage.get_current_message()
+        request_desk(env()).handle(args, kwargs, message_id=current.message_id if current is not None else None)
 
+    if not any(isinstance(m, CurrentMessage) for m in broker.middleware):
+        broker.add_middleware(CurrentMessage())
     declared[REQUEST_RUN_ACTOR] = dramatiq.actor(
-        actor_name=REQUEST_RUN_ACTOR, queue_name=SCHEDULER_QUEUE, broker=broker, max_retries=0
+        actor_name=REQUEST_RUN_ACTOR, queue_name=SCHEDULER_QUEUE, broker=broker,
+        retry_when=_retry_request, min_backoff=REQUEST_MIN_BACKOFF_MS, max_backoff=REQUEST_MAX_BACKOFF_MS,
     )(request_run)
     return declared
 
@@ -80,39 +80,11 @@ def _step_function(env: EnvProvider) -> Callable[[int, str, int], None]:
     return run_step
 
 
-def resolve_job_id(env: WorkerEnv, job: int | str) -> int:
-    """A job id from an id or the name of a job that is not archived."""
-    if isinstance(job, int) or (isinstance(job, str) and job.isdigit()):
-        return int(job)
-    with env.factory() as session:
-        job_id = session.scalar(
-            select(col(Job.id)).where(col(Job.name) == job, col(Job.status) != JobStatus.ARCHIVED)
-        )
-    if job_id is None:
-        raise JobNotFound(job)
-    return int(job_id)
+def _retry_request(retries: int, exc: BaseException) -> bool:
+    """A request cut off by a database outage is retried (with backoff), then dead-lettered; nothing else is."""
+    return retries < REQUEST_RETRIES and is_database_outage(exc)
 
 
-def record_requested_run(
-    env: WorkerEnv, job: int | str, run_properties: dict[str, Any], idempotency_key: str | None, preview: bool
-) -> int | None:
-    """What ``request_run`` does; a refused request is logged (a retry would be refused again)."""
-    try:
-        job_id = resolve_job_id(env, job)
-        with env.factory() as session:
-            run, created = create_manual_run(
-                session=session, registry=env.registry, actor="dramatiq:request_run", clock=env.clock,
-                run_in=RunCreate(job_id=job_id, preview=preview, run_properties=run_properties),
-                idempotency_key=idempotency_key,
-            )
-            assert run.id is not None
-            run_id = run.id
-    except SchedulerError as exc:
-        REFUSED_REQUESTS.labels(reason=exc.code).inc()
-        log.warning("request_run for job %r refused: %s", job, exc.message)
-        return None
-    if created:
-        send_run(factory=env.factory, dispatcher=env.dispatcher, registry=env.registry, run_id=run_id,
-                 clock=env.clock)
-    log.info("request_run: job %r → run %s (%s)", job, run_id, "new" if created else "existing")
-    return run_id
+def request_desk(env: WorkerEnv) -> RequestDesk:
+    return RequestDesk(factory=env.factory, registry=env.registry, dispatcher=env.dispatcher, clock=env.clock,
+                       retention=timedelta(days=env.settings.refused_requests_retention_days))

@@ -31,7 +31,7 @@ from scheduler.api.request_id import request_id
 from scheduler.api.schemas import ActionNote, Page, RunDetail, RunItemPublic, RunPublic, job_names
 from scheduler.api.services import Services
 from scheduler.auth import Principal
-from scheduler.limits import IDEMPOTENCY_KEY_PATTERN, MAX_DB_INT, MAX_NAME_LENGTH, QueryDatetime
+from scheduler.limits import IDEMPOTENCY_KEY_PATTERN, MAX_DB_INT, MAX_NAME_LENGTH, QueryDatetime, Text
 from scheduler.runs import (
     RunCreate,
     RunFilter,
@@ -120,13 +120,18 @@ def get_runs(
     trigger: TriggerFilter = None,
     created_from: Annotated[QueryDatetime | None, Query(description="created at or after (UTC if no offset)")] = None,
     created_to: Annotated[QueryDatetime | None, Query(description="created before (UTC if no offset)")] = None,
+    idempotency_key: Annotated[Text | None, Query(
+        max_length=MAX_NAME_LENGTH, description="the run a POST /runs or a request_run message with this key made",
+    )] = None,
     limit: PageSize = 50,
     cursor: Cursor = None,
     format: Annotated[Literal["json", "csv"] | None, Query(description="csv: export every filtered run")] = None,
 ) -> Any:
-    """Filter by status, job, type, trigger and creation time; `format=csv` or `Accept: text/csv` exports."""
+    """Filter by status, job, type, trigger, creation time and idempotency key; `format=csv` or
+    `Accept: text/csv` exports."""
     filters = RunFilter(status=list(dict.fromkeys(status)) if status else None, job_id=job_id, job_type=job_type,
-                        trigger=trigger, created_from=created_from, created_to=created_to)
+                        trigger=trigger, created_from=created_from, created_to=created_to,
+                        idempotency_key=idempotency_key)
     wants_csv = format == "csv" or (format is None and "text/csv" in request.headers.get("accept", ""))
     if wants_csv:
         session.rollback()
