@@ -272,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--threads", type=int, default=None)
     migrate = add("migrate", cmd_migrate, "apply database migrations")
     migrate.add_argument("--check", action="store_true",
-                         help="change nothing; exit 1 unless both migration trees are at head")
+                         help="change nothing; exit 1 unless every migration tree is at head")
 
     jobs = add("jobs", cmd_jobs, "list, show, create, pause, resume, archive jobs")
     jobs_sub = jobs.add_subparsers(dest="action", required=True)

@@ -1,75 +1,63 @@
-"""Migrations of both trees: the core's tables, then the billing tables of the installed job types."""
+"""Every migration tree of an installation: the core's, the billing ledger's, and each installed job type's own."""
 
 from __future__ import annotations
 
-import logging
-from pathlib import Path
+from collections.abc import Iterable
 
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
 from scheduler.db import check_database, make_engine
+from scheduler.jobtypes import JobType, load_registry
+from scheduler.migrate import CORE_TREE, MigrationTree, job_type_tree, tree_gap, upgrade
 from scheduler.settings import Settings
 
 
+def billing_trees(job_types: Iterable[JobType]) -> list[MigrationTree]:
+    """The trees of the billing database: the ledger's, then the given job types' own (a type not given is left
+    alone, tables and all)."""
+    from workers.billing import TREE
+
+    return [TREE, *(tree for jt in job_types if (tree := job_type_tree(jt)) is not None)]
+
+
+def migrate_billing_database(engine: Engine, job_types: Iterable[JobType]) -> None:
+    """Bring the billing ledger's tables and the given job types' own tables to their newest revisions."""
+    for tree in billing_trees(job_types):
+        upgrade(engine, tree)
+
+
+def _databases(settings: Settings) -> list[tuple[str, list[MigrationTree]]]:
+    """Each database of this installation with its trees (the installed job types are those of the
+    ``scheduler.job_types`` entry points and ``SCHEDULER_EXTRA_JOB_TYPES``)."""
+    job_types = load_registry(settings).all()
+    return [(settings.resolved_database_url, [CORE_TREE]),
+            (settings.resolved_billing_database_url, billing_trees(job_types))]
+
+
 def migrate_all(settings: Settings) -> None:
-    """Apply the core's migrations, then the billing tables' migrations of the installed job types."""
-    from scheduler.migrate import upgrade
-
-    engine = make_engine(settings.resolved_database_url)
-    check_database(engine)
-    upgrade(engine)
-    engine.dispose()
-    from workers.billing import migrate_billing
-
-    billing = make_engine(settings.resolved_billing_database_url)
-    check_database(billing)
-    migrate_billing(billing)
-    billing.dispose()
+    """Apply the core's migrations, then the billing ledger's, then each installed job type's own."""
+    for url, trees in _databases(settings):
+        engine = make_engine(url)
+        try:
+            check_database(engine)
+            for tree in trees:
+                upgrade(engine, tree)
+        finally:
+            engine.dispose()
 
 
 def schema_gaps(settings: Settings) -> list[str]:
-    """What keeps either tree from its head, one phrase each; empty when both are at head.
+    """What keeps any tree from its head, one phrase each; empty when every tree is at head.
 
     ``scheduler migrate --check`` runs this before api, beat and workers start (an init container), so
     a release never runs on a schema it was not written for, older or newer.
     """
-    from scheduler.migrate import CORE_MIGRATIONS
-    from workers.billing import MIGRATIONS, VERSION_TABLE
-
-    trees = [("core tables", settings.resolved_database_url, CORE_MIGRATIONS, "alembic_version"),
-             ("billing tables", settings.resolved_billing_database_url, MIGRATIONS, VERSION_TABLE)]
-    gaps = []
-    for name, url, script_location, version_table in trees:
+    gaps: list[str] = []
+    for url, trees in _databases(settings):
         engine = make_engine(url)
         try:
             check_database(engine)
-            gap = _tree_gap(engine, script_location, version_table)
+            gaps.extend(f"{tree.name} {gap}" for tree in trees if (gap := tree_gap(engine, tree)))
         finally:
             engine.dispose()
-        if gap:
-            gaps.append(f"{name} {gap}")
     return gaps
-
-
-def _tree_gap(engine: Engine, script_location: Path, version_table: str) -> str | None:
-    script = ScriptDirectory(str(script_location))
-    heads = set(script.get_heads())
-    # The check says one line: not Alembic's "Context impl …" lines for every tree it reads.
-    alembic_log = logging.getLogger("alembic.runtime.migration")
-    level = alembic_log.level
-    alembic_log.setLevel(logging.WARNING)
-    try:
-        with engine.connect() as connection:
-            current = set(MigrationContext.configure(connection, opts={"version_table": version_table})
-                          .get_current_heads())
-    finally:
-        alembic_log.setLevel(level)
-    if current == heads:
-        return None
-    if not current:
-        return f"not migrated (head {', '.join(sorted(heads))})"
-    known = {rev.revision for rev in script.walk_revisions()}
-    state = "newer than this release" if current - known else "behind"
-    return f"at {', '.join(sorted(current))}, {state} (head {', '.join(sorted(heads))})"

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ValidationError
@@ -66,6 +67,11 @@ class JobType(ABC):
     job_properties: ClassVar[type[BaseModel]]
     run_properties: ClassVar[type[BaseModel]] = NoRunProperties
     supports_preview: ClassVar[bool] = True
+    migrations: ClassVar[Path | None] = None
+    """The folder of the type's own Alembic revisions (tables only it uses), or None when it has none.
+
+    ``scheduler migrate`` applies them to the billing database, recording them in ``<name>_alembic_version``.
+    """
 
     @abstractmethod
     def plan(self, ctx: RunContext) -> list[dict[str, Any]]: ...

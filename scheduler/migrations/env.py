@@ -1,4 +1,8 @@
-"""Alembic environment for the core tables; run by ``scheduler migrate`` through scheduler.migrate."""
+"""The Alembic environment of every migration tree (core, billing ledger, job types), run by scheduler.migrate.
+
+A tree is its revisions folder (``version_locations``) and its version table; autogenerate compares with the
+core's tables unless the caller hands another ``MetaData`` as ``config.attributes["metadata"]``.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +12,12 @@ from sqlmodel import SQLModel
 import scheduler.models  # noqa: F401  (registers the tables)
 
 config = context.config
-target_metadata = SQLModel.metadata
+target_metadata = config.attributes.get("metadata", SQLModel.metadata)
 connection = config.attributes.get("connection")
 
 
 def include_object(obj, name, type_, reflected, compare_to):  # type: ignore[no-untyped-def]
-    # Billing tables have their own migrations.
+    # Tables of the other trees, in the same database, are theirs to migrate.
     return not (type_ == "table" and reflected and compare_to is None)
 
 

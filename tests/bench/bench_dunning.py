@@ -27,6 +27,7 @@ from typing import Any
 from benchkit import BackendCpu, Figure, QueueDispatcher, Report, scratch_database, server_url, versions
 from sqlalchemy import Engine, text
 
+from cli.migrations import migrate_billing_database
 from scheduler.clock import SystemClock
 from scheduler.db import make_engine
 from scheduler.jobs import JobCreate, create_job
@@ -35,7 +36,6 @@ from scheduler.migrate import upgrade
 from scheduler.models import JobRun, RunStatus
 from scheduler.runs import RunCreate, act_on_run, create_manual_run, send_apply, send_run
 from scheduler.settings import Settings
-from workers.billing import migrate_billing
 from workers.billing.demo import seed_demo
 from workers.dunning.properties import DunningProperties
 from workers.runtime.env import WorkerEnv, build_env
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         engine = make_engine(url, pool_size=max(5, args.threads + 2))
         try:
             upgrade(engine)
-            migrate_billing(engine)
+            migrate_billing_database(engine, load_registry(Settings()).all())
             report.versions = versions(engine)
             t0 = time.perf_counter()
             counts = seed_demo(engine, accounts=args.accounts, seed=7, as_of=AS_OF)

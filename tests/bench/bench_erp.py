@@ -36,6 +36,7 @@ from benchkit import (
 )
 from sqlalchemy import Engine, text
 
+from cli.migrations import migrate_billing_database
 from scheduler.clock import SystemClock
 from scheduler.db import make_engine
 from scheduler.jobs import JobCreate, create_job
@@ -44,7 +45,6 @@ from scheduler.migrate import upgrade
 from scheduler.models import JobRun
 from scheduler.runs import RunCreate, create_manual_run, send_run
 from scheduler.settings import Settings
-from workers.billing import migrate_billing
 from workers.runtime.env import build_env
 
 DAY0 = date(2025, 1, 1)
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         with scratch_database(server_url(), "bench_erp") as db_url:
             engine = make_engine(db_url, pool_size=args.threads + 4)
             upgrade(engine)
-            migrate_billing(engine)
+            migrate_billing_database(engine, load_registry(Settings()).all())
             report.versions = versions(engine)
             seed(engine, args.records)
             settings = Settings(database_url=db_url, data_dir=Path(".scheduler"))

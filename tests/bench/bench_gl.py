@@ -28,6 +28,7 @@ from typing import Any
 from benchkit import BackendCpu, Figure, MemoryDispatcher, Report, scratch_database, server_url, versions
 from sqlalchemy import Engine, event, text
 
+from cli.migrations import migrate_billing_database
 from scheduler.clock import SystemClock
 from scheduler.db import make_engine
 from scheduler.dispatch import RunStep
@@ -37,7 +38,6 @@ from scheduler.migrate import upgrade
 from scheduler.models import JobRun, RunStatus
 from scheduler.runs import RunCreate, create_manual_run, send_run
 from scheduler.settings import Settings
-from workers.billing import migrate_billing
 from workers.runtime.env import WorkerEnv, build_env
 from workers.runtime.executor import execute_step
 
@@ -263,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
 def bench(url: str, args: argparse.Namespace) -> int:
     engine = make_engine(url, pool_size=args.workers + 4)
     upgrade(engine)
-    migrate_billing(engine)
+    migrate_billing_database(engine, load_registry(Settings()).all())
     clock = SystemClock()
     now = clock.now()
     t0 = time.perf_counter()

@@ -28,15 +28,15 @@ from typing import Any
 from benchkit import BackendCpu, Figure, QueueDispatcher, Report, scratch_database, server_url, versions
 from sqlalchemy import Engine, text
 
+from cli.migrations import migrate_billing_database
 from scheduler.clock import SystemClock
 from scheduler.db import make_engine
 from scheduler.jobs import JobCreate, create_job
-from scheduler.jobtypes import JobTypeRegistry
+from scheduler.jobtypes import JobTypeRegistry, load_registry
 from scheduler.migrate import upgrade
 from scheduler.models import JobRun
 from scheduler.runs import RunCreate, create_manual_run, send_run
 from scheduler.settings import Settings
-from workers.billing import migrate_billing
 from workers.mediation import JOB_TYPE
 from workers.mediation.properties import FileFormat
 from workers.mediation.reader import ReadStats, read_records
@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
 def _bench(args: argparse.Namespace, fmt: str, url: str, tmp: Path) -> dict[str, Any]:
     engine = make_engine(url)
     upgrade(engine)
-    migrate_billing(engine)
+    migrate_billing_database(engine, load_registry(Settings()).all())
     seed_accounts(engine, args.accounts)
     settings = Settings(data_dir=tmp / "data", database_url=url, files_root=tmp / "files")
     incoming = settings.resolved_files_root / "usage" / "incoming"

@@ -26,6 +26,7 @@ from benchkit import REPO, Figure, Report, bench_env, private_redis, scratch_dat
 from runkit import process_tree
 from sqlalchemy import Engine
 
+from cli.migrations import migrate_billing_database
 from scheduler.clock import SystemClock
 from scheduler.db import make_engine, make_session_factory
 from scheduler.dispatch import make_dispatcher
@@ -35,7 +36,6 @@ from scheduler.migrate import upgrade
 from scheduler.models import JobRun, RunStatus
 from scheduler.runs import RunCreate, create_manual_run, send_run
 from scheduler.settings import Settings
-from workers.billing import migrate_billing
 from workers.billing.demo import seed_demo
 from workers.runtime.worker import worker_command
 
@@ -70,7 +70,7 @@ def one_run(setup: Setup, processes: int, args: argparse.Namespace, tmp: Path, l
     with scratch_database(server_url(), "bench_scale") as url, private_redis() as redis_url:
         engine = make_engine(url)
         upgrade(engine)
-        migrate_billing(engine)
+        migrate_billing_database(engine, load_registry(Settings()).all())
         found_versions.update(versions(engine, redis_url))
         files = tmp / f"files-{processes}"
         settings = Settings(database_url=url, redis_url=redis_url, files_root=files, chunk_size=args.chunk_size,

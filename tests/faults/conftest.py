@@ -11,7 +11,9 @@ from faultkit import SCALE, Scale
 from process_fixtures import figures, print_figures, private_redis, processes  # noqa: F401  (fixtures)
 from sqlalchemy import Engine
 
-from workers.billing import migrate_billing
+from cli.migrations import migrate_billing_database
+from scheduler.jobtypes import load_registry
+from scheduler.settings import Settings
 
 
 @pytest.fixture(scope="session")
@@ -22,7 +24,7 @@ def scale() -> Scale:
 @pytest.fixture
 def fault_db(pg_engine: Engine) -> Engine:
     """A migrated, empty PostgreSQL database with the billing tables."""
-    migrate_billing(pg_engine)
+    migrate_billing_database(pg_engine, load_registry(Settings()).all())
     return pg_engine
 
 

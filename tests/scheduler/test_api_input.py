@@ -28,7 +28,7 @@ from test_api_support import (  # noqa: F401  (fixtures are used by name)
 
 from scheduler.clock import FrozenClock
 from scheduler.dispatch import Dispatcher
-from scheduler.migrate import CORE_MIGRATIONS, alembic_config, upgrade
+from scheduler.migrate import alembic_config, upgrade
 from scheduler.models import Job, JobRun
 from scheduler.settings import Settings
 from workers.dunning.properties import DunningRunProperties
@@ -225,7 +225,7 @@ def test_job_names_are_unique_ignoring_case_and_unicode_form(
 
 def test_the_migration_keeps_live_jobs_whose_names_collide(engine: Engine) -> None:
     # Given a database before name keys, with two live jobs that differ only in case, and an archived one
-    config = alembic_config(engine, CORE_MIGRATIONS)
+    config = alembic_config(engine)
     with engine.begin() as conn:
         config.attributes["connection"] = conn
         command.downgrade(config, "b7e41d2c9f30")

@@ -15,13 +15,14 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 from workers_testkit import AS_OF, TIERS, Drain, RecordingDispatcher, add_account
 
+from cli.migrations import migrate_billing_database
 from scheduler.clock import FrozenClock
 from scheduler.jobs import JobCreate, create_job
-from scheduler.jobtypes import JobTypeRegistry
+from scheduler.jobtypes import JobTypeRegistry, load_registry
 from scheduler.models import Job, JobRun
 from scheduler.runs import RunCreate, create_manual_run, send_run
 from scheduler.settings import Settings
-from workers.billing import accounts, migrate_billing
+from workers.billing import accounts
 from workers.runtime.env import WorkerEnv, build_env
 from workers.runtime.executor import execute_step
 
@@ -29,7 +30,7 @@ from workers.runtime.executor import execute_step
 @pytest.fixture
 def billing_engine(engine: Engine) -> Engine:
     """The scheduler database with the billing tables migrated (the default layout)."""
-    migrate_billing(engine)
+    migrate_billing_database(engine, load_registry(Settings()).all())
     return engine
 
 

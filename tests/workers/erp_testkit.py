@@ -14,7 +14,7 @@ from scheduler.jobs import JobCreate, create_job
 from scheduler.models import Job, JobRun, RunEvent, RunItem, RunStatus, RunTrigger
 from scheduler.runs import RunCreate, create_manual_run, retry_run, send_run
 from workers.billing import accounts, invoices, payments
-from workers.billing.erp_tables import erp_deliveries
+from workers.erp.tables import erp_deliveries
 from workers.runtime.env import WorkerEnv
 
 TOKEN_ENV = "SCHEDULER_ERP_SECRET_TEST_TOKEN"

@@ -13,18 +13,21 @@ import pytest
 from sqlalchemy import Engine, func, insert, select, update
 from workers_testkit import Drain, RecordingDispatcher
 
+from cli.migrations import migrate_billing_database
 from scheduler.clock import FrozenClock
 from scheduler.errors import InvalidProperties
 from scheduler.jobs import JobCreate, create_job
+from scheduler.jobtypes import load_registry
 from scheduler.models import Job, JobRun, RunChunk, RunItem, RunStatus
 from scheduler.runs import RunCreate, act_on_run, create_manual_run, retry_run, send_apply, send_run
 from scheduler.settings import Settings
 from workers.billing import accounts, dunning_actions, invoices, payments
-from workers.billing.gl_tables import gl_entries, gl_staged
+from workers.billing.gl_tables import gl_entries
 from workers.gl import JOB_TYPE, GLProperties
 from workers.gl import evaluate as gl_evaluate
 from workers.gl.sources import JournalLine, journal_lines
 from workers.gl.summary import run_lines
+from workers.gl.tables import gl_staged
 from workers.runtime.env import WorkerEnv
 from workers.runtime.executor import build_context, execute_step, load_run
 
@@ -704,12 +707,10 @@ def test_defaults_and_run_properties() -> None:
 def test_a_run_with_a_separate_billing_database(tmp_path: Path, sqlite_engine: Engine, clock: FrozenClock) -> None:
     """Billing tables in their own database: the items go to the scheduler's, the journal to the billing one."""
     from scheduler.db import make_engine
-    from scheduler.jobtypes import load_registry
-    from workers.billing import migrate_billing
     from workers.runtime.env import build_env
 
     billing = make_engine(f"sqlite:///{tmp_path / 'billing.db'}")
-    migrate_billing(billing)
+    migrate_billing_database(billing, load_registry(Settings()).all())
     dispatcher = RecordingDispatcher()
     sched_settings = Settings(data_dir=tmp_path / "data", database_url=str(sqlite_engine.url), chunk_size=2)
     env = build_env(sched_settings, dispatcher=dispatcher, registry=load_registry(sched_settings), clock=clock,

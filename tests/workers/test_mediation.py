@@ -17,17 +17,18 @@ import pytest
 from sqlalchemy import Engine, select, text
 from workers_testkit import Drain, RecordingDispatcher, add_account
 
+from cli.migrations import migrate_billing_database
 from scheduler.clock import FrozenClock
 from scheduler.errors import InvalidProperties
 from scheduler.jobs import JobCreate, create_job
-from scheduler.jobtypes import JobTypeRegistry
+from scheduler.jobtypes import JobTypeRegistry, load_registry
 from scheduler.models import Job, JobRun, RunItem, RunStatus
 from scheduler.runs import RunCreate, act_on_run, create_manual_run, retry_run, send_apply, send_run
 from scheduler.settings import Settings
 from workers.billing import accounts
-from workers.billing.usage_tables import usage_daily, usage_events, usage_files, usage_rejects
 from workers.mediation import JOB_TYPE
 from workers.mediation.staging import table_name
+from workers.mediation.tables import usage_daily, usage_events, usage_files, usage_rejects
 from workers.runtime.env import WorkerEnv, build_env
 from workers.runtime.executor import build_context, execute_step, load_run
 
@@ -561,11 +562,10 @@ def test_billing_tables_in_their_own_database(
 ) -> None:
     # Given billing tables in a separate SQLite database: items are written in batches, not INSERT … SELECT
     from scheduler.db import make_engine
-    from workers.billing import migrate_billing
 
     worker_settings = Settings(data_dir=tmp_path / "data", database_url=sqlite_url, files_root=tmp_path / "files")
     billing = make_engine(f"sqlite:///{tmp_path / 'billing.db'}")
-    migrate_billing(billing)
+    migrate_billing_database(billing, load_registry(Settings()).all())
     for number, status in (("ACC-1", "ACTIVE"), ("ACC-2", "ACTIVE"), ("ACC-S", "SUSPENDED"), ("ACC-C", "CLOSED")):
         add_account(billing, number, status=status)
     env = build_env(worker_settings, dispatcher=dispatcher, registry=JobTypeRegistry([JOB_TYPE]), clock=clock,

@@ -18,8 +18,8 @@ from scheduler.jobs import JobCreate, create_job
 from scheduler.jobtypes import JobTypeRegistry
 from scheduler.models import JobRun, RunStatus
 from scheduler.runs import RunCreate, act_on_run, create_manual_run, send_apply, send_run
-from workers.billing.usage_tables import usage_daily, usage_events
 from workers.mediation import JOB_TYPE
+from workers.mediation.tables import usage_daily, usage_events
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,8 @@
-"""Billing tables of the job types, with their own Alembic tree (version table ``billing_alembic_version``)."""
+"""The billing ledger the job types read and write, with its own Alembic tree (``billing_alembic_version``).
+
+Accounts, invoices, payments, dunning actions and the general ledger are shared by the job types; a table
+only one type uses is that type's own, migrated by its own tree (``JobType.migrations``).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
+from scheduler.migrate import MigrationTree, upgrade
 from workers.billing.tables import (
     AccountStatus,
     InvoiceKind,
@@ -17,20 +22,17 @@ from workers.billing.tables import (
     payments,
 )
 
-MIGRATIONS = Path(__file__).parent / "migrations"
-VERSION_TABLE = "billing_alembic_version"
+TREE = MigrationTree(name="billing tables", versions=Path(__file__).parent / "migrations" / "versions",
+                     version_table="billing_alembic_version")
 
 
 def migrate_billing(engine: Engine) -> None:
-    """Bring the billing tables to the newest revision."""
-    from scheduler.migrate import upgrade
-
-    upgrade(engine, script_location=MIGRATIONS, version_table=VERSION_TABLE)
+    """Bring the billing ledger's tables to the newest revision."""
+    upgrade(engine, TREE)
 
 
 __all__ = [
-    "MIGRATIONS",
-    "VERSION_TABLE",
+    "TREE",
     "AccountStatus",
     "InvoiceKind",
     "InvoiceStatus",

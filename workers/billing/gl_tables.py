@@ -1,9 +1,9 @@
-"""General-ledger tables: posted journal lines and the lines a GL collector run has staged.
+"""The general ledger: posted journal lines, on the billing ``metadata`` (``workers.billing.tables``).
 
-They live on the billing ``metadata`` (``workers.billing.tables``). ``gl_entries`` is the ledger of
-record: each source document (invoice, payment, late fee, write-off) is collected once, ever, because
-``(source_type, source_id, line_no)`` is unique. ``gl_staged`` holds a run's evaluated journal until the
-run is applied (or deleted); the ERP transfer exports ``gl_journal`` from ``gl_entries`` only.
+``gl_entries`` is the ledger of record: each source document (invoice, payment, late fee, write-off) is
+collected once, ever, because ``(source_type, source_id, line_no)`` is unique. The GL collector posts it
+and the ERP transfer exports it as ``gl_journal``, so it is the ledger's, not one job type's (the lines a
+collector run has staged are the GL collector's own: ``workers.gl.tables``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from sqlalchemy import (
     Index,
     Integer,
     Numeric,
-    PrimaryKeyConstraint,
     SmallInteger,
     String,
     Table,
@@ -74,19 +73,4 @@ gl_entries = Table(
     # For exports by run and by date. BRIN on PostgreSQL, where it serves either column alone: lines arrive
     # in run order and roughly in date order, and one BRIN costs a fraction of a b-tree per posted line.
     Index("ix_gl_entries_run_date", "run_id", "entry_date", postgresql_using="brin"),
-)
-
-gl_staged = Table(
-    "gl_staged",
-    metadata,
-    Column("run_id", Integer, nullable=False),
-    Column("source_type", SourceType, nullable=False),
-    Column("source_id", BigInteger, nullable=False),
-    Column("line_no", SmallInteger, nullable=False),
-    Column("account_id", Integer, nullable=False),
-    Column("gl_account", String(32), nullable=False),
-    Column("debit", Money, nullable=False, server_default=text("0")),
-    Column("credit", Money, nullable=False, server_default=text("0")),
-    Column("entry_date", Date, nullable=False),
-    PrimaryKeyConstraint("run_id", "source_type", "source_id", "line_no", name="pk_gl_staged"),
 )

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import BaseModel
@@ -37,6 +38,7 @@ class ErpTransferJobType(JobType):
     job_properties: ClassVar[type[BaseModel]] = ErpProperties
     run_properties: ClassVar[type[BaseModel]] = ErpRunProperties
     supports_preview: ClassVar[bool] = True
+    migrations: ClassVar[Path | None] = Path(__file__).parent / "migrations"
 
     def __init__(self, sender: HttpSender | None = None) -> None:
         self.sender = sender or HttpSender()

@@ -21,13 +21,13 @@ from sqlalchemy.engine import Connection
 from scheduler.db import UTCDateTime
 from scheduler.jobtypes import RunContext
 from scheduler.models import ItemOutcome
-from workers.billing.erp_tables import erp_deliveries
 from workers.erp.datasets import SOURCES
 from workers.erp.policy import TargetPolicy
 from workers.erp.properties import HttpTarget, target_key
 from workers.erp.scope import properties
 from workers.erp.send import Batch, HttpSender, Outcome, write_batch
 from workers.erp.stage import record_id_of
+from workers.erp.tables import erp_deliveries
 from workers.sql import SqlDialect, batched
 
 

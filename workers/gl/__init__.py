@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import BaseModel
@@ -34,6 +35,7 @@ class GLCollectorJobType(JobType):
     job_properties: ClassVar[type[BaseModel]] = GLProperties
     run_properties: ClassVar[type[BaseModel]] = GLRunProperties
     supports_preview: ClassVar[bool] = True
+    migrations: ClassVar[Path | None] = Path(__file__).parent / "migrations"
 
     def plan(self, ctx: RunContext) -> list[dict[str, Any]]:
         return evaluate.plan_chunks(ctx)

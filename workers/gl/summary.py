@@ -17,9 +17,10 @@ from sqlalchemy import Engine, select, text
 
 from scheduler.jobtypes import RunContext
 from scheduler.models import ItemOutcome
-from workers.billing.gl_tables import gl_entries, gl_staged
+from workers.billing.gl_tables import gl_entries
 from workers.gl.journal import money
 from workers.gl.sources import as_of, properties
+from workers.gl.tables import gl_staged
 
 ZERO = Decimal("0.00")
 

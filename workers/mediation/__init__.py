@@ -11,6 +11,7 @@ filtered records (duplicates, unknown or inactive accounts) are ``skipped`` item
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import BaseModel
@@ -34,6 +35,7 @@ class UsageMediationJobType(JobType):
     job_properties: ClassVar[type[BaseModel]] = MediationProperties
     run_properties: ClassVar[type[BaseModel]] = MediationRunProperties
     supports_preview: ClassVar[bool] = True
+    migrations: ClassVar[Path | None] = Path(__file__).parent / "migrations"
 
     def plan(self, ctx: RunContext) -> list[dict[str, Any]]:
         return evaluate.plan_files(ctx)

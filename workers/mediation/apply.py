@@ -27,12 +27,12 @@ from scheduler.db import UTCDateTime
 from scheduler.jobtypes import RunContext
 from scheduler.models import ItemOutcome
 from workers.billing.tables import AccountStatus
-from workers.billing.usage_tables import RejectKind
 from workers.mediation import classify, items, staging
 from workers.mediation.evaluate import properties
 from workers.mediation.files import archive, resolve_dirs
 from workers.mediation.properties import MediationProperties
 from workers.mediation.records import RejectReason
+from workers.mediation.tables import RejectKind
 from workers.sql import same_database
 
 log = logging.getLogger(__name__)

@@ -22,8 +22,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from workers.billing.tables import AccountStatus
-from workers.billing.usage_tables import RejectKind
 from workers.mediation.records import FILTERED_REASONS, MICRO, RejectReason
+from workers.mediation.tables import RejectKind
 
 R = RejectReason
 ACTIVE = AccountStatus.ACTIVE

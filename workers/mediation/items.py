@@ -20,8 +20,8 @@ from sqlalchemy.engine import Connection
 
 from scheduler.db import UTCDateTime
 from scheduler.models import ItemOutcome, RunItem
-from workers.billing.usage_tables import RejectKind
 from workers.mediation.classify import kind_sql
+from workers.mediation.tables import RejectKind
 from workers.sql import SqlDialect
 
 FILE_PREFIX = "file:"

@@ -14,7 +14,7 @@ import re
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Context, Decimal
 
-from workers.billing.usage_tables import EVENT_ID_LENGTH, METER_LENGTH, RejectKind
+from workers.mediation.tables import EVENT_ID_LENGTH, METER_LENGTH, RejectKind
 
 FIELDS = ("event_id", "account_number", "meter", "quantity", "occurred_at")
 """The record fields of the wire contract (CSV header names, JSON keys)."""

@@ -1,4 +1,7 @@
-"""gl tables: gl_entries (the ledger) and gl_staged (a run's evaluated journal)
+"""gl tables: gl_entries (the ledger)
+
+It made gl_staged (a run's evaluated journal) too, until that table moved to the gl_collector job type's tree
+(workers/gl/migrations), which creates it where this revision did not.
 
 Revision ID: ecea0de2cd1b
 Revises: d7ef4bf2617a
@@ -40,22 +43,7 @@ def upgrade() -> None:
     op.create_index('ix_gl_entries_run_date', 'gl_entries', ['run_id', 'entry_date'], unique=False,
                     postgresql_using='brin')
 
-    op.create_table(
-        'gl_staged',
-        sa.Column('run_id', sa.Integer(), nullable=False),
-        sa.Column('source_type', SOURCE_TYPE, nullable=False),
-        sa.Column('source_id', sa.BigInteger(), nullable=False),
-        sa.Column('line_no', sa.SmallInteger(), nullable=False),
-        sa.Column('account_id', sa.Integer(), nullable=False),
-        sa.Column('gl_account', sa.String(length=32), nullable=False),
-        sa.Column('debit', sa.Numeric(precision=18, scale=2), server_default=sa.text('0'), nullable=False),
-        sa.Column('credit', sa.Numeric(precision=18, scale=2), server_default=sa.text('0'), nullable=False),
-        sa.Column('entry_date', sa.Date(), nullable=False),
-        sa.PrimaryKeyConstraint('run_id', 'source_type', 'source_id', 'line_no', name='pk_gl_staged'),
-    )
-
 
 def downgrade() -> None:
-    op.drop_table('gl_staged')
     op.drop_index('ix_gl_entries_run_date', table_name='gl_entries')
     op.drop_table('gl_entries')

@@ -1,4 +1,4 @@
-"""Usage mediation tables, on the billing ``metadata`` (migration branch ``usage``).
+"""Usage mediation's own tables (its migrations: ``migrations/``).
 
 ``usage_files`` says which input files were applied (by checksum, once), ``usage_events`` holds every
 mediated record once (the event id is the key, across all time), ``usage_daily`` the rated totals per
@@ -22,6 +22,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    MetaData,
     Numeric,
     String,
     Table,
@@ -29,7 +30,8 @@ from sqlalchemy import (
 )
 
 from scheduler.db import UTCDateTime
-from workers.billing.tables import metadata
+
+metadata = MetaData()
 
 Quantity = Numeric(18, 6)
 """One record's quantity: up to 12 integer digits and 6 decimals."""
@@ -122,6 +124,7 @@ __all__ = [
     "RatedAmount",
     "RejectKind",
     "Total",
+    "metadata",
     "usage_daily",
     "usage_events",
     "usage_files",

@@ -1,4 +1,4 @@
-"""ERP transfer tables: one row per record delivered to a target, on the billing ``metadata``.
+"""The ERP transfer's own table: one row per record delivered to a target (its migrations: ``migrations/``).
 
 ``erp_deliveries`` is the ledger that makes a transfer exactly-once per target: a row is written only
 once the target accepted the record, and ``(target_key, dataset, record_id)`` is unique, so no later run
@@ -7,10 +7,11 @@ once the target accepted the record, and ``(target_key, dataset, record_id)`` is
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Index, Integer, String, Table, UniqueConstraint
+from sqlalchemy import BigInteger, Column, Index, Integer, MetaData, String, Table, UniqueConstraint
 
 from scheduler.db import UTCDateTime
-from workers.billing.tables import metadata
+
+metadata = MetaData()
 
 erp_deliveries = Table(
     "erp_deliveries",
