@@ -32,7 +32,8 @@ def child_env(settings: Settings) -> dict[str, str]:
 def seed_demo(settings: Settings, *, accounts: int, with_jobs: bool = True) -> dict[str, Any]:
     """Demo billing data and demo jobs, each new job with a first manual run so every type shows a run at once.
 
-    Data already seeded is left as it is. The first runs are recorded unsent: beat's outbox sends them.
+    Data already seeded is left as it is. The first runs are sent at once when Redis is configured (as
+    ``scheduler up`` has it), like any manual run; else they are recorded and beat's outbox sends them.
     """
     from cli.demo import DEMO_JOBS, seed_demo_data
     from scheduler.jobs import JobCreate, create_job
@@ -47,6 +48,7 @@ def seed_demo(settings: Settings, *, accounts: int, with_jobs: bool = True) -> d
     factory = make_session_factory(make_engine(settings.resolved_database_url))
     registry = load_registry(settings)
     created = 0
+    run_ids: list[int] = []
     with factory() as session:
         for definition in DEMO_JOBS:
             exists = session.scalar(
@@ -59,10 +61,19 @@ def seed_demo(settings: Settings, *, accounts: int, with_jobs: bool = True) -> d
             job = create_job(session=session, registry=registry, job_in=JobCreate.model_validate(definition),
                              actor="demo", clock=SystemClock(), settings=settings)
             assert job.id is not None
-            create_manual_run(session=session, registry=registry, run_in=RunCreate(job_id=job.id), actor="demo",
-                              clock=SystemClock())
+            run, _ = create_manual_run(session=session, registry=registry, run_in=RunCreate(job_id=job.id),
+                                       actor="demo", clock=SystemClock())
+            assert run.id is not None
+            run_ids.append(run.id)
             created += 1
     counts["jobs"] = created
+    if settings.redis_url and run_ids:
+        from scheduler.dispatch import make_dispatcher
+        from scheduler.runs import send_run
+
+        dispatcher = make_dispatcher(settings)
+        for run_id in run_ids:
+            send_run(factory=factory, dispatcher=dispatcher, registry=registry, run_id=run_id, clock=SystemClock())
     return counts
 
 

@@ -173,6 +173,15 @@ class InvalidTransition(Conflict):
         )
 
 
+class RetryUnavailable(Conflict):
+    """A retry refused because it would redo nothing (every failed item was refused for its data)."""
+
+    code = "retry_unavailable"
+
+    def __init__(self, run_id: int, reason: str) -> None:
+        super().__init__(f"cannot retry run {run_id}: {reason}", details={"run_id": run_id, "reason": reason})
+
+
 class JobNotRunnable(Conflict):
     """A manual run refused because the job is paused, archived or manual runs are off."""
 

@@ -25,6 +25,7 @@ from scheduler.errors import (
     InvalidTransition,
     InvalidValue,
     JobNotRunnable,
+    RetryUnavailable,
     RunNotFound,
 )
 from scheduler.jobs import check_json_field, get_job
@@ -40,6 +41,7 @@ from scheduler.limits import (
     DbId,
 )
 from scheduler.models import JobRun, JobStatus, RunChunk, RunEvent, RunItem, RunStatus, RunTrigger
+from scheduler.outcomes import retry_refusal
 from scheduler.run_creation import Idempotency, NewRun, create_run, replay
 from scheduler.run_hooks import standard_hooks
 from scheduler.settings import Settings
@@ -121,6 +123,8 @@ def retry_run(
     needs, _ = ACTIONS["retry"]
     if original.status not in needs:
         raise InvalidTransition(f"run {run_id}", original.status, "retry", allowed_actions(original.status))
+    if (refusal := retry_refusal(session, original)) is not None:
+        raise RetryUnavailable(run_id, refusal)
     job = get_job(session, original.job_id)
     if job.status == JobStatus.ARCHIVED:
         raise JobNotRunnable(job.id or 0, "the job is archived")

@@ -87,6 +87,17 @@ class SqlDialect:
             return f"CAST({column} ->> '{key}' AS integer)"
         return f"CAST(json_extract({column}, '$.{key}') AS INTEGER)"
 
+    def json_text(self, column: str, key: str) -> str:
+        """A text field of a JSON object column."""
+        if self.is_postgres:
+            return f"({column} ->> '{key}')"
+        return f"json_extract({column}, '$.{key}')"
+
+    def json_money_sum(self, column: str, key: str) -> str:
+        """The sum of a JSON object column's money field (a decimal string), ``NULL`` fields left out."""
+        field = self.json_text(column, key)
+        return self.money_sum(f"CAST({field} AS numeric)" if self.is_postgres else f"CAST({field} AS REAL)")
+
     def series(self, alias: str, count_param: str) -> str:
         """A ``FROM`` item yielding integers ``1..:count_param`` in column ``{alias}.i``."""
         if self.is_postgres:

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from scheduler.jobs import JobAction, JobPublic, job_actions, job_events
-from scheduler.lifecycle import allowed_actions, item_counts
+from scheduler.lifecycle import RETRYABLE, allowed_actions, item_counts
 from scheduler.limits import MAX_NOTE_LENGTH, Text
 from scheduler.models import (
     ApiKey,
@@ -26,6 +26,7 @@ from scheduler.models import (
     RunStatus,
     RunTrigger,
 )
+from scheduler.outcomes import outcome_line
 from scheduler.runs import progress, run_events
 
 T = TypeVar("T")
@@ -141,27 +142,40 @@ class RunPublic(BaseModel):
     summary: dict[str, Any]
     error: str | None
     progress: RunProgress
+    outcome: str = Field(description="what became of the run, in one line: 'nothing to do', "
+                                     "'applied 1,204 items, 3 failed: ERP target refused', …")
+    item_counts: dict[str, int] = Field(description="run items per outcome: planned, ok, error, skipped")
+    reasons: dict[str, dict[str, int]] = Field(
+        description="skipped and failed (error) items counted by reason, e.g. {'skipped': {'paid since preview': 12}}"
+    )
+    retry_unavailable: str | None = Field(
+        default=None, description="why a FAILED or INCOMPLETE run offers no retry (a retry would redo nothing)"
+    )
     actions: list[RunAction] = Field(description="what the run's status allows")
 
     @classmethod
-    def of(cls, run: JobRun, job_name: str) -> RunPublic:
+    def of(cls, run: JobRun, job_name: str, counts: dict[str, int] | None = None) -> RunPublic:
         fields = run.model_dump(exclude={"chunks_total", "chunks_done", "idempotency_fingerprint"})
+        summary = {**run.summary, "items": counts} if counts is not None else run.summary
+        refusal = summary.get("retry_unavailable")
+        actions = [a for a in allowed_actions(run.status) if not (a == "retry" and refusal)]
         return cls(**fields, job_name=job_name, progress=RunProgress(**progress(run)),
-                   actions=allowed_actions(run.status))
+                   outcome=outcome_line(run.status, summary, run.error),
+                   item_counts=dict(summary.get("items") or {}), reasons=dict(summary.get("reasons") or {}),
+                   retry_unavailable=refusal if run.status in RETRYABLE else None, actions=actions)
 
 
 class RunDetail(RunPublic):
-    """A run with its per-outcome item counts and its audit trail."""
+    """A run with its per-outcome item counts (read now) and its audit trail."""
 
-    item_counts: dict[str, int] = Field(description="run items per outcome: planned, ok, error, skipped")
     events: list[StatusEvent[RunStatus]]
 
     @classmethod
     def build(cls, session: Session, run: JobRun) -> RunDetail:
         assert run.id is not None
-        public = RunPublic.of(run, job_names(session, [run.job_id]).get(run.job_id, ""))
-        return cls(**public.model_dump(), item_counts=item_counts(session, run.id),
-                   events=[run_event(e) for e in run_events(session, run.id)])
+        public = RunPublic.of(run, job_names(session, [run.job_id]).get(run.job_id, ""),
+                              counts=item_counts(session, run.id))
+        return cls(**public.model_dump(), events=[run_event(e) for e in run_events(session, run.id)])
 
 
 class RunItemPublic(BaseModel):

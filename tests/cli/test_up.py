@@ -135,6 +135,11 @@ def test_up_with_demo_serves_the_page_and_runs_all_four_job_types(tmp_path: Path
         assert set(by_type) == {"dunning", "usage_mediation", "gl_collector", "erp_transfer"}, runs
         assert by_type["gl_collector"] == "COMPLETED"
         assert by_type["erp_transfer"] == "COMPLETED"
+        # And nothing went wrong, so no audit trail tells of a re-send (the first runs are sent, not left to beat)
+        token = key_file.read_text().strip()
+        notes = [e["note"] for r in runs if r["trigger"] == "MANUAL"
+                 for e in _get(f"{base}/api/v1/runs/{r['id']}", token)["events"]]
+        assert notes and not [n for n in notes if "re-sent" in n], notes
         printed = (tmp_path / "up.log").read_text()
         assert f"Billing Scheduler is up: http://127.0.0.1:{port}/" in printed
     finally:

@@ -15,8 +15,9 @@ from scheduler.clock import FrozenClock
 from scheduler.errors import InvalidProperties
 from scheduler.jobtypes import JobTypeRegistry
 from scheduler.models import Job, RunItem, RunStatus
+from scheduler.outcomes import outcome_line
 from scheduler.runs import act_on_run, retry_run, send_apply, send_run
-from workers.billing import dunning_actions, invoices
+from workers.billing import accounts, dunning_actions, invoices
 from workers.dunning import JOB_TYPE, DunningJobType
 from workers.runtime.env import WorkerEnv
 from workers.runtime.executor import build_context, execute_step, load_run
@@ -50,6 +51,13 @@ def billing_snapshot(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
             name: sorted(tuple(r) for r in conn.execute(select(table)).all())
             for name, table in (("invoices", invoices), ("dunning_actions", dunning_actions))
         } | {"accounts": sorted(tuple(r) for r in conn.exec_driver_sql("SELECT * FROM accounts").all())}
+
+
+def submit(env: WorkerEnv, run_id: int, clock: FrozenClock) -> None:
+    """A reviewer submits the preview; its apply steps are sent."""
+    with env.factory() as session:
+        act_on_run(session=session, run_id=run_id, action="submit", actor="reviewer", clock=clock)
+    send_apply(factory=env.factory, dispatcher=env.dispatcher, registry=env.registry, run_id=run_id)
 
 
 EXPECTED_TIERS = {
@@ -149,9 +157,7 @@ def test_account_paid_after_preview_is_skipped_with_the_reason(
     with env.billing_engine.begin() as conn:
         conn.execute(update(invoices).where(invoices.c.account_id == known_ledger["A40"])
                      .values(balance=0, status="PAID"))
-    with env.factory() as session:
-        act_on_run(session=session, run_id=run_id, action="submit", actor="reviewer", clock=clock)
-    send_apply(factory=env.factory, dispatcher=env.dispatcher, registry=env.registry, run_id=run_id)
+    submit(env, run_id, clock)
     drain()
     # Then A40 is skipped with the reason, gets no fee, and the rest is applied
     run = load_run(env, run_id)
@@ -162,6 +168,46 @@ def test_account_paid_after_preview_is_skipped_with_the_reason(
     assert account_state()["A40"] == (0, "ACTIVE")
     assert late_fees(env.billing_engine) == []
     assert run[0].summary["skipped"] == 1 and run[0].summary["fees_posted"] == 0
+    # And its outcome says so in one line, with the counts by reason
+    assert outcome_line(run[0].status, run[0].summary, run[0].error) == (
+        "applied 3 items, 1 skipped at apply: paid since preview")
+    assert run[0].summary["reasons"] == {"skipped": {"paid since preview": 1}}
+
+
+def test_preview_shows_the_fees_and_write_offs_applying_posts_per_currency(
+    env: WorkerEnv, known_ledger: dict[str, int], make_job: Callable[..., Job], start_run: Callable[..., int],
+    drain: Drain, clock: FrozenClock,
+) -> None:
+    # Given a ladder whose top tier writes off, and A40 billed in euros
+    tiers = [*TIERS[:3], {"code": 3, "name": "Write-off", "min_days_past_due": 90, "actions": ["write_off"]}]
+    with env.billing_engine.begin() as conn:
+        conn.execute(update(accounts).where(accounts.c.account_number == "A40").values(currency="EUR"))
+    # When a preview is evaluated
+    run_id = start_run(make_job(tiers=tiers), preview=True)
+    drain()
+    preview = load_run(env, run_id)
+    assert preview is not None and preview[0].status == S.PREVIEW
+    # Then each item and the totals say what applying will charge, in the account's currency
+    items = items_of(env, run_id)
+    assert (items["A40"][1]["late_fee"], items["A40"][1]["currency"]) == ("15.00", "EUR")
+    assert (items["A95"][1]["write_off"], items["A95"][1]["currency"]) == ("400.00", "USD")
+    expected = {"EUR": {"late_fees": "15.00", "write_offs": "0.00"},
+                "USD": {"late_fees": "0.00", "write_offs": "400.00"}}
+    assert preview[0].summary["money"] == expected
+    assert (preview[0].summary["fees_posted"], preview[0].summary["write_offs"]) == (1, 1)
+    assert late_fees(env.billing_engine) == []
+    # And when it is submitted with nothing changed, the applied run posts exactly that
+    submit(env, run_id, clock)
+    drain()
+    applied = load_run(env, run_id)
+    assert applied is not None and applied[0].status == S.COMPLETED
+    assert applied[0].summary["money"] == expected
+    assert [(amount, due) for _, amount, due in late_fees(env.billing_engine)] == [
+        (Decimal("15.00"), (AS_OF + timedelta(days=14)).isoformat())]
+    with env.billing_engine.connect() as conn:
+        written_off = conn.execute(select(dunning_actions.c.write_off_amount)
+                                   .where(dunning_actions.c.write_off_amount.is_not(None))).scalars().all()
+    assert written_off == [Decimal("400.00")]
 
 
 def test_deleted_preview_applies_nothing(

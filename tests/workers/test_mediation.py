@@ -19,10 +19,11 @@ from workers_testkit import Drain, RecordingDispatcher, add_account
 
 from cli.migrations import migrate_billing_database
 from scheduler.clock import FrozenClock
-from scheduler.errors import InvalidProperties
+from scheduler.errors import InvalidProperties, RetryUnavailable
 from scheduler.jobs import JobCreate, create_job
 from scheduler.jobtypes import JobTypeRegistry, load_registry
 from scheduler.models import Job, JobRun, RunItem, RunStatus
+from scheduler.outcomes import outcome_line
 from scheduler.runs import RunCreate, act_on_run, create_manual_run, retry_run, send_apply, send_run
 from scheduler.settings import Settings
 from workers.billing import accounts
@@ -252,7 +253,7 @@ def mediate_earlier(make_job: Callable[..., Job], run: Callable[..., JobRun], in
 
 def test_known_csv_file_gives_exactly_the_expected_rejects_and_aggregates(
     env: WorkerEnv, billing_engine: Engine, usage_accounts: dict[str, int], incoming: Path,
-    make_job: Callable[..., Job], run: Callable[..., JobRun],
+    make_job: Callable[..., Job], run: Callable[..., JobRun], clock: FrozenClock,
 ) -> None:
     # Given an earlier run that mediated E-OLD, and the known file
     job = mediate_earlier(make_job, run, incoming)
@@ -298,6 +299,13 @@ def test_known_csv_file_gives_exactly_the_expected_rejects_and_aggregates(
     # And the file was moved aside
     assert not (incoming / "usage-1.csv").exists()
     assert (incoming / "processed" / "usage-1.csv").read_bytes() == KNOWN_CSV
+    # And no retry is offered (the failed lines are bad data a retry cannot fix), saying why
+    assert done.summary["retry_unavailable"].startswith("a retry would redo nothing: its 11 failed items")
+    with env.factory() as session, pytest.raises(RetryUnavailable):
+        retry_run(session=session, run_id=done.id or 0, actor="test", clock=clock)
+    assert outcome_line(done.status, done.summary, done.error) == (
+        "applied 1 item, 5 skipped at apply (inactive account: 2; already mediated: 1; 2 more reasons), "
+        "11 failed (malformed line: 3; bad timestamp: 2; 6 more reasons)")
 
 
 def test_known_jsonl_file_gives_exactly_the_expected_rejects_and_aggregates(

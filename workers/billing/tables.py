@@ -69,6 +69,7 @@ accounts = Table(
     Column("status", String(16), nullable=False, server_default=AccountStatus.ACTIVE.value),
     Column("dunning_tier", Integer, nullable=False, server_default=text("0")),
     Column("email", String(200), nullable=True),
+    Column("currency", String(3), nullable=False, server_default="USD"),
     Index("ix_accounts_category", "category"),
 )
 

@@ -22,7 +22,7 @@ from sqlmodel import col
 from scheduler.jobtypes import RunContext
 from scheduler.models import ItemOutcome, RunItem
 from workers.billing.tables import AccountStatus, InvoiceStatus
-from workers.dunning.properties import REINSTATE, DunningProperties, DunningRunProperties
+from workers.dunning.properties import REINSTATE, DunningAction, DunningProperties, DunningRunProperties
 from workers.retry import failed_item_keys
 from workers.sql import SqlDialect, same_database
 
@@ -113,6 +113,7 @@ def scored_subquery(d: SqlDialect, condition: str) -> str:
     days = d.days_between(d.date_param("as_of"), "d.oldest_due")
     return (
         "SELECT a.id AS account_id, a.account_number, a.dunning_tier AS from_tier, a.status AS account_status, "
+        "a.currency, "
         "COALESCE(d.amount_due, 0) AS amount_due, "
         f"COALESCE({days}, 0) AS days_past_due "
         f"FROM accounts a LEFT JOIN ({due_subquery(d)}) d ON d.account_id = a.id "
@@ -132,8 +133,10 @@ def _staging_select(d: SqlDialect, props: DunningProperties, where: Scope) -> tu
         "CASE WHEN s.amount_due > 0 AND s.amount_due >= :minimum "
         f"THEN CASE {by_days} ELSE 0 END ELSE 0 END"
     )
-    names, actions, fees = [], [], []
+    names, actions, fees, write_offs = [], [], [], []
     for tier in props.ladder:
+        if DunningAction.WRITE_OFF in tier.actions:
+            write_offs.append(f"WHEN {tier.code} THEN {d.money_text('t.amount_due')}")
         params[f"name_{tier.code}"] = tier.name
         params[f"actions_{tier.code}"] = json.dumps([str(a) for a in tier.actions])
         names.append(f"WHEN {tier.code} THEN {d.text_param(f'name_{tier.code}')}")
@@ -156,6 +159,8 @@ def _staging_select(d: SqlDialect, props: DunningProperties, where: Scope) -> tu
         ("amount_due", d.money_text("t.amount_due")),
         ("actions", d.json_parse(f"CASE t.to_tier WHEN 0 THEN {clear_actions} {' '.join(actions)} END")),
         ("late_fee", f"CASE t.to_tier {' '.join(fees)} END" if fees else "NULL"),
+        ("write_off", f"CASE t.to_tier {' '.join(write_offs)} END" if write_offs else "NULL"),
+        ("currency", "t.currency"),
     ])
     sql = (
         f"SELECT t.account_number AS item_key, {detail} AS detail "

@@ -89,6 +89,8 @@ def record_detail_sql(d: SqlDialect, source: str) -> str:
         ("kind", kind_sql(f"{source}.reason")),
         ("code", f"{source}.reason"),
         ("reason", f"{source}.message"),
+        # A rejected record is bad data: only a corrected file can fix it, a retry cannot.
+        ("retryable", d.json_parse("'false'")),
     ])
 
 

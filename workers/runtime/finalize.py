@@ -18,6 +18,7 @@ from scheduler.jobtypes import RunContext
 from scheduler.lifecycle import final_status, item_counts, run_awaits_review, run_ended, stops_for_review, transition
 from scheduler.models import ItemOutcome, Job, JobRun, RunEvent, RunItem, RunStatus
 from scheduler.notify import item_error_text
+from scheduler.outcomes import item_reasons, retry_refusal
 from workers.runtime.outage import is_database_outage
 from workers.sql import SqlDialect
 
@@ -48,6 +49,8 @@ def run_summary(env: WorkerEnv, run: JobRun, ctx: RunContext | None) -> tuple[di
     assert run.id is not None
     with env.factory() as session:
         counts = item_counts(session, run.id)
+        reasons = item_reasons(session, run.id)
+        refusal = retry_refusal(session, run) if counts.get(ItemOutcome.ERROR) else None
     summary: dict[str, Any] = {}
     if ctx is not None:
         try:
@@ -58,6 +61,9 @@ def run_summary(env: WorkerEnv, run: JobRun, ctx: RunContext | None) -> tuple[di
             log.exception("run %s: summarize failed", run.id)
             summary = {"summary_error": f"{type(exc).__name__}: {exc}"}
     summary["items"] = counts
+    summary["reasons"] = reasons
+    if refusal is not None:
+        summary["retry_unavailable"] = refusal
     return summary, counts
 
 
