@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import case, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from beat.tables import LEASES
 from scheduler.clock import Clock
 from scheduler.errors import StaleLeader
+from scheduler.jobkit import insert_or_ignore_statement
 
 log = logging.getLogger(__name__)
 
@@ -96,9 +96,8 @@ class LeaderLease:
             )
             if result.rowcount == 0:  # type: ignore[attr-defined]
                 inserted = session.execute(
-                    _insert_ignore(session)
+                    insert_or_ignore_statement(session, LEASES, keys=["name"])
                     .values(name=self.name, holder=self.holder, epoch=1, expires_at=expires)
-                    .on_conflict_do_nothing(index_elements=["name"])
                     .returning(LEASES.c.epoch)
                 ).scalar_one_or_none()
                 if inserted is None:
@@ -164,10 +163,3 @@ class LeaderLease:
         if self.state is not None:
             log.warning("beat %s is no longer the leader (epoch %s): %s", self.holder, self.state.epoch, why)
         self.state = None
-
-
-def _insert_ignore(session: Session) -> postgresql.Insert | sqlite.Insert:
-    """The dialect's ``INSERT`` that supports ``ON CONFLICT DO NOTHING``."""
-    if session.get_bind().dialect.name == "postgresql":
-        return postgresql.insert(LEASES)
-    return sqlite.insert(LEASES)

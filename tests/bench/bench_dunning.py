@@ -96,8 +96,8 @@ def _expect(env: WorkerEnv, run_id: int, status: RunStatus) -> None:
 def sql_floor(engine: Engine) -> float:
     """The raw SQL floor of evaluation: the job type's own staging query over every account as one statement,
     its rows written to a temporary table (no executor, no chunks, no run_item indexes); seconds."""
+    from scheduler.jobkit.sql import SqlDialect
     from workers.dunning.evaluate import Scope, _staging_select, typed
-    from workers.sql import SqlDialect
 
     select_sql, params = _staging_select(SqlDialect.of(engine), DunningProperties.model_validate(JOB_PROPERTIES),
                                          Scope(condition="a.status <> 'CLOSED'"))

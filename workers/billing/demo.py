@@ -20,8 +20,8 @@ from typing import Any
 from sqlalchemy import Connection, Date, Engine, bindparam, func, select, text
 from sqlalchemy.exc import DBAPIError
 
+from scheduler.jobkit.sql import SqlDialect
 from workers.billing import migrate_billing, tables
-from workers.sql import SqlDialect
 
 log = logging.getLogger(__name__)
 

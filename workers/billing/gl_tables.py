@@ -24,7 +24,7 @@ from sqlalchemy import (
     text,
 )
 
-from scheduler.db import UTCDateTime
+from scheduler.jobkit import UTCDateTime
 from workers.billing.tables import metadata
 
 Money = Numeric(18, 2)

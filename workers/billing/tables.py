@@ -25,7 +25,7 @@ from sqlalchemy import (
     text,
 )
 
-from scheduler.db import UTCDateTime
+from scheduler.jobkit import UTCDateTime
 
 metadata = MetaData()
 

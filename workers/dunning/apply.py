@@ -8,7 +8,6 @@ idempotent, so applying a chunk twice changes nothing the second time.
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import timedelta
@@ -17,15 +16,11 @@ from typing import Any
 
 from sqlalchemy import Date, bindparam, text
 from sqlalchemy.engine import Connection
-from sqlalchemy.sql.elements import BindParameter
 
-from scheduler.db import UTCDateTime
-from scheduler.jobtypes import RunContext
-from scheduler.models import ItemOutcome
+from scheduler.jobkit import ItemOutcome, RunContext, RunItems, SqlDialect, insert_or_ignore
 from workers.billing.tables import AccountStatus, InvoiceKind, InvoiceStatus, dunning_actions
 from workers.dunning.evaluate import as_of_date, due_subquery, properties
 from workers.dunning.properties import REINSTATE, DunningAction, DunningProperties
-from workers.sql import SqlDialect, batched, same_database
 
 LATE_FEE_TERMS = timedelta(days=14)
 
@@ -84,15 +79,14 @@ def decide(props: DunningProperties, item: dict[str, Any], now: AccountNow | Non
 
 def apply_chunk(ctx: RunContext, chunk_no: int, spec: dict[str, Any]) -> None:
     props, _ = properties(ctx)
-    same_db = same_database(ctx.engine, ctx.billing_engine)
-    with ctx.engine.connect() as conn:
-        items = _planned_items(conn, ctx.run_id, chunk_no)
+    run_items = RunItems(ctx)
+    items = run_items.planned(chunk_no)
     if not items:
         return
     as_of = as_of_date(ctx)
     now = ctx.clock.now()
     bounds = {"run_id": ctx.run_id, "first_id": spec["first_id"], "last_id": spec["last_id"]}
-    with ctx.billing_engine.begin() as billing:
+    with run_items.billing_transaction() as (billing, outcomes):
         current = _current_state(billing, bounds, as_of)
         skipped: dict[str, list[str]] = defaultdict(list)
         rows: list[dict[str, Any]] = []
@@ -102,26 +96,14 @@ def apply_chunk(ctx: RunContext, chunk_no: int, spec: dict[str, Any]) -> None:
                 skipped[decision.skip_reason].append(key)
             elif decision.action is not None:
                 rows.append({**decision.action, "run_id": ctx.run_id, "applied_at": now})
-        if rows:
-            billing.execute(_insert_ignore(billing), rows)
+        insert_or_ignore(billing, dunning_actions, rows)
         _apply_effects(billing, bounds, as_of)
-        not_applied = {k for keys in skipped.values() for k in keys}
-        webhooks = [k for k, item in items.items()
-                    if DunningAction.WEBHOOK in (item.get("actions") or []) and k not in not_applied]
-        if same_db:
-            _record_outcomes(billing, ctx.run_id, chunk_no, skipped, webhooks, now)
-    if not same_db:
-        with ctx.engine.begin() as conn:
-            _record_outcomes(conn, ctx.run_id, chunk_no, skipped, webhooks, now)
-
-
-def _planned_items(conn: Connection, run_id: int, chunk_no: int) -> dict[str, dict[str, Any]]:
-    rows = conn.execute(
-        text("SELECT item_key, detail FROM run_item WHERE run_id = :run_id AND chunk_no = :chunk_no "
-             "AND outcome = :planned"),
-        {"run_id": run_id, "chunk_no": chunk_no, "planned": ItemOutcome.PLANNED},
-    ).all()
-    return {r.item_key: json.loads(r.detail) if isinstance(r.detail, str) else r.detail for r in rows}
+        # Skipped items with their reason, webhook items marked queued, every other planned item ok.
+        for reason, keys in skipped.items():
+            outcomes.record(chunk_no, keys, ItemOutcome.SKIPPED, {"reason": reason})
+        webhooks = [k for k, item in items.items() if DunningAction.WEBHOOK in (item.get("actions") or [])]
+        outcomes.record(chunk_no, webhooks, None, {"webhook": "queued"})
+        outcomes.settle(chunk_no, ItemOutcome.OK)
 
 
 def _current_state(conn: Connection, bounds: dict[str, Any], as_of: Any) -> dict[int, AccountNow]:
@@ -144,13 +126,6 @@ def _current_state(conn: Connection, bounds: dict[str, Any], as_of: Any) -> dict
                          days_past_due=int(r.days_past_due), applied=bool(r.applied))
         for r in conn.execute(statement, {**bounds, "as_of": as_of})
     }
-
-
-def _insert_ignore(conn: Connection) -> Any:
-    from sqlalchemy.dialects import postgresql, sqlite
-
-    module: Any = postgresql if conn.dialect.name == "postgresql" else sqlite
-    return module.insert(dunning_actions).on_conflict_do_nothing()
 
 
 def _apply_effects(conn: Connection, bounds: dict[str, Any], as_of: Any) -> None:
@@ -184,32 +159,4 @@ def _apply_effects(conn: Connection, bounds: dict[str, Any], as_of: Any) -> None
             "ON CONFLICT (number) DO NOTHING"
         ).bindparams(bindparam("as_of", type_=Date()), bindparam("fee_due", type_=Date())),
         {**bounds, "as_of": as_of, "fee_due": as_of + LATE_FEE_TERMS},
-    )
-
-
-def _record_outcomes(
-    conn: Connection, run_id: int, chunk_no: int, skipped: dict[str, list[str]], webhooks: list[str], now: Any
-) -> None:
-    """Skipped items with their reason, webhook items marked queued, every other planned item ok."""
-    d = SqlDialect.of(conn)
-    base = "run_id = :run_id AND chunk_no = :chunk_no AND outcome = :planned AND item_key IN :keys"
-    params: dict[str, Any] = {"run_id": run_id, "chunk_no": chunk_no, "planned": ItemOutcome.PLANNED}
-    stamp = bindparam("now", type_=UTCDateTime())
-    keys: BindParameter[Any] = bindparam("keys", expanding=True)
-    skip = text(
-        f"UPDATE run_item SET outcome = :skipped, applied_at = :now, "
-        f"detail = {d.json_merge('detail', [('reason', d.text_param('reason'))])} WHERE {base}"
-    ).bindparams(stamp, keys)
-    for reason, reason_keys in skipped.items():
-        for batch in batched(sorted(reason_keys)):
-            conn.execute(skip, {**params, "now": now, "skipped": ItemOutcome.SKIPPED, "reason": reason,
-                                "keys": list(batch)})
-    merged = d.json_merge("detail", [("webhook", "'queued'")])
-    queued = text(f"UPDATE run_item SET detail = {merged} WHERE {base}").bindparams(keys)
-    for batch in batched(sorted(webhooks)):
-        conn.execute(queued, {**params, "keys": list(batch)})
-    conn.execute(
-        text("UPDATE run_item SET outcome = :ok, applied_at = :now "
-             "WHERE run_id = :run_id AND chunk_no = :chunk_no AND outcome = :planned").bindparams(stamp),
-        {**params, "now": now, "ok": ItemOutcome.OK},
     )

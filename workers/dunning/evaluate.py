@@ -14,17 +14,12 @@ from datetime import date
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Date, Numeric, bindparam, func, select, text
-from sqlalchemy.engine import Connection
+from sqlalchemy import Date, Numeric, bindparam, text
 from sqlalchemy.sql.elements import BindParameter, TextClause
-from sqlmodel import col
 
-from scheduler.jobtypes import RunContext
-from scheduler.models import ItemOutcome, RunItem
+from scheduler.jobkit import RunContext, RunItems, SqlDialect
 from workers.billing.tables import AccountStatus, InvoiceStatus
 from workers.dunning.properties import REINSTATE, DunningAction, DunningProperties, DunningRunProperties
-from workers.retry import failed_item_keys
-from workers.sql import SqlDialect, same_database
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,7 +60,7 @@ def scope(ctx: RunContext) -> Scope:
         parts.append("a.category = :category")
         params["category"] = props.account_category
     keys: set[str] | None = set(run_props.account_numbers) if run_props.account_numbers else None
-    retry_keys = failed_item_keys(ctx)
+    retry_keys = RunItems(ctx).retry_keys()
     if retry_keys is not None:
         keys = set(retry_keys) if keys is None else keys & set(retry_keys)
     if keys is not None:
@@ -183,43 +178,7 @@ def evaluate_chunk(ctx: RunContext, chunk_no: int, spec: dict[str, Any]) -> int:
         return 0
     d = SqlDialect.of(ctx.billing_engine)
     select_sql, params = _staging_select(d, props, where)
-    params.update(where.params, as_of=as_of_date(ctx), first_id=spec["first_id"], last_id=spec["last_id"],
-                  run_id=ctx.run_id, chunk_no=chunk_no)
-    if same_database(ctx.engine, ctx.billing_engine):
-        insert = where.bind(typed(text(
-            "INSERT INTO run_item (run_id, chunk_no, item_key, outcome, detail) "
-            f"SELECT :run_id, :chunk_no, staged.item_key, '{ItemOutcome.PLANNED}', staged.detail "
-            f"FROM ({select_sql}) staged WHERE staged.item_key IS NOT NULL "
-            "ON CONFLICT (run_id, item_key) DO NOTHING"
-        )))
-        with ctx.billing_engine.begin() as conn:
-            conn.execute(insert, params)
-            return _staged_count(conn, ctx.run_id, chunk_no)
-    with ctx.billing_engine.connect() as conn:
-        rows = conn.execute(where.bind(typed(text(select_sql))), params).all()
-    items = [
-        {"run_id": ctx.run_id, "chunk_no": chunk_no, "item_key": r.item_key, "outcome": ItemOutcome.PLANNED,
-         "detail": json.loads(r.detail) if isinstance(r.detail, str) else r.detail}
-        for r in rows
-    ]
-    with ctx.engine.begin() as conn:
-        if items:
-            conn.execute(_insert_ignore(conn), items)
-        return _staged_count(conn, ctx.run_id, chunk_no)
-
-
-def _insert_ignore(conn: Connection) -> Any:
-    from sqlalchemy.dialects import postgresql, sqlite
-
-    module: Any = postgresql if conn.dialect.name == "postgresql" else sqlite
-    table = RunItem.__table__  # type: ignore[attr-defined]
-    return module.insert(table).on_conflict_do_nothing()
-
-
-def _staged_count(conn: Connection, run_id: int, chunk_no: int) -> int:
-    return int(
-        conn.execute(
-            select(func.count()).select_from(RunItem)
-            .where(col(RunItem.run_id) == run_id, col(RunItem.chunk_no) == chunk_no)
-        ).scalar_one()
-    )
+    params.update(where.params, as_of=as_of_date(ctx), first_id=spec["first_id"], last_id=spec["last_id"])
+    with RunItems(ctx).billing_transaction() as (billing, items):
+        items.stage_select(chunk_no, where.bind(typed(text(select_sql))), params, source=billing)
+        return items.count(chunk_no)

@@ -9,14 +9,12 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 
-from scheduler.jobtypes import RunContext
-from scheduler.models import ItemOutcome
+from scheduler.jobkit import ItemOutcome, RunContext, RunItems, chunk_specs
 from scheduler.money import MoneyTotals
 from workers.billing.tables import accounts, dunning_actions
 from workers.dunning.evaluate import as_of_date
-from workers.sql import SqlDialect
 
 CENT = Decimal("0.01")
 MONEY = ("late_fees", "write_offs")
@@ -27,40 +25,27 @@ def summarize(ctx: RunContext) -> dict[str, Any]:
 
     ``unchanged`` is every evaluated account whose tier this run leaves as it was (skipped ones included).
     """
-    d = SqlDialect.of(ctx.engine)
-    with ctx.engine.connect() as conn:
-        specs = conn.execute(text("SELECT spec FROM run_chunk WHERE run_id = :run_id"), {"run_id": ctx.run_id})
-        evaluated = sum(int(_spec(s).get("accounts", 0)) for s in specs.scalars())
-        by_item = conn.execute(
-            text(f"SELECT outcome, {d.json_int('detail', 'to_tier')} AS to_tier, COUNT(*) AS n "
-                 "FROM run_item WHERE run_id = :run_id GROUP BY 1, 2"),
-            {"run_id": ctx.run_id},
-        ).all()
-        planned = conn.execute(
-            text(f"SELECT {d.json_text('detail', 'currency')} AS currency, "
-                 f"COUNT({d.json_text('detail', 'late_fee')}) AS fees, "
-                 f"{d.json_money_sum('detail', 'late_fee')} AS fee_sum, "
-                 f"COUNT({d.json_text('detail', 'write_off')}) AS write_offs, "
-                 f"{d.json_money_sum('detail', 'write_off')} AS write_off_sum "
-                 "FROM run_item WHERE run_id = :run_id AND outcome = :planned GROUP BY 1"),
-            {"run_id": ctx.run_id, "planned": ItemOutcome.PLANNED},
-        ).all()
-    money, fees, write_offs = _money_totals(ctx, [tuple(r) for r in planned])
+    items = RunItems(ctx)
+    evaluated = sum(int(spec.get("accounts", 0)) for spec in chunk_specs(ctx))
+    counts = items.counts(by_detail="to_tier")
+    by_item = [(outcome, to_tier or 0, n) for (outcome, to_tier), n in counts.items()]
+    planned = items.detail_sums(group_by="currency", money=("late_fee", "write_off"))
+    money, fees, write_offs = _money_totals(ctx, planned)
     live = (ItemOutcome.PLANNED, ItemOutcome.OK)
-    escalated = sum(r.n for r in by_item if r.outcome in live and (r.to_tier or 0) > 0)
-    cleared = sum(r.n for r in by_item if r.outcome in live and (r.to_tier or 0) == 0)
+    escalated = sum(n for outcome, to_tier, n in by_item if outcome in live and to_tier > 0)
+    cleared = sum(n for outcome, to_tier, n in by_item if outcome in live and to_tier == 0)
     by_tier: dict[str, int] = {}
-    for r in by_item:
-        if r.outcome in live:
-            by_tier[str(r.to_tier)] = by_tier.get(str(r.to_tier), 0) + r.n
+    for outcome, to_tier, n in by_item:
+        if outcome in live:
+            by_tier[str(to_tier)] = by_tier.get(str(to_tier), 0) + n
     return {
         "as_of": as_of_date(ctx).isoformat(),
         "accounts_evaluated": evaluated,
         "escalated": escalated,
         "cleared": cleared,
         "unchanged": max(0, evaluated - escalated - cleared),
-        "skipped": sum(r.n for r in by_item if r.outcome == ItemOutcome.SKIPPED),
-        "errors": sum(r.n for r in by_item if r.outcome == ItemOutcome.ERROR),
+        "skipped": sum(n for outcome, _, n in by_item if outcome == ItemOutcome.SKIPPED),
+        "errors": sum(n for outcome, _, n in by_item if outcome == ItemOutcome.ERROR),
         "by_tier": dict(sorted(by_tier.items())),
         "fees_posted": fees,
         "fees_total": str(money.total("late_fees").quantize(CENT)),
@@ -96,15 +81,6 @@ def _money_totals(ctx: RunContext, planned: list[tuple[Any, ...]]) -> tuple[Mone
         fees += int(fee_count or 0)
         write_offs += int(write_off_count or 0)
     return money, fees, write_offs
-
-
-
-
-
-def _spec(value: Any) -> dict[str, Any]:
-    import json
-
-    return json.loads(value) if isinstance(value, str) else dict(value or {})
 
 
 def _money(value: Any) -> Decimal:

@@ -18,9 +18,9 @@ from sqlalchemy import bindparam, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from scheduler.db import UTCDateTime
+from scheduler.jobkit import ItemOutcome, UTCDateTime
+from scheduler.jobkit.sql import SqlDialect, batched
 from scheduler.jobtypes import RunContext
-from scheduler.models import ItemOutcome
 from workers.erp.datasets import SOURCES
 from workers.erp.policy import TargetPolicy
 from workers.erp.properties import HttpTarget, target_key
@@ -28,7 +28,6 @@ from workers.erp.scope import properties
 from workers.erp.send import Batch, HttpSender, Outcome, write_batch
 from workers.erp.stage import record_id_of
 from workers.erp.tables import erp_deliveries
-from workers.sql import SqlDialect, batched
 
 
 def apply_chunk(ctx: RunContext, chunk_no: int, spec: dict[str, Any], sender: HttpSender) -> None:

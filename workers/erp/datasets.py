@@ -14,9 +14,9 @@ from typing import Any
 from sqlalchemy import Date
 from sqlalchemy.engine import Row
 
-from scheduler.db import UTCDateTime
+from scheduler.jobkit import UTCDateTime
+from scheduler.jobkit.sql import SqlDialect
 from workers.erp.properties import ErpDataset
-from workers.sql import SqlDialect
 
 
 @dataclass(frozen=True, kw_only=True)

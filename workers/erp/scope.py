@@ -22,12 +22,12 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Date, bindparam, text
 from sqlalchemy.sql.elements import BindParameter
 
-from scheduler.db import UTCDateTime
+from scheduler.jobkit import UTCDateTime
+from scheduler.jobkit.sql import SqlDialect
 from scheduler.jobtypes import RunContext
 from scheduler.models import RunStatus
 from workers.erp.datasets import Source
 from workers.erp.properties import ErpProperties, ErpRunProperties
-from workers.sql import SqlDialect
 
 
 class RangeKind(enum.StrEnum):

@@ -17,13 +17,12 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel, col
 
-from scheduler.jobtypes import RunContext
+from scheduler.jobkit import RunContext, RunItems
+from scheduler.jobkit.sql import SqlDialect
 from scheduler.models import ItemOutcome, RunItem
 from workers.erp.datasets import SOURCES, record_fields
 from workers.erp.properties import FileTarget, target_key
 from workers.erp.scope import NOT_DELIVERED, Scope, properties, resolve_scope, zone
-from workers.retry import failed_item_keys
-from workers.sql import SqlDialect
 
 
 def item_key(dataset: str, record_id: int) -> str:
@@ -72,7 +71,7 @@ def retry_batches(ctx: RunContext, batch_size: int) -> list[tuple[list[int], str
     Records of a batch whose fate is uncertain (no answer after the last try) keep their batch and its
     ``Idempotency-Key``, so a target that did take it answers from its record instead of taking it twice.
     """
-    keys = failed_item_keys(ctx)
+    keys = RunItems(ctx).retry_keys()
     if keys is None:
         return None
     assert ctx.retry_of is not None

@@ -9,8 +9,8 @@ from typing import Any
 
 from sqlalchemy import text
 
+from scheduler.jobkit import ItemOutcome
 from scheduler.jobtypes import RunContext
-from scheduler.models import ItemOutcome
 from workers.erp.properties import describe_target
 from workers.erp.scope import Scope, first_chunk_spec, properties
 

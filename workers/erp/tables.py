@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from sqlalchemy import BigInteger, Column, Index, Integer, MetaData, String, Table, UniqueConstraint
 
-from scheduler.db import UTCDateTime
+from scheduler.jobkit import UTCDateTime
 
 metadata = MetaData()
 

@@ -19,12 +19,12 @@ from sqlalchemy import text, update
 from sqlalchemy.engine import Connection
 from sqlmodel import col
 
+from scheduler.jobkit.sql import same_database
 from scheduler.jobtypes import RunContext
 from scheduler.models import ItemOutcome, RunItem
 from workers.gl.evaluate import chunk_lines
 from workers.gl.journal import AccountTotal, batch_totals, check_balanced, insert_lines, large_batch
 from workers.gl.sources import LINE_COLUMNS, POSTED_KEY, Chunk, Source, direct_posting, stored_lines
-from workers.sql import same_database
 
 RANGE = "run_id = :run_id AND source_type = :source_type AND source_id BETWEEN :first_id AND :last_id"
 IN_CHUNK = "s.run_id = :run_id AND s.source_type = :source_type AND s.source_id BETWEEN :first_id AND :last_id"

@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import bindparam, select, text
 from sqlmodel import col
 
+from scheduler.jobkit.sql import SqlDialect, same_database
 from scheduler.jobtypes import RunContext
 from scheduler.models import Job, JobRun, RunStatus
 from workers.gl.journal import (
@@ -46,7 +47,6 @@ from workers.gl.sources import (
     stored_lines,
     typed,
 )
-from workers.sql import SqlDialect, same_database
 
 log = logging.getLogger(__name__)
 

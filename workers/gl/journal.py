@@ -15,10 +15,10 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import SQLModel
 
+from scheduler.jobkit.sql import SqlDialect
 from scheduler.models import ItemOutcome, RunItem
 from workers.gl.properties import JournalUnbalanced
 from workers.gl.sources import Chunk, JournalLine, typed
-from workers.sql import SqlDialect
 
 CENT = Decimal("0.01")
 

@@ -21,12 +21,12 @@ from sqlalchemy import Date, bindparam, text
 from sqlalchemy.sql.elements import BindParameter, TextClause
 from sqlalchemy.types import TypeEngine
 
-from scheduler.db import UTCDateTime
+from scheduler.jobkit import UTCDateTime
+from scheduler.jobkit.sql import SqlDialect
 from scheduler.jobtypes import RunContext
 from workers.billing.gl_tables import GLSourceType
 from workers.billing.tables import InvoiceKind, InvoiceStatus
 from workers.gl.properties import GLCollector, GLPosting, GLProperties, GLRunProperties
-from workers.sql import SqlDialect
 
 LINE_COLUMNS = "run_id, source_type, source_id, line_no, account_id, gl_account, debit, credit, entry_date"
 

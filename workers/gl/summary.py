@@ -15,8 +15,8 @@ from typing import Any
 
 from sqlalchemy import Engine, select, text
 
+from scheduler.jobkit import ItemOutcome
 from scheduler.jobtypes import RunContext
-from scheduler.models import ItemOutcome
 from workers.billing.gl_tables import gl_entries
 from workers.gl.journal import money
 from workers.gl.sources import as_of, properties

@@ -23,9 +23,9 @@ from sqlalchemy import bindparam, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from scheduler.db import UTCDateTime
+from scheduler.jobkit import ItemOutcome, UTCDateTime
+from scheduler.jobkit.sql import same_database
 from scheduler.jobtypes import RunContext
-from scheduler.models import ItemOutcome
 from workers.billing.tables import AccountStatus
 from workers.mediation import classify, items, staging
 from workers.mediation.evaluate import properties
@@ -33,7 +33,6 @@ from workers.mediation.files import archive, resolve_dirs
 from workers.mediation.properties import MediationProperties
 from workers.mediation.records import RejectReason
 from workers.mediation.tables import RejectKind
-from workers.sql import same_database
 
 log = logging.getLogger(__name__)
 

@@ -13,15 +13,13 @@ from typing import Any
 
 from sqlalchemy import text
 
-from scheduler.jobtypes import RunContext
-from scheduler.models import ItemOutcome
+from scheduler.jobkit import ItemOutcome, RunContext, RunItems
+from scheduler.jobkit.sql import same_database
 from workers.mediation import classify, items, staging
 from workers.mediation.files import list_files, resolve_dirs, source_file
 from workers.mediation.properties import MediationProperties, MediationRunProperties
 from workers.mediation.reader import ReadStats, file_checksum, read_records
 from workers.mediation.records import Normalizer, SourceError
-from workers.retry import failed_item_keys
-from workers.sql import same_database
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +40,7 @@ def plan_files(ctx: RunContext) -> list[dict[str, Any]]:
     if run_props.files is not None:
         wanted = set(run_props.files)
         names = [n for n in names if n in wanted]
-    retry_keys = failed_item_keys(ctx)
+    retry_keys = RunItems(ctx).retry_keys()
     if retry_keys is not None:
         # Failed records are bad data: only a corrected file (a new checksum) can fix them.
         errored = {k for k in retry_keys if k.startswith(items.FILE_PREFIX)}

@@ -18,11 +18,11 @@ from sqlalchemy import JSON, bindparam, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from scheduler.db import UTCDateTime
+from scheduler.jobkit import UTCDateTime
+from scheduler.jobkit.sql import SqlDialect
 from scheduler.models import ItemOutcome, RunItem
 from workers.mediation.classify import kind_sql
 from workers.mediation.tables import RejectKind
-from workers.sql import SqlDialect
 
 FILE_PREFIX = "file:"
 BATCH = 5_000

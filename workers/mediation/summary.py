@@ -11,8 +11,8 @@ from typing import Any
 
 from sqlalchemy import text
 
+from scheduler.jobkit import ItemOutcome
 from scheduler.jobtypes import RunContext
-from scheduler.models import ItemOutcome
 from workers.mediation.items import FILE_PREFIX
 
 Out = ItemOutcome

@@ -29,7 +29,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-from scheduler.db import UTCDateTime
+from scheduler.jobkit import UTCDateTime
 
 metadata = MetaData()
 

@@ -12,12 +12,11 @@ from contextlib import nullcontext
 from typing import Any
 
 from sqlalchemy import func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from scheduler.dispatch import Phase, RunStep
 from scheduler.errors import BrokerUnavailable, RunNotFound
+from scheduler.jobkit import insert_or_ignore
 from scheduler.jobtypes import JobType, RunContext
 from scheduler.lifecycle import transition
 from scheduler.logs import add_run_fields, run_fields
@@ -168,15 +167,6 @@ def _stamp_worker(env: WorkerEnv, run_id: int) -> None:
         session.commit()
 
 
-def insert_ignore(session: Session, table: Any, rows: list[dict[str, Any]]) -> None:
-    """Insert rows, ignoring those that clash with an existing key (both dialects)."""
-    if not rows:
-        return
-    dialect = session.get_bind().dialect.name
-    module: Any = postgresql if dialect == "postgresql" else sqlite
-    session.execute(module.insert(table).on_conflict_do_nothing(), rows)
-
-
 def _record_chunks(env: WorkerEnv, run_id: int, specs: list[dict[str, Any]]) -> bool:
     """Write the chunks once: only the worker that moves ``chunks_total`` off zero writes them."""
     with env.factory() as session:
@@ -188,7 +178,7 @@ def _record_chunks(env: WorkerEnv, run_id: int, specs: list[dict[str, Any]]) -> 
         if claimed.rowcount != 1:  # type: ignore[attr-defined]
             session.rollback()
             return False
-        insert_ignore(
+        insert_or_ignore(
             session,
             RunChunk.__table__,  # type: ignore[attr-defined]
             [{"run_id": run_id, "chunk_no": k, "spec": spec, "items": 0} for k, spec in enumerate(specs)],

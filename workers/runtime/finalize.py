@@ -14,13 +14,13 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
+from scheduler.jobkit.sql import SqlDialect
 from scheduler.jobtypes import RunContext
 from scheduler.lifecycle import final_status, item_counts, run_awaits_review, run_ended, stops_for_review, transition
 from scheduler.models import ItemOutcome, Job, JobRun, RunEvent, RunItem, RunStatus
 from scheduler.notify import item_error_text
 from scheduler.outcomes import item_reasons, retry_refusal
 from workers.runtime.outage import is_database_outage
-from workers.sql import SqlDialect
 
 if TYPE_CHECKING:
     from workers.runtime.env import WorkerEnv

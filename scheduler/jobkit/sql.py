@@ -1,19 +1,26 @@
-"""Small SQL fragments that differ between PostgreSQL and SQLite, for hand-written set-based statements.
+"""SQL helpers for set-based statements on PostgreSQL and SQLite: dialect spellings and insert-or-ignore.
 
-The job types write their heavy statements as SQL text (one statement per chunk, not one per row);
+Job types write their heavy statements as SQL text (one statement per chunk, not one per row);
 the few places where the two databases spell things differently go through :class:`SqlDialect`.
+Rows that may already exist (a step delivered again) go in with :func:`insert_or_ignore`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, Table
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session
+
+from scheduler.db import UTCDateTime
 
 T = TypeVar("T")
+
+__all__ = ["IN_LIST_BATCH", "SqlDialect", "UTCDateTime", "batched", "insert_or_ignore", "same_database"]
 
 # Keep expanding IN lists well under SQLite's 32,766 bound parameters.
 IN_LIST_BATCH = 5_000
@@ -122,3 +129,24 @@ def batched(values: Sequence[T], size: int = IN_LIST_BATCH) -> Iterator[Sequence
 def same_database(a: Engine, b: Engine) -> bool:
     """True when two engines point at the same database (so one statement may join both)."""
     return a is b or a.url.render_as_string(hide_password=False) == b.url.render_as_string(hide_password=False)
+
+
+def insert_or_ignore_statement(bind: Connection | Session, table: Table, *, keys: Sequence[str] | None = None) -> Any:
+    """``INSERT … ON CONFLICT [(keys)] DO NOTHING`` into ``table`` for the connection's database."""
+    dialect = bind.get_bind().dialect.name if isinstance(bind, Session) else bind.dialect.name
+    module: Any = postgresql if dialect == "postgresql" else sqlite
+    return module.insert(table).on_conflict_do_nothing(index_elements=list(keys) if keys else None)
+
+
+def insert_or_ignore(
+    bind: Connection | Session, table: Table, rows: Sequence[dict[str, Any]], *, keys: Sequence[str] | None = None,
+) -> None:
+    """Insert ``rows``, leaving out those that clash with a row already there; one statement per batch.
+
+    ``keys`` names the unique columns that decide (default: any unique constraint).
+    """
+    if not rows:
+        return
+    statement = insert_or_ignore_statement(bind, table, keys=keys)
+    for part in batched(rows):
+        bind.execute(statement, list(part))

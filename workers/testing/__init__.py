@@ -1,0 +1,1 @@
+"""Kits for testing job types: the conformance kit."""
