@@ -9,7 +9,7 @@ contracts say so).
 """
 
 from scheduler.jobkit.items import Item, ItemWriter, RunItems, detail_of
-from scheduler.jobkit.runs import chunk_specs, ended_runs, latest_summary_value
+from scheduler.jobkit.runs import chunk_spec, chunk_specs, ended_runs, latest_summary_value
 from scheduler.jobkit.sql import (
     IN_LIST_BATCH,
     SqlDialect,
@@ -34,6 +34,7 @@ __all__ = [
     "SqlDialect",
     "UTCDateTime",
     "batched",
+    "chunk_spec",
     "chunk_specs",
     "detail_of",
     "ended_runs",

@@ -285,6 +285,12 @@ class RunItems:
         """How many items have each outcome."""
         return {outcome: n for (outcome, _), n in self.counts().items()}
 
+    def chunks_with_items(self) -> int:
+        """How many of the run's chunks have items."""
+        with self._engine.connect() as conn:
+            return int(conn.execute(text("SELECT COUNT(DISTINCT chunk_no) FROM run_item WHERE run_id = :run_id"),
+                                    {"run_id": self.run_id}).scalar_one())
+
     def retry_keys(self) -> list[str] | None:
         """The keys of the items that errored in the run this one retries, or ``None`` for "everything".
 

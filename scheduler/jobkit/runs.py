@@ -24,6 +24,16 @@ def chunk_specs(ctx: RunContext, *, run_id: int | None = None) -> list[dict[str,
         return [detail_of(spec) for spec in specs]
 
 
+def chunk_spec(ctx: RunContext, chunk_no: int, *, run_id: int | None = None) -> dict[str, Any] | None:
+    """The spec of one chunk of this run (or of run ``run_id``), ``None`` if it has no such chunk."""
+    with ctx.engine.connect() as conn:
+        spec = conn.execute(
+            text("SELECT spec FROM run_chunk WHERE run_id = :run_id AND chunk_no = :chunk_no"),
+            {"run_id": run_id or ctx.run_id, "chunk_no": chunk_no},
+        ).scalar()
+    return detail_of(spec) if spec is not None else None
+
+
 def ended_runs(ctx: RunContext, run_ids: Iterable[int]) -> set[int]:
     """Those of ``run_ids`` that have ended or no longer exist (their leftovers may be dropped)."""
     wanted = sorted(set(run_ids))
@@ -39,18 +49,12 @@ def ended_runs(ctx: RunContext, run_ids: Iterable[int]) -> set[int]:
 def latest_summary_value(ctx: RunContext, key: str, *, where: dict[str, str]) -> str | None:
     """The greatest ``summary[key]`` among the job's other completed runs whose summary matches ``where``."""
     d = SqlDialect.of(ctx.engine)
-    conditions = "".join(f" AND {_json_text(d, name)} = :where_{n}" for n, name in enumerate(where))
+    conditions = "".join(f" AND {d.json_text('summary', name)} = :where_{n}" for n, name in enumerate(where))
     params = {f"where_{n}": value for n, value in enumerate(where.values())}
     with ctx.engine.connect() as conn:
         value = conn.execute(
-            text(f"SELECT MAX({_json_text(d, key)}) FROM job_run WHERE job_id = :job_id AND status = :completed "
-                 f"AND id <> :run_id{conditions}"),
+            text(f"SELECT MAX({d.json_text('summary', key)}) FROM job_run WHERE job_id = :job_id "
+                 f"AND status = :completed AND id <> :run_id{conditions}"),
             {"job_id": ctx.job_id, "completed": RunStatus.COMPLETED, "run_id": ctx.run_id, **params},
         ).scalar()
     return str(value) if value is not None else None
-
-
-def _json_text(d: SqlDialect, key: str) -> str:
-    if d.is_postgres:
-        return f"(CAST(summary AS jsonb) ->> '{key}')"
-    return f"json_extract(summary, '$.{key}')"

@@ -9,18 +9,14 @@ so a crash in between re-sends the same batch under the same ``Idempotency-Key``
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, text
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from scheduler.jobkit import ItemOutcome, UTCDateTime
-from scheduler.jobkit.sql import SqlDialect, batched
-from scheduler.jobtypes import RunContext
+from scheduler.jobkit import ItemOutcome, RunContext, RunItems, batched, insert_or_ignore
 from workers.erp.datasets import SOURCES
 from workers.erp.policy import TargetPolicy
 from workers.erp.properties import HttpTarget, target_key
@@ -32,8 +28,8 @@ from workers.erp.tables import erp_deliveries
 
 def apply_chunk(ctx: RunContext, chunk_no: int, spec: dict[str, Any], sender: HttpSender) -> None:
     props, _ = properties(ctx)
-    with ctx.engine.connect() as conn:
-        items = _planned_items(conn, ctx.run_id, chunk_no)
+    run_items = RunItems(ctx)
+    items = run_items.planned(chunk_no)
     if not items:
         return
     key = target_key(props.target)
@@ -67,24 +63,13 @@ def apply_chunk(ctx: RunContext, chunk_no: int, spec: dict[str, Any], sender: Ht
         if outcome.delivered:
             _record_deliveries(ctx, key, str(props.dataset), to_send, batch_no, ctx.clock.now())
         outcome_detail = {**outcome.detail(), "idempotency_key": batch.idempotency_key}
-    now = ctx.clock.now()
-    with ctx.engine.begin() as conn:
+    with run_items.transaction() as outcomes:
         for reason, keys in skipped.items():
-            _mark(conn, ctx.run_id, chunk_no, keys, ItemOutcome.SKIPPED, {"reason": reason}, now)
-        _mark(conn, ctx.run_id, chunk_no, ok, ItemOutcome.OK, {}, now)
+            outcomes.record(chunk_no, keys, ItemOutcome.SKIPPED, {"reason": reason})
+        outcomes.record(chunk_no, ok, ItemOutcome.OK)
         if outcome is not None:
             sent = [ids[i] for i in to_send]
-            state = ItemOutcome.OK if outcome.delivered else ItemOutcome.ERROR
-            _mark(conn, ctx.run_id, chunk_no, sent, state, outcome_detail, now)
-
-
-def _planned_items(conn: Connection, run_id: int, chunk_no: int) -> dict[str, dict[str, Any]]:
-    rows = conn.execute(
-        text("SELECT item_key, detail FROM run_item WHERE run_id = :run_id AND chunk_no = :chunk_no "
-             "AND outcome = :planned"),
-        {"run_id": run_id, "chunk_no": chunk_no, "planned": ItemOutcome.PLANNED},
-    ).all()
-    return {r.item_key: json.loads(r.detail) if isinstance(r.detail, str) else r.detail for r in rows}
+            outcomes.record(chunk_no, sent, ItemOutcome.OK if outcome.delivered else ItemOutcome.ERROR, outcome_detail)
 
 
 def _deliveries(conn: Connection, key: str, dataset: str, record_ids: list[int]) -> dict[int, int]:
@@ -106,28 +91,4 @@ def _record_deliveries(
     rows = [{"target_key": key, "dataset": dataset, "record_id": record_id, "run_id": ctx.run_id,
              "batch_no": batch_no, "delivered_at": now} for record_id in record_ids]
     with ctx.billing_engine.begin() as conn:
-        module: Any = postgresql if conn.dialect.name == "postgresql" else sqlite
-        conn.execute(module.insert(erp_deliveries).on_conflict_do_nothing(), rows)
-
-
-def _mark(
-    conn: Connection, run_id: int, chunk_no: int, keys: list[str], outcome: ItemOutcome, facts: dict[str, Any],
-    now: datetime,
-) -> None:
-    """Set the outcome of still-planned items ``keys``, merging ``facts`` into their detail."""
-    if not keys:
-        return
-    d = SqlDialect.of(conn)
-    params: dict[str, Any] = {"run_id": run_id, "chunk_no": chunk_no, "planned": ItemOutcome.PLANNED,
-                              "outcome": outcome, "now": now}
-    pairs: list[tuple[str, str]] = []
-    for n, (name, value) in enumerate(sorted(facts.items())):
-        params[f"fact_{n}"] = json.dumps(value)
-        pairs.append((name, d.json_parse(d.text_param(f"fact_{n}"))))
-    detail = f", detail = {d.json_merge('detail', pairs)}" if pairs else ""
-    statement = text(
-        f"UPDATE run_item SET outcome = :outcome, applied_at = :now{detail} "
-        "WHERE run_id = :run_id AND chunk_no = :chunk_no AND outcome = :planned AND item_key IN :keys"
-    ).bindparams(bindparam("now", type_=UTCDateTime()), bindparam("keys", expanding=True))
-    for part in batched(sorted(keys)):
-        conn.execute(statement, {**params, "keys": list(part)})
+        insert_or_ignore(conn, erp_deliveries, rows)

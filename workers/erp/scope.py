@@ -13,19 +13,15 @@ only sent by a run of an explicit range.
 from __future__ import annotations
 
 import enum
-import json
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Date, bindparam, text
+from sqlalchemy import Date, bindparam
 from sqlalchemy.sql.elements import BindParameter
 
-from scheduler.jobkit import UTCDateTime
-from scheduler.jobkit.sql import SqlDialect
-from scheduler.jobtypes import RunContext
-from scheduler.models import RunStatus
+from scheduler.jobkit import RunContext, UTCDateTime, chunk_spec, latest_summary_value
 from workers.erp.datasets import Source
 from workers.erp.properties import ErpProperties, ErpRunProperties
 
@@ -145,32 +141,10 @@ def resolve_scope(ctx: RunContext) -> Scope:
 
 
 def first_chunk_spec(ctx: RunContext, run_id: int) -> dict[str, Any] | None:
-    with ctx.engine.connect() as conn:
-        spec = conn.execute(
-            text("SELECT spec FROM run_chunk WHERE run_id = :run_id AND chunk_no = 0"), {"run_id": run_id}
-        ).scalar()
-    if spec is None:
-        return None
-    return json.loads(spec) if isinstance(spec, str) else dict(spec)
+    return chunk_spec(ctx, 0, run_id=run_id)
 
 
 def last_rolling_end(ctx: RunContext) -> date | None:
     """``range_end`` of the job's latest completed rolling run, from the run summaries."""
-    d = SqlDialect.of(ctx.engine)
-    kind, end = _json_text(d, "summary", "range_kind"), _json_text(d, "summary", "range_end")
-    with ctx.engine.connect() as conn:
-        value = conn.execute(
-            text(
-                f"SELECT MAX({end}) FROM job_run WHERE job_id = :job_id AND status = :completed "
-                f"AND id <> :run_id AND {kind} = :rolling"
-            ),
-            {"job_id": ctx.job_id, "completed": RunStatus.COMPLETED, "run_id": ctx.run_id,
-             "rolling": RangeKind.ROLLING},
-        ).scalar()
+    value = latest_summary_value(ctx, "range_end", where={"range_kind": RangeKind.ROLLING})
     return date.fromisoformat(value) if value else None
-
-
-def _json_text(d: SqlDialect, column: str, key: str) -> str:
-    if d.is_postgres:
-        return f"(CAST({column} AS jsonb) ->> '{key}')"
-    return f"json_extract({column}, '$.{key}')"

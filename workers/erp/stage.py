@@ -8,18 +8,13 @@ records — still leaving out any delivered since — and stages one ``planned``
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, text
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection
-from sqlmodel import SQLModel, col
+from sqlalchemy import bindparam, text
 
-from scheduler.jobkit import RunContext, RunItems
+from scheduler.jobkit import ItemOutcome, RunContext, RunItems
 from scheduler.jobkit.sql import SqlDialect
-from scheduler.models import ItemOutcome, RunItem
 from workers.erp.datasets import SOURCES, record_fields
 from workers.erp.properties import FileTarget, target_key
 from workers.erp.scope import NOT_DELIVERED, Scope, properties, resolve_scope, zone
@@ -71,22 +66,18 @@ def retry_batches(ctx: RunContext, batch_size: int) -> list[tuple[list[int], str
     Records of a batch whose fate is uncertain (no answer after the last try) keep their batch and its
     ``Idempotency-Key``, so a target that did take it answers from its record instead of taking it twice.
     """
-    keys = RunItems(ctx).retry_keys()
+    items = RunItems(ctx)
+    keys = items.retry_keys()
     if keys is None:
         return None
     assert ctx.retry_of is not None
-    with ctx.engine.connect() as conn:
-        rows = conn.execute(
-            text("SELECT item_key, detail FROM run_item WHERE run_id = :run_id AND outcome = :error"),
-            {"run_id": ctx.retry_of, "error": ItemOutcome.ERROR},
-        ).all()
+    failed = items.all(run_id=ctx.retry_of, outcome=ItemOutcome.ERROR)
     uncertain: dict[str, list[int]] = defaultdict(list)
     fresh: list[int] = []
-    for row in rows:
-        detail = json.loads(row.detail) if isinstance(row.detail, str) else dict(row.detail or {})
-        record_id = record_id_of(row.item_key)
-        key = detail.get("idempotency_key")
-        if detail.get("uncertain") and key:
+    for item in failed:
+        record_id = record_id_of(item.key)
+        key = item.detail.get("idempotency_key")
+        if item.detail.get("uncertain") and key:
             uncertain[str(key)].append(record_id)
         else:
             fresh.append(record_id)
@@ -121,26 +112,9 @@ def evaluate_chunk(ctx: RunContext, chunk_no: int, spec: dict[str, Any]) -> int:
     with ctx.billing_engine.connect() as conn:
         rows = conn.execute(statement, params).all()
     batch_no = int(spec["batch_no"])
-    items = [
-        {"run_id": ctx.run_id, "chunk_no": chunk_no, "item_key": item_key(source.dataset, int(row.id)),
-         "outcome": ItemOutcome.PLANNED, "detail": {"batch_no": batch_no, "record": record_fields(source, row)}}
-        for row in rows
-    ]
-    with ctx.engine.begin() as conn:
-        if items:
-            conn.execute(_insert_ignore(conn), items)
-        return _staged_count(conn, ctx.run_id, chunk_no)
-
-
-def _insert_ignore(conn: Connection) -> Any:
-    module: Any = postgresql if conn.dialect.name == "postgresql" else sqlite
-    return module.insert(SQLModel.metadata.tables["run_item"]).on_conflict_do_nothing()
-
-
-def _staged_count(conn: Connection, run_id: int, chunk_no: int) -> int:
-    return int(
-        conn.execute(
-            select(func.count()).select_from(RunItem)
-            .where(col(RunItem.run_id) == run_id, col(RunItem.chunk_no) == chunk_no)
-        ).scalar_one()
-    )
+    with RunItems(ctx).transaction() as items:
+        items.stage(chunk_no, {
+            item_key(source.dataset, int(row.id)): {"batch_no": batch_no, "record": record_fields(source, row)}
+            for row in rows
+        })
+        return items.count(chunk_no)

@@ -7,27 +7,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import text
-
-from scheduler.jobkit import ItemOutcome
-from scheduler.jobtypes import RunContext
+from scheduler.jobkit import ItemOutcome, RunContext, RunItems
 from workers.erp.properties import describe_target
 from workers.erp.scope import Scope, first_chunk_spec, properties
 
 
 def summarize(ctx: RunContext) -> dict[str, Any]:
     props, _ = properties(ctx)
-    with ctx.engine.connect() as conn:
-        counts = {
-            r.outcome: int(r.n)
-            for r in conn.execute(
-                text("SELECT outcome, COUNT(*) AS n FROM run_item WHERE run_id = :run_id GROUP BY outcome"),
-                {"run_id": ctx.run_id},
-            )
-        }
-        batches = conn.execute(
-            text("SELECT COUNT(DISTINCT chunk_no) FROM run_item WHERE run_id = :run_id"), {"run_id": ctx.run_id}
-        ).scalar_one()
+    items = RunItems(ctx)
+    counts = items.outcome_counts()
+    batches = items.chunks_with_items()
     spec = first_chunk_spec(ctx, ctx.run_id)
     scope = Scope.from_spec(spec).spec() if spec is not None else {}
     return {
