@@ -14,14 +14,15 @@ still executing is left alone) has its unfinished steps re-sent. Duplicate steps
 from __future__ import annotations
 
 import logging
-import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 import redis
 
+from scheduler.errors import first_line
 from scheduler.metrics import BROKER_UP
+from scheduler.outage import Outage
 from scheduler.redact import redact
 
 log = logging.getLogger(__name__)
@@ -42,8 +43,10 @@ class BrokerWatch:
     lost_at: datetime | None = None
     server: str | None = None
     """The Redis server's ``run_id`` when this beat last looked (it changes when Redis restarts)."""
-    down_since: float | None = None
-    """``time.monotonic()`` when Redis stopped answering; ``None`` while it answers."""
+    outage: Outage = field(default_factory=lambda: Outage(
+        service="Redis", setting="SCHEDULER_REDIS_URL", resumed="sending the runs recorded meanwhile", log=log,
+        meanwhile="beat keeps recording due runs and sends them when it is back"))
+    """Whether Redis answers, logged once each way."""
 
     def check(self, now: datetime) -> bool:
         """Set the marker; ``True`` when Redis restarted and the marker is gone: a repair window opens.
@@ -81,22 +84,15 @@ class BrokerWatch:
     @property
     def reachable(self) -> bool:
         """Whether Redis answered at the last check."""
-        return self.down_since is None
+        return not self.outage.down
 
     def _unreachable(self, exc: BaseException) -> None:
         BROKER_UP.set(0)
-        if self.down_since is None:
-            self.down_since = time.monotonic()
-            log.error("Redis unreachable (SCHEDULER_REDIS_URL): beat keeps recording due runs and sends them "
-                      "when it is back: %s", redact(str(exc).strip().splitlines()[0] if str(exc).strip() else
-                                                    type(exc).__name__))
+        self.outage.failed(redact(first_line(exc)))
 
     def _reachable(self) -> None:
         BROKER_UP.set(1)
-        if self.down_since is not None:
-            log.info("Redis reachable again after %.1f s; sending the runs recorded meanwhile",
-                     time.monotonic() - self.down_since)
-            self.down_since = None
+        self.outage.recovered()
 
     @property
     def idle_after(self) -> timedelta:

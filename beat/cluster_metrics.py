@@ -34,7 +34,7 @@ from beat.tables import JOBS, RUNS
 from scheduler.clock import Clock
 from scheduler.cron import CronSchedule
 from scheduler.errors import SchedulerError
-from scheduler.lifecycle import ACTIVE
+from scheduler.lifecycle import ACTIVE, WORKING
 from scheduler.models import JobStatus, RunStatus
 
 log = logging.getLogger(__name__)
@@ -177,7 +177,7 @@ class ClusterMetrics(Collector):
         last_sign = func.coalesce(RUNS.c.heartbeat_at, RUNS.c.started_at, RUNS.c.created_at)
         stale = {str(job_type): int(n) for job_type, n in session.execute(
             select(RUNS.c.job_type, func.count())
-            .where(RUNS.c.status.in_((RunStatus.PROCESSING, RunStatus.SUBMITTED)),
+            .where(RUNS.c.status.in_(WORKING),
                    last_sign < now - self.heartbeat_timeout)
             .group_by(RUNS.c.job_type)
         )}

@@ -60,11 +60,6 @@ class LeaderLease:
     def epoch(self) -> int | None:
         return self.state.epoch if self.state else None
 
-    @property
-    def is_leader(self) -> bool:
-        """Whether this beat held the lease when it last looked (the database has the final word)."""
-        return self.state is not None and self.clock.now() < self.state.expires_at
-
     def ensure(self) -> bool:
         """Acquire the lease or renew it once half its length has passed; ``True`` while leading.
 

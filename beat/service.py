@@ -54,11 +54,12 @@ from beat.wakeup import WakeListener
 from scheduler.clock import Clock, SystemClock
 from scheduler.db import is_sqlite, make_engine, make_session_factory, pool_options
 from scheduler.dispatch import SCHEDULER_QUEUE, Dispatcher, make_dispatcher
-from scheduler.errors import DatabaseUnavailable, SchedulerError, StaleLeader
+from scheduler.errors import DatabaseUnavailable, SchedulerError, StaleLeader, first_line
 from scheduler.health import Pulse, Readiness
 from scheduler.jobtypes import JobTypeRegistry, load_registry
 from scheduler.logs import configure_logging
 from scheduler.metrics import FIRE_LAG, serve_metrics, start_at_zero
+from scheduler.outage import Outage
 from scheduler.redact import redact
 from scheduler.run_hooks import standard_hooks
 from scheduler.runs import send_run
@@ -240,7 +241,9 @@ class Beat:
         log.info("beat %s started (lease %s s, max sleep %s s; database %s, Redis %s)", self.beat_id,
                  self.settings.beat_lease_seconds, self.settings.beat_max_sleep_seconds,
                  redact(self.settings.resolved_database_url), redact(self.dispatcher.url))
-        outage = _Outage()
+        outage = Outage(service="database", setting="SCHEDULER_DATABASE_URL", meanwhile="beat paused until it is back",
+                        resumed="beat resumed", log=log)
+        failures = 0
         try:
             while not stop.is_set():
                 try:
@@ -250,13 +253,17 @@ class Beat:
                     led = self.lease.epoch
                     self.lease.forget()
                     self._set_leading(False)
-                    self._wait(outage.failed(exc, stepped_down=led), stop)
+                    outage.failed(_outage_reason(exc, stepped_down=led))
+                    failures += 1
+                    self._wait(_backoff(failures), stop)
                     continue
                 except Exception:
                     log.exception("beat tick failed; retrying")
-                    self._wait(outage.failed(None), stop)
+                    failures += 1
+                    self._wait(_backoff(failures), stop)
                     continue
                 outage.recovered()
+                failures = 0
                 sleep = self.sleep_seconds(result)
                 self.pulse.beat(sleep)
                 self.wakeups.wait(sleep, stop)
@@ -268,7 +275,7 @@ class Beat:
                     self.dispatcher.wake_beat()  # a standby sleeping on the wake channel takes over at once
             except DBAPIError as exc:
                 log.warning("beat %s could not release the lease (it expires by itself): %s", self.beat_id,
-                            _first_line(exc))
+                            first_line(exc))
             self._set_leading(False)
             log.info("beat %s stopped", self.beat_id)
 
@@ -279,38 +286,20 @@ class Beat:
         stop.wait(backoff)
 
 
-class _Outage:
-    """Backoff and one log line per database outage."""
-
-    def __init__(self) -> None:
-        self.failures = 0
-        self.down = False
-
-    def failed(self, exc: BaseException | None, *, stepped_down: int | None = None) -> float:
-        """Count a failed tick and return the backoff; the first failure of an outage is logged, saying
-        whether this beat stepped down as the leader (``stepped_down``: the epoch it held)."""
-        self.failures += 1
-        if exc is not None and not self.down:
-            reason = _first_line(exc)
-            if isinstance(exc, ProgrammingError) or "no such table" in reason:
-                reason += " (is the database migrated? run `scheduler migrate`)"
-            if stepped_down is not None:
-                reason += f"; this beat is no longer the leader (epoch {stepped_down}) until it holds the lease again"
-            log.error("database unreachable, beat paused until it is back (SCHEDULER_DATABASE_URL): %s", reason)
-            self.down = True
-        return float(min(MAX_DB_BACKOFF, 0.5 * 2 ** min(self.failures - 1, 6)))
-
-    def recovered(self) -> None:
-        if self.down:
-            log.info("database reachable again after %s failed tick(s); beat resumed", self.failures)
-        self.down = False
-        self.failures = 0
+def _backoff(failures: int) -> float:
+    """Seconds to wait after the ``failures``-th failed tick in a row: doubling from 0.5 s, at most the maximum."""
+    return float(min(MAX_DB_BACKOFF, 0.5 * 2 ** min(failures - 1, 6)))
 
 
-def _first_line(exc: BaseException) -> str:
-    orig = getattr(exc, "orig", None) or exc
-    text = str(orig).strip()
-    return text.splitlines()[0] if text else type(orig).__name__
+def _outage_reason(exc: BaseException, *, stepped_down: int | None) -> str:
+    """The database's complaint, with a hint when it looks unmigrated and whether this beat stepped down as the
+    leader (``stepped_down``: the epoch it held)."""
+    reason = first_line(exc)
+    if isinstance(exc, ProgrammingError) or "no such table" in reason:
+        reason += " (is the database migrated? run `scheduler migrate`)"
+    if stepped_down is not None:
+        reason += f"; this beat is no longer the leader (epoch {stepped_down}) until it holds the lease again"
+    return reason
 
 
 def engine_options(settings: Settings) -> dict[str, Any]:

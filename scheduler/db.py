@@ -151,20 +151,6 @@ def read_snapshot(engine: Engine) -> Iterator[Session]:
         yield session
 
 
-@contextmanager
-def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
-    """A session that commits on success and rolls back on error."""
-    session = factory()
-    try:
-        yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
-
-
 def check_database(engine: Engine) -> None:
     """Raise :class:`DatabaseUnavailable` naming the setting when the database is unreachable."""
     try:

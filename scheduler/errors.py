@@ -253,3 +253,10 @@ class StaleLeader(SchedulerError):
     """A beat whose lease epoch is no longer current tried to write."""
 
     code = "stale_leader"
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of what went wrong (a driver error's own message, not SQLAlchemy's wrapping)."""
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig).strip()
+    return text.splitlines()[0] if text else type(orig).__name__

@@ -17,6 +17,7 @@ from sqlalchemy import Engine
 from sqlalchemy.pool import NullPool
 
 from scheduler.db import is_sqlite, make_engine, normalize_url
+from scheduler.errors import first_line
 from scheduler.metrics import BROKER_UP
 from scheduler.redact import Redactor
 from scheduler.redis_client import redis_client
@@ -126,7 +127,7 @@ class Readiness:
             try:
                 dependency.probe()
             except Exception as exc:
-                reason = self.redactor(_first_line(exc))
+                reason = self.redactor(first_line(exc))
                 checks[dependency.name] = "unreachable: " + reason
                 failed.append((dependency, reason))
             else:
@@ -139,9 +140,3 @@ class Readiness:
             "message": f"{first.what} is unreachable ({first.setting}): {reason}",
             "details": {"setting": first.setting, "checks": checks},
         }
-
-
-def _first_line(exc: BaseException) -> str:
-    orig = getattr(exc, "orig", None) or exc
-    text = str(orig).strip()
-    return text.splitlines()[0] if text else type(orig).__name__

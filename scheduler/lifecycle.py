@@ -44,7 +44,7 @@ TERMINAL: frozenset[RunStatus] = frozenset({S.COMPLETED, S.INCOMPLETE, S.FAILED,
 FINISHED: frozenset[RunStatus] = frozenset({S.COMPLETED, S.INCOMPLETE, S.FAILED})
 """Ended by running: the outcomes that make or break a failure streak (cancelled and deleted runs do neither)."""
 RETRYABLE: frozenset[RunStatus] = frozenset({S.FAILED, S.INCOMPLETE})
-"""Ended with errors: a retry redoes the failed items."""
+"""Ended with errors: they raise ``complete_error``, and a retry redoes their failed items."""
 
 ALLOWED: dict[RunStatus, frozenset[RunStatus]] = {
     S.CREATED: frozenset({S.PROCESSING, S.CANCELLED, S.FAILED}),

@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
+from scheduler.lifecycle import RETRYABLE
 from scheduler.models import Job, JobRun, RunItem, RunStatus
 from scheduler.redact import redact
 from scheduler.settings import Settings
@@ -63,7 +64,7 @@ class SmtpTarget:
 def events_for(run: JobRun) -> list[str]:
     """The events a run at its current status raises; ``complete_error`` for any run that ended with errors."""
     events = [STATUS_EVENTS[run.status]] if run.status in STATUS_EVENTS else []
-    if run.status in (RunStatus.INCOMPLETE, RunStatus.FAILED):
+    if run.status in RETRYABLE:  # ended with errors
         events.append("complete_error")
     events.extend(str(e) for e in run.summary.get("notify_events", []))
     return events

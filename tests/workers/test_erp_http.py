@@ -30,6 +30,7 @@ from workers_testkit import Drain
 from scheduler.clock import FrozenClock
 from scheduler.jobtypes import JobTypeRegistry
 from scheduler.models import RunStatus
+from scheduler.notify import events_for
 from workers.erp import JOB_TYPE
 from workers.runtime.env import WorkerEnv
 
@@ -179,6 +180,8 @@ def test_a_refused_batch_errors_with_the_answer_and_its_retry_sends_only_that_ba
     assert run.status == S.INCOMPLETE
     assert (run.summary["delivered"], run.summary["errored"]) == (3, 2)
     assert run.error is not None and "2 of 5 items failed" in run.error and "HTTP 400" in run.error
+    # and it raises target_error for whoever chose it among the job's notifications
+    assert events_for(run) == ["incomplete", "complete_error", "target_error"]
     refused = items_of(env, run_id)[f"invoices:{ledger.invoices['LF-0515']}"]
     assert refused.outcome == "error"
     assert refused.detail["http_status"] == 400
@@ -191,7 +194,7 @@ def test_a_refused_batch_errors_with_the_answer_and_its_retry_sends_only_that_ba
     drain()
     # Then the retry sent just the refused records, in one new batch, and COMPLETED
     retry = run_row(env, retry_id)
-    assert retry.status == S.COMPLETED
+    assert retry.status == S.COMPLETED and events_for(retry) == ["completed"]
     assert [r.key for r in sink.requests[3:]] == [f"{retry_id}:1"]
     assert [r["number"] for r in sink.requests[3].records] == ["LF-0515", "INV-0520"]
     assert (retry.summary["aggregated"], retry.summary["delivered"]) == (2, 2)

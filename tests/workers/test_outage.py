@@ -18,7 +18,7 @@ from scheduler.models import Job, JobRun, RunStatus
 from workers.dunning import DunningJobType
 from workers.runtime.env import WorkerEnv
 from workers.runtime.executor import execute_step
-from workers.runtime.outage import DatabaseOutage, is_database_outage, ride_out
+from workers.runtime.outage import database_outage, is_database_outage, ride_out
 from workers.runtime.steps import REQUEST_RETRIES, _retry_request
 
 REFUSED = OperationalError("SELECT 1", {}, Exception("connection refused"))
@@ -48,7 +48,7 @@ def test_a_step_waits_out_an_outage_and_runs_again(caplog: pytest.LogCaptureFixt
         if len(attempts) <= 4:
             raise REFUSED
 
-    outage = DatabaseOutage()
+    outage = database_outage()
     with caplog.at_level(logging.INFO, logger="workers"):
         assert ride_out(step, what="run 1: plan step", outage=outage, sleep=naps.append)
     assert len(attempts) == 5 and naps == [0.5, 1.0, 2.0, 4.0]
@@ -59,19 +59,19 @@ def test_a_step_waits_out_an_outage_and_runs_again(caplog: pytest.LogCaptureFixt
 
 def test_a_step_under_way_when_the_outage_is_noticed_does_not_end_it(caplog: pytest.LogCaptureFixture) -> None:
     # Given one thread's step in flight while another thread meets the cut
-    outage = DatabaseOutage()
+    outage = database_outage()
     before_the_cut = time.monotonic()
     with caplog.at_level(logging.INFO, logger="workers.runtime.outage"):
-        outage.failed(REFUSED)
+        outage.failed(str(REFUSED))
         # When the step that began before the outage was noticed completes (its work got in just before)
         outage.recovered(attempt_started=before_the_cut)
         # Then the outage goes on: no "reachable again", no second "unreachable" from the next failure
         assert outage.down
-        outage.failed(REFUSED)
+        outage.failed(str(REFUSED))
         # and a step begun since, once the database answers, ends it
         outage.recovered(attempt_started=time.monotonic())
     assert not outage.down
-    assert [r.getMessage().split(",")[0].split(" after")[0] for r in caplog.records] == [
+    assert [r.getMessage().split(" (")[0].split(" after")[0] for r in caplog.records] == [
         "database unreachable", "database reachable again"]
 
 
@@ -80,12 +80,12 @@ def test_other_errors_propagate_and_a_long_outage_is_left_to_beat() -> None:
         raise ValueError("bug")
 
     with pytest.raises(ValueError, match="bug"):
-        ride_out(broken, what="step", outage=DatabaseOutage(), sleep=lambda _: None)
+        ride_out(broken, what="step", outage=database_outage(), sleep=lambda _: None)
 
     def down() -> None:
         raise REFUSED
 
-    assert not ride_out(down, what="step", outage=DatabaseOutage(), patience=0.0, sleep=lambda _: None)
+    assert not ride_out(down, what="step", outage=database_outage(), patience=0.0, sleep=lambda _: None)
 
 
 def test_an_outage_during_apply_is_not_an_item_error(

@@ -1,5 +1,7 @@
 """The ERP transfer run summary: records aggregated, delivered, errored, skipped, and the range covered.
 
+Records the target did not take raise ``target_error`` for the job's notifications.
+
 ``range_end`` of a completed rolling run is where the job's next rolling range starts.
 """
 
@@ -19,7 +21,7 @@ def summarize(ctx: RunContext) -> dict[str, Any]:
     batches = items.chunks_with_items()
     spec = first_chunk_spec(ctx, ctx.run_id)
     scope = Scope.from_spec(spec).spec() if spec is not None else {}
-    return {
+    summary: dict[str, Any] = {
         "dataset": str(props.dataset),
         "target": describe_target(props.target),
         "format": str(props.format),
@@ -30,3 +32,6 @@ def summarize(ctx: RunContext) -> dict[str, Any]:
         "errored": counts.get(ItemOutcome.ERROR, 0),
         "skipped": counts.get(ItemOutcome.SKIPPED, 0),
     }
+    if summary["errored"]:
+        summary["notify_events"] = ["target_error"]  # the target refused or lost records: mail who chose it
+    return summary

@@ -23,7 +23,8 @@ from sqlmodel import col
 
 from scheduler.jobkit.sql import SqlDialect, same_database
 from scheduler.jobtypes import RunContext
-from scheduler.models import Job, JobRun, RunStatus
+from scheduler.lifecycle import TERMINAL
+from scheduler.models import Job, JobRun
 from workers.gl.journal import (
     batch_totals,
     check_balanced,
@@ -49,9 +50,6 @@ from workers.gl.sources import (
 )
 
 log = logging.getLogger(__name__)
-
-FINISHED = (RunStatus.COMPLETED, RunStatus.INCOMPLETE, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.DELETED)
-
 
 def plan_chunks(ctx: RunContext) -> list[dict[str, Any]]:
     """Keyset ranges of ``chunk_size`` uncollected documents, collector by collector."""
@@ -147,7 +145,7 @@ def purge_finished_staging(ctx: RunContext) -> int:
         return 0
     with ctx.engine.connect() as conn:
         finished = list(conn.execute(
-            select(col(JobRun.id)).where(col(JobRun.id).in_(staged_runs), col(JobRun.status).in_(FINISHED))
+            select(col(JobRun.id)).where(col(JobRun.id).in_(staged_runs), col(JobRun.status).in_(TERMINAL))
         ).scalars())
     if finished:
         with ctx.billing_engine.begin() as conn:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from sqlalchemy import Engine, inspect, text
 from sqlalchemy.engine import Connection
 
-from scheduler.models import RunStatus
+from scheduler.lifecycle import TERMINAL
 from workers.mediation.reader import Sink
 from workers.mediation.records import StagedRow
 
@@ -28,8 +28,6 @@ BATCH = 5_000
 COLUMNS = ("line_no", "event_id", "account_number", "meter", "quantity", "amount", "occurred_at", "usage_day",
            "reason", "message")
 _NAME = re.compile(r"usage_stage_r(\d+)_c(\d+)(?:_in)?")
-FINISHED = frozenset({RunStatus.COMPLETED, RunStatus.INCOMPLETE, RunStatus.FAILED, RunStatus.CANCELLED,
-                      RunStatus.DELETED})
 
 
 def table_name(run_id: int, chunk_no: int) -> str:
@@ -116,7 +114,7 @@ def sweep(billing: Engine, scheduler: Engine, *, keep_run: int | None = None) ->
         live = {
             int(r.id) for r in conn.execute(
                 text(f"SELECT id, status FROM job_run WHERE id IN ({', '.join(map(str, run_ids))})"))
-            if r.status not in FINISHED
+            if r.status not in TERMINAL
         }
     stale = sorted(t for t, run_id in tables.items() if run_id in run_ids and run_id not in live)
     if stale:

@@ -7,6 +7,7 @@ this module; databases are opened in each worker process on its first message.
 
 from __future__ import annotations
 
+import os
 import sys
 
 import dramatiq
@@ -32,7 +33,7 @@ registry = load_registry(settings)
 start_at_zero(registry.names(), items=True)
 url = str(settings.redis_url)
 broker = make_broker(url, settings=settings)
-for extra in metrics.middleware(settings):
+for extra in metrics.middleware(settings, os.environ.get(metrics.MULTIPROC_ENV)):
     broker.add_middleware(extra)
 broker.add_middleware(metrics.StatusLag({registry.get(name).queue: name for name in registry.names()}))
 dramatiq.set_broker(broker)

@@ -18,7 +18,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlmodel import col
 
 from scheduler.clock import Clock
-from scheduler.models import JobRun, RunStatus
+from scheduler.errors import first_line
+from scheduler.lifecycle import WORKING
+from scheduler.models import JobRun
 from workers.runtime.outage import OUTAGE, is_database_outage
 
 log = logging.getLogger(__name__)
@@ -67,7 +69,7 @@ class RunHeartbeat:
                 update(JobRun)
                 .where(
                     col(JobRun.id).in_(runs),
-                    col(JobRun.status).in_([RunStatus.PROCESSING, RunStatus.SUBMITTED]),
+                    col(JobRun.status).in_(WORKING),
                 )
                 .values(heartbeat_at=self._clock.now())
             )
@@ -80,7 +82,7 @@ class RunHeartbeat:
                 self.beat_once()
             except SQLAlchemyError as exc:
                 if is_database_outage(exc):
-                    OUTAGE.failed(exc)  # one line per outage, shared with the steps
+                    OUTAGE.failed(first_line(exc))  # one line per outage, shared with the steps
                 else:
                     log.warning("run heartbeat failed (will retry): %s", exc)
 

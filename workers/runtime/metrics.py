@@ -71,12 +71,12 @@ class StatusLag(Middleware):
             STATUS_LAG.labels(job_type=job_type).observe(max(0.0, time.time() - message.message_timestamp / 1000))
 
 
-def middleware(settings: Settings) -> list[Any]:
-    """The pool's metrics middleware, when its endpoint is on and its processes write multiprocess values."""
-    directory = os.environ.get(MULTIPROC_ENV)
+def middleware(settings: Settings, directory: str | None) -> list[Any]:
+    """The pool's metrics middleware, when its endpoint is on and its processes write multiprocess values in
+    ``directory`` (the process's ``PROMETHEUS_MULTIPROC_DIR``, which :func:`prepare_environment` set)."""
     if not settings.worker_metrics_port or not directory:
         return []
-    os.environ.setdefault(DRAMATIQ_DIR_ENV, directory)
+    os.environ.setdefault(DRAMATIQ_DIR_ENV, directory)  # Dramatiq's middleware reads it when imported
     from dramatiq.middleware.prometheus import Prometheus
 
     class PoolMetrics(Prometheus):
@@ -123,6 +123,8 @@ def serve() -> int:
     """A fork process of the pool: serve every process's metrics and the pool's health until the pool stops.
 
     ``/healthz``: the pool's processes and threads are alive; ``/readyz``: the database and Redis answer.
+    Dramatiq starts it in a process of its own by its import path, without arguments: it is that process's
+    entry point, so it reads the settings (once), as ``workers.runtime.actors`` does for the worker processes.
     """
     from scheduler.health import Readiness, redis_probe
     from scheduler.logs import configure_logging

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-import threading
 import time
 from collections.abc import Callable
 
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+from scheduler.errors import first_line
+from scheduler.outage import Outage
 
 log = logging.getLogger(__name__)
 
@@ -38,55 +40,21 @@ def is_database_outage(exc: BaseException) -> bool:
     return True
 
 
-def first_line(exc: BaseException) -> str:
-    orig = getattr(exc, "orig", None) or exc
-    text = str(orig).strip()
-    return text.splitlines()[0] if text else type(orig).__name__
+def database_outage() -> Outage:
+    """A worker process's view of the database (shared by its step threads and its heartbeat)."""
+    return Outage(service="database", setting="SCHEDULER_DATABASE_URL", meanwhile="worker steps wait for it",
+                  resumed="worker steps resumed", log=log)
 
 
-class DatabaseOutage:
-    """Whether this process currently finds the database unreachable; one log line per outage each way."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._since: float | None = None
-
-    @property
-    def down(self) -> bool:
-        return self._since is not None
-
-    def failed(self, exc: BaseException) -> None:
-        with self._lock:
-            if self._since is not None:
-                return
-            self._since = time.monotonic()
-        log.error("database unreachable, worker steps wait for it (SCHEDULER_DATABASE_URL): %s", first_line(exc))
-
-    def recovered(self, *, attempt_started: float) -> None:
-        """A step that started at ``attempt_started`` (``time.monotonic()``) got through to the database.
-
-        That ends the outage only if the step started after the outage was noticed: a step already under
-        way may have done its work just before the cut while another thread met the cut.
-        """
-        if self._since is None:
-            return
-        with self._lock:
-            since = self._since
-            if since is None or attempt_started <= since:
-                return
-            self._since = None
-        log.info("database reachable again after %.1f s; worker steps resumed", time.monotonic() - since)
-
-
-OUTAGE = DatabaseOutage()
-"""This worker process's view of the database (shared by its step threads and its heartbeat)."""
+OUTAGE = database_outage()
+"""This worker process's view of the database."""
 
 
 def ride_out(
     step: Callable[[], None],
     *,
     what: str,
-    outage: DatabaseOutage = OUTAGE,
+    outage: Outage = OUTAGE,
     patience: float = PATIENCE,
     sleep: Callable[[float], None] = time.sleep,
 ) -> bool:
@@ -104,7 +72,7 @@ def ride_out(
         except Exception as exc:
             if not is_database_outage(exc):
                 raise
-            outage.failed(exc)
+            outage.failed(first_line(exc))
             if time.monotonic() + delay > deadline:
                 log.warning("%s: left to beat after %.0f s without the database", what, patience)
                 return False
