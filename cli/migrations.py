@@ -10,14 +10,16 @@ from scheduler.db import check_database, make_engine
 from scheduler.jobtypes import JobType, load_registry
 from scheduler.migrate import CORE_TREE, MigrationTree, job_type_tree, tree_gap, upgrade
 from scheduler.settings import Settings
+from workers import billing
+
+BILLING_TREE = MigrationTree(name="billing tables", versions=billing.MIGRATIONS, version_table=billing.VERSION_TABLE)
+"""The billing ledger's tree (accounts, invoices, payments, dunning actions, the general ledger)."""
 
 
 def billing_trees(job_types: Iterable[JobType]) -> list[MigrationTree]:
     """The trees of the billing database: the ledger's, then the given job types' own (a type not given is left
     alone, tables and all)."""
-    from workers.billing import TREE
-
-    return [TREE, *(tree for jt in job_types if (tree := job_type_tree(jt)) is not None)]
+    return [BILLING_TREE, *(tree for jt in job_types if (tree := job_type_tree(jt)) is not None)]
 
 
 def migrate_billing_database(engine: Engine, job_types: Iterable[JobType]) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from workers.billing import TREE
+from cli.migrations import BILLING_TREE as TREE
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
 

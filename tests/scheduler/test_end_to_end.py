@@ -30,8 +30,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine
 from test_api_support import TEST_ADMIN, TestClient, make_key
 
+from cli.migrations import migrate_billing_database
 from scheduler.api.app import create_app
 from scheduler.dispatch import Dispatcher, make_broker
+from scheduler.jobtypes import load_registry
 from scheduler.settings import Settings
 from workers.billing.demo import seed_demo
 
@@ -100,6 +102,7 @@ class Stack:
 @pytest.fixture
 def stack(engine: Engine, db_url: str, redis_url: str, tmp_path: Path) -> Iterator[Stack]:
     """The API in-process; beat and a worker pool for every job type as real processes (as the CLI starts them)."""
+    migrate_billing_database(engine, load_registry(Settings()).all())
     seed_demo(engine, accounts=60)
     url = _private(redis_url)
     redis.Redis.from_url(url).flushdb()

@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import Engine, text
 from workers_testkit import AS_OF, Drain, dunning_registry
 
+from cli.migrations import migrate_billing_database
 from scheduler.jobtypes import JobTypeRegistry
 from scheduler.models import Job, JobRun
 from workers.billing.demo import seed_demo
@@ -38,6 +39,7 @@ def test_seed_is_deterministic_and_not_repeated(billing_engine: Engine, sqlite_e
     assert again == {**counts, "seeded": False}
     if billing_engine is not sqlite_engine:
         # The same seed gives the same ledger on the other database.
+        migrate_billing_database(sqlite_engine, [])
         seed_demo(sqlite_engine, accounts=300, seed=3, as_of=AS_OF)
         assert [r[:5] for r in fingerprint(billing_engine)] == [r[:5] for r in fingerprint(sqlite_engine)]
     rows = fingerprint(billing_engine)

@@ -8,9 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import Engine
-
-from scheduler.migrate import MigrationTree, upgrade
 from workers.billing.tables import (
     AccountStatus,
     InvoiceKind,
@@ -22,17 +19,14 @@ from workers.billing.tables import (
     payments,
 )
 
-TREE = MigrationTree(name="billing tables", versions=Path(__file__).parent / "migrations" / "versions",
-                     version_table="billing_alembic_version")
-
-
-def migrate_billing(engine: Engine) -> None:
-    """Bring the billing ledger's tables to the newest revision."""
-    upgrade(engine, TREE)
+MIGRATIONS = Path(__file__).parent / "migrations" / "versions"
+"""The ledger's Alembic revisions (``scheduler migrate`` applies them before any job type's own)."""
+VERSION_TABLE = "billing_alembic_version"
 
 
 __all__ = [
-    "TREE",
+    "MIGRATIONS",
+    "VERSION_TABLE",
     "AccountStatus",
     "InvoiceKind",
     "InvoiceStatus",
@@ -40,6 +34,5 @@ __all__ = [
     "dunning_actions",
     "invoices",
     "metadata",
-    "migrate_billing",
     "payments",
 ]

@@ -21,7 +21,7 @@ from sqlalchemy import Connection, Date, Engine, bindparam, func, select, text
 from sqlalchemy.exc import DBAPIError
 
 from scheduler.jobkit.sql import SqlDialect
-from workers.billing import migrate_billing, tables
+from workers.billing import tables
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +44,8 @@ def _profile() -> str:
 
 
 def seed_demo(engine: Engine, *, accounts: int = 1000, seed: int = 7, as_of: date | None = None) -> dict[str, Any]:
-    """Create the billing tables if needed and load ``accounts`` demo accounts; an already seeded
-    database is left as it is. Returns the row counts."""
-    migrate_billing(engine)
+    """Load ``accounts`` demo accounts into the (migrated) billing tables; an already seeded database is left
+    as it is. Returns the row counts."""
     as_of = as_of or datetime.now(UTC).date()
     with engine.connect() as conn:
         existing = conn.execute(select(func.count()).select_from(tables.accounts)).scalar_one()

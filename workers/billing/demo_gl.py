@@ -13,7 +13,6 @@ from typing import Any
 
 from sqlalchemy import Engine, func, select
 
-from workers.billing import migrate_billing
 from workers.billing.gl_tables import gl_entries
 from workers.gl.properties import GLAccountMapping, GLCollector
 from workers.gl.sources import SOURCES, typed
@@ -36,8 +35,7 @@ DEMO_JOB: dict[str, Any] = {
 
 
 def seed_gl_demo(engine: Engine, *, now: datetime | None = None) -> dict[str, Any]:
-    """Create the GL tables if needed; returns the lines posted so far and the documents still to collect."""
-    migrate_billing(engine)
+    """The lines posted so far and the documents still to collect (the billing tables are migrated)."""
     now = now or datetime.now(UTC)
     params = {"as_of": now, "as_of_date": now.date()}
     with engine.connect() as conn:

@@ -16,8 +16,6 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
-from workers.billing import migrate_billing
-
 INCOMING = "usage/incoming"
 METERS: list[dict[str, str]] = [
     {"meter": "data_gb", "unit": "GB", "price_per_unit": "0.10"},
@@ -40,8 +38,7 @@ DEMO_JOB: dict[str, Any] = {
 
 
 def seed_usage_demo(engine: Engine, files_root: Path, *, day: date | None = None) -> dict[str, Any]:
-    """Create the usage tables if needed and write the day's demo usage files; returns what was written."""
-    migrate_billing(engine)
+    """Write the day's demo usage files (the billing tables are migrated); returns what was written."""
     day = day or datetime.now(UTC).date()
     active, inactive = _accounts(engine)
     incoming = files_root / INCOMING

@@ -7,8 +7,9 @@ from typing import Any
 from sqlalchemy import Engine, select
 from workers_testkit import TIERS, add_account
 
+from cli.migrations import migrate_billing_database
 from scheduler.settings import Settings
-from workers.billing import accounts, dunning_actions, invoices, migrate_billing
+from workers.billing import accounts, dunning_actions, invoices
 from workers.dunning import JOB_TYPE
 from workers.testing.conformance import JobTypeCase, JobTypeConformance
 
@@ -17,7 +18,7 @@ class DunningCase(JobTypeCase):
     job_type = JOB_TYPE
 
     def prepare(self, engine: Engine) -> None:
-        migrate_billing(engine)
+        migrate_billing_database(engine, [])  # the ledger; dunning keeps no tables of its own
 
     def seed(self, engine: Engine, settings: Settings) -> None:
         # Seven accounts in three chunks of three: escalations, a clearance and a fee in each of the first two.
