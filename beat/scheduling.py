@@ -8,14 +8,14 @@ advanced past now. Nothing is sent here: the caller commits first, then sends.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import lru_cache
-from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, text, update
 from sqlalchemy.orm import Session
 
 from beat.misfire import SAMPLE, MissedTicks, MissReason, TickPlan, plan_ticks
@@ -138,13 +138,14 @@ def schedule_due_jobs(
     """
     outcome = ScheduleOutcome(jobs=len(jobs))
     counts = active_run_counts(session, [job.id for job in jobs if job.id is not None])
-    planned = [p for job in jobs if (p := _plan_job(session, job, now=now, grace=grace, counts=counts)) is not None]
+    planned = [_plan_job(job, now=now, grace=grace, counts=counts) for job in jobs]
     wanted = [
         NewRun(job_id=p.job.id, job_type=p.job.job_type, trigger=RunTrigger.SCHEDULED, scheduled_for=tick)
         for p in planned if p.job.id is not None for tick in p.admitted
     ]
     created = {(run.job_id, run.scheduled_for): run.run_id
                for run in create_runs(session=session, runs=wanted, actor=actor, at=now)}
+    advances: list[tuple[int, datetime | None, datetime | None]] = []
     for p in planned:
         job = p.job
         assert job.id is not None
@@ -159,16 +160,15 @@ def schedule_due_jobs(
             outcome.new_runs.append(
                 TickRun(run_id=run_id, job_id=job.id, job_type=job.job_type, scheduled_for=tick, hold=p.hold)
             )
-        _advance(session, job, next_fire_at=p.next_fire, last_scheduled_for=latest_run)
+        advances.append((job.id, p.next_fire, latest_run))
         if p.groups:
             outcome.misses.append(JobMisses(job_id=job.id, job_name=job.name, job_type=job.job_type,
                                             groups=p.groups))
+    advance_jobs(session, advances)
     return outcome
 
 
-def _plan_job(
-    session: Session, job: Job, *, now: datetime, grace: timedelta, counts: dict[int, dict[str, int]]
-) -> _JobTicks | None:
+def _plan_job(job: Job, *, now: datetime, grace: timedelta, counts: dict[int, dict[str, int]]) -> _JobTicks:
     """Which ticks of a due job get a run now (misfire, then overlap policy), and its next fire time."""
     assert job.id is not None and job.next_fire_at is not None and job.cron is not None
     try:
@@ -177,8 +177,7 @@ def _plan_job(
         # Refused at creation, so only a hand-edited row gets here: stop it firing, say why.
         log.error("job %s has an unusable schedule and will not fire: %s", job.id, exc.message,
                   extra={"job_id": job.id})
-        _advance(session, job, next_fire_at=None, last_scheduled_for=None)
-        return None
+        return _JobTicks(job=job, admitted=[], next_fire=None, hold=False, groups=[])
     plan = plan_ticks(
         schedule,
         next_fire_at=job.next_fire_at,
@@ -216,11 +215,37 @@ def _admit(plan: TickPlan, policy: str, *, waiting: int, running: int, groups: l
     return ticks[len(ticks) - capacity :]
 
 
-def _advance(session: Session, job: Job, *, next_fire_at: datetime | None, last_scheduled_for: datetime | None) -> None:
-    values: dict[str, Any] = {"next_fire_at": next_fire_at}
-    if last_scheduled_for is not None:
-        values["last_scheduled_for"] = last_scheduled_for
-    session.execute(update(JOBS).where(JOBS.c.id == job.id).values(**values))
+def advance_jobs(session: Session, advances: list[tuple[int, datetime | None, datetime | None]]) -> None:
+    """Set each ``(job_id, next_fire_at, last_scheduled_for)`` in one statement (a ``None`` last tick keeps
+    the job's own): on PostgreSQL one ``UPDATE … FROM json_to_recordset``, elsewhere one executemany."""
+    if not advances:
+        return
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(
+            text(
+                "UPDATE job SET next_fire_at = u.next_fire_at, "
+                "last_scheduled_for = COALESCE(u.last_scheduled_for, job.last_scheduled_for) "
+                "FROM json_to_recordset(CAST(:jobs AS json)) "
+                "AS u(id integer, next_fire_at timestamptz, last_scheduled_for timestamptz) WHERE job.id = u.id"
+            ),
+            {"jobs": json.dumps([
+                {"id": job_id, "next_fire_at": _iso(next_fire), "last_scheduled_for": _iso(last)}
+                for job_id, next_fire, last in advances
+            ])},
+        )
+        return
+    session.execute(
+        update(JOBS)
+        .where(JOBS.c.id == bindparam("job_id"))
+        .values(next_fire_at=bindparam("next_fire", type_=JOBS.c.next_fire_at.type),
+                last_scheduled_for=func.coalesce(bindparam("last", type_=JOBS.c.last_scheduled_for.type),
+                                                 JOBS.c.last_scheduled_for)),
+        [{"job_id": job_id, "next_fire": next_fire, "last": last} for job_id, next_fire, last in advances],
+    )
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None
 
 
 def record_misses(misses: Iterable[JobMisses]) -> dict[str, int]:

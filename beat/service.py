@@ -62,7 +62,7 @@ from scheduler.metrics import FIRE_LAG, serve_metrics, start_at_zero
 from scheduler.outage import Outage
 from scheduler.redact import redact
 from scheduler.run_hooks import standard_hooks
-from scheduler.runs import send_run
+from scheduler.runs import send_runs
 from scheduler.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -209,23 +209,26 @@ class Beat:
             result.next_fire_at = earliest_fire(session, job_types=job_types)
 
     def _send_new(self, runs: list[TickRun]) -> int:
-        sent = 0
+        """Send the runs this tick recorded in one Redis round trip; held runs wait for the outbox."""
         for run in runs:
             if run.hold:
                 log.info("run %s of job %s waits for the job's running run (BUFFER_ONE)", run.run_id, run.job_id,
                          extra={"run_id": run.run_id, "job_id": run.job_id, "job_type": run.job_type})
-                continue
-            if not send_run(
-                factory=self.factory, dispatcher=self.dispatcher, registry=self.registry, run_id=run.run_id,
-                clock=self.clock,
-            ):
-                continue  # recorded, not sent: the outbox sends it on a later tick
-            sent += 1
-            lag = (self.clock.now() - run.scheduled_for).total_seconds()
-            FIRE_LAG.labels(job_type=run.job_type).observe(max(0.0, lag))
-            log.info("run %s of job %s sent for tick %s", run.run_id, run.job_id, run.scheduled_for.isoformat(),
-                     extra={"run_id": run.run_id, "job_id": run.job_id, "job_type": run.job_type})
-        return sent
+        to_send = [run for run in runs if not run.hold]
+        sent = set(send_runs(factory=self.factory, dispatcher=self.dispatcher, registry=self.registry,
+                             runs=[(run.run_id, run.job_type) for run in to_send], clock=self.clock))
+        # Recorded but not sent (Redis down): the outbox sends them on a later tick.
+        now = self.clock.now()
+        for run in to_send:
+            if run.run_id in sent:
+                FIRE_LAG.labels(job_type=run.job_type).observe(max(0.0, (now - run.scheduled_for).total_seconds()))
+        if sent:
+            log.info("%d run(s) sent, ticks %s to %s", len(sent), min(r.scheduled_for for r in to_send).isoformat(),
+                     max(r.scheduled_for for r in to_send).isoformat())
+            for run in to_send:
+                log.debug("run %s of job %s sent for tick %s", run.run_id, run.job_id, run.scheduled_for.isoformat(),
+                          extra={"run_id": run.run_id, "job_id": run.job_id, "job_type": run.job_type})
+        return len(sent)
 
     def sleep_seconds(self, result: TickResult) -> float:
         """Until the earliest fire, at most ``beat_max_sleep_seconds``; nothing when more is due."""

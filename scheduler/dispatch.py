@@ -7,12 +7,15 @@ this run now", so a lost or duplicated message is repaired or ignored by the gua
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+from uuid import uuid4
 
 import dramatiq
 import redis
 from dramatiq.brokers.redis import RedisBroker
+from dramatiq.common import current_millis
 from dramatiq.middleware import AgeLimit, Callbacks, Pipelines, Retries, TimeLimit
 
 from scheduler.errors import BrokerUnavailable
@@ -42,6 +45,11 @@ class RunStep:
     run_id: int
     phase: str
     chunk_no: int = 0
+
+
+def _message(queue: str, step: RunStep) -> dramatiq.Message[Any]:
+    return dramatiq.Message(queue_name=queue, actor_name=step_actor_name(queue),
+                            args=(step.run_id, step.phase, step.chunk_no), kwargs={}, options={})
 
 
 def redis_url(settings: Settings, *, process: str = "this process") -> str:
@@ -79,19 +87,47 @@ class Dispatcher:
         self.url = url
 
     def send_step(self, queue: str, step: RunStep) -> None:
-        message: dramatiq.Message[Any] = dramatiq.Message(
-            queue_name=queue,
-            actor_name=step_actor_name(queue),
-            args=(step.run_id, step.phase, step.chunk_no),
-            kwargs={},
-            options={},
-        )
+        self.send_steps([(queue, step)])
+
+    def send_steps(self, steps: Sequence[tuple[str, RunStep]]) -> None:
+        """Send each ``(queue, step)`` in one Redis round trip: a pipeline of the broker's own enqueue script.
+
+        Each message is what :meth:`RedisBroker.enqueue` would write (its own Redis message id, the
+        broker's enqueue middleware hooks), so workers cannot tell the difference; a batch of one is a
+        plain enqueue. All or nothing is not promised: after a :class:`BrokerUnavailable` some steps may
+        be queued, which is harmless (steps are idempotent and the outbox re-sends the rest).
+        """
+        if not steps:
+            return
         try:
-            self.broker.enqueue(message)
+            if len(steps) == 1:
+                self.broker.enqueue(_message(*steps[0]))
+            else:
+                self._enqueue_pipelined([_message(queue, step) for queue, step in steps])
         except redis.RedisError as exc:
             BROKER_UP.set(0)
             raise BrokerUnavailable(self.url, str(exc)) from exc
         BROKER_UP.set(1)
+
+    def _enqueue_pipelined(self, messages: list[dramatiq.Message[Any]]) -> None:
+        broker = self.broker
+        script = broker.scripts["dispatch"]
+        keys = [broker.namespace]
+        with broker.client.pipeline(transaction=False) as pipe:
+            queued = []
+            for message in messages:
+                message = message.copy(options={"redis_message_id": str(uuid4())})
+                broker.emit_before("enqueue", message, None)
+                # The arguments of RedisBroker's own ``do_enqueue``, without its maintenance pass.
+                args = [
+                    "enqueue", current_millis(), message.queue_name, broker.broker_id, broker.heartbeat_timeout,
+                    broker.dead_message_ttl, 0, 0, message.options["redis_message_id"], message.encode(),
+                ]
+                script(keys=keys, args=args, client=pipe)
+                queued.append(message)
+            pipe.execute()
+        for message in queued:
+            broker.emit_after("enqueue", message, None)
 
     def wake_beat(self) -> None:
         """Tell beat a job was created or resumed; best effort (beat polls anyway)."""

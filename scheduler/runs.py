@@ -7,6 +7,7 @@ import binascii
 import json
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -278,16 +279,38 @@ def send_run(
         run = session.get(JobRun, run_id)
         if run is None or run.status != RunStatus.CREATED:
             return False
-        queue = registry.get(run.job_type).queue
+        job_type = run.job_type
+    return bool(send_runs(factory=factory, dispatcher=dispatcher, registry=registry, runs=[(run_id, job_type)],
+                          clock=clock))
+
+
+def send_runs(
+    *,
+    factory: sessionmaker[Session],
+    dispatcher: Dispatcher,
+    registry: JobTypeRegistry,
+    runs: Sequence[tuple[int, str]],
+    clock: Clock,
+) -> list[int]:
+    """Send the plan step of each ``(run_id, job_type)`` just created, in one Redis round trip, then stamp
+    their ``enqueued_at`` in one statement; returns the ids sent (none when Redis is down).
+
+    The runs are already committed, so a failed send loses nothing: beat's outbox sends them later.
+    """
+    if not runs:
+        return []
     try:
-        dispatcher.send_step(queue, RunStep(run_id=run_id, phase=Phase.PLAN))
+        dispatcher.send_steps([(registry.get(job_type).queue, RunStep(run_id=run_id, phase=Phase.PLAN))
+                               for run_id, job_type in runs])
     except BrokerUnavailable as exc:
-        log.warning("run %s recorded but not sent (will be re-sent): %s", run_id, exc.message)
-        return False
+        log.warning("%d run(s) recorded but not sent (will be re-sent): %s", len(runs), exc.message,
+                    extra={"run_id": runs[0][0]})
+        return []
+    ids = [run_id for run_id, _ in runs]
     with factory() as session:
-        session.execute(update(JobRun).where(col(JobRun.id) == run_id).values(enqueued_at=clock.now()))
+        session.execute(update(JobRun).where(col(JobRun.id).in_(ids)).values(enqueued_at=clock.now()))
         session.commit()
-    return True
+    return ids
 
 
 def send_apply(

@@ -178,6 +178,23 @@ class RunDetail(RunPublic):
         return cls(**public.model_dump(), events=[run_event(e) for e in run_events(session, run.id)])
 
 
+class BatchRunPublic(BaseModel):
+    """One entry of a batch's answer: its run, created now or by an earlier request with its key."""
+
+    id: int
+    job_id: int
+    idempotency_key: str
+    status: RunStatus
+    created: bool = Field(description="false: the key was used before for the same request; this is that run")
+
+
+class RunBatchPublic(BaseModel):
+    """A batch's runs, in the order asked."""
+
+    created: int = Field(description="how many runs this request created")
+    runs: list[BatchRunPublic]
+
+
 class RunItemPublic(BaseModel):
     """A per-type detail row of a run."""
 

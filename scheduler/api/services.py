@@ -16,7 +16,7 @@ from scheduler.dispatch import Dispatcher, make_dispatcher
 from scheduler.errors import SchedulerError
 from scheduler.health import Readiness, broker, database, database_probe, redis_probe
 from scheduler.jobtypes import JobTypeRegistry, load_registry
-from scheduler.runs import send_apply, send_run
+from scheduler.runs import send_apply, send_run, send_runs
 from scheduler.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -118,6 +118,12 @@ class Services:
         if (dispatcher := self._available_dispatcher(run_id)) is not None:
             send_run(factory=self.session_factory, dispatcher=dispatcher, registry=self.registry, run_id=run_id,
                      clock=self.clock)
+
+    def send_runs(self, runs: list[tuple[int, str]]) -> None:
+        """Send committed runs ``(run_id, job_type)`` in one Redis round trip; with Redis down the outbox sends them."""
+        if runs and (dispatcher := self._available_dispatcher(runs[0][0])) is not None:
+            send_runs(factory=self.session_factory, dispatcher=dispatcher, registry=self.registry, runs=runs,
+                      clock=self.clock)
 
     def send_apply(self, run_id: int) -> None:
         """Send a submitted run's apply steps; with Redis down beat reclaims the run later."""

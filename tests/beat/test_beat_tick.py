@@ -272,16 +272,22 @@ def test_paused_and_unknown_type_jobs_do_not_fire(
 
 
 def test_full_batch_asks_for_another_tick(
-    make_beat: Callable[..., Beat], add_job: Callable[..., Job], factory: sessionmaker[Session]
+    make_beat: Callable[..., Beat], add_job: Callable[..., Job], factory: sessionmaker[Session],
+    dispatcher: SwitchableDispatcher, job_type: FakeJobType, clock: FrozenClock,
 ) -> None:
-    for _ in range(3):
-        add_job(next_fire_at=NOON)
+    jobs = [add_job(next_fire_at=NOON) for _ in range(3)]
     beat = make_beat(batch_size=2)
     first = beat.tick()
     assert (first.due_jobs, first.more_due, beat.sleep_seconds(first)) == (2, True, 0.0)
     second = beat.tick()
     assert (second.due_jobs, second.more_due) == (1, False)
     assert count_runs(factory) == 3
+    # Every run is sent once (a batch's plan steps go to Redis together) and every job moved on
+    runs = [run for job in jobs for run in runs_of(factory, job.id or 0)]
+    assert sorted(dispatcher.drain(job_type.queue)) == sorted((run.id, Phase.PLAN, 0) for run in runs)
+    assert [run.enqueued_at for run in runs] == [clock.now()] * 3
+    assert [(job_row(factory, job.id or 0).next_fire_at, job_row(factory, job.id or 0).last_scheduled_for)
+            for job in jobs] == [(NOON + MINUTE, NOON)] * 3
 
 
 def test_a_hashed_job_fires_at_the_minute_its_name_spreads_it_to(

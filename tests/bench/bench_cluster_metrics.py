@@ -40,12 +40,12 @@ NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 def seed(engine: object, jobs: int, runs: int) -> None:
     with engine.begin() as conn:  # type: ignore[attr-defined]
         conn.execute(text("""
-            INSERT INTO job (name, job_type, status, description, cron, timezone, properties, notify_emails,
+            INSERT INTO job (name, name_key, job_type, status, description, cron, timezone, properties, notify_emails,
                              notify_on, can_run_manual, requires_review, misfire_policy, catchup_window,
                              max_catchup_runs, overlap_policy, max_runtime, created_at, created_by, next_fire_at,
                              pause_on_failure)
-            SELECT 'job ' || g, 'dunning', 'ACTIVE', '', (g % 60) || ' ' || (g % 6) || ' * * *', 'UTC', '{}',
-                   '[]', '[]', true, false, 'ONCE', 3600, 10, 'SKIP', NULL, :now, 'bench',
+            SELECT 'job ' || g, 'job ' || g, 'dunning', 'ACTIVE', '', (g % 60) || ' ' || (g % 6) || ' * * *',
+                   'UTC', '{}', '[]', '[]', true, false, 'ONCE', 3600, 10, 'SKIP', NULL, :now, 'bench',
                    :now + interval '1 hour', NULL
             FROM generate_series(1, :jobs) AS g"""), {"jobs": jobs, "now": NOW})
         conn.execute(text("""

@@ -58,11 +58,11 @@ def insert_jobs(engine: Engine, jobs: list[dict[str, Any]]) -> None:
                  "last_scheduled_for": job["last_scheduled_for"].isoformat()} for job in jobs[start:start + 50_000]]
         with engine.begin() as conn:
             conn.execute(text(
-                "INSERT INTO job (name, job_type, status, description, cron, timezone, properties, notify_emails, "
-                "notify_on, can_run_manual, requires_review, misfire_policy, catchup_window, max_catchup_runs, "
-                "overlap_policy, created_at, created_by, next_fire_at, last_scheduled_for) "
-                "SELECT name, :type, 'ACTIVE', '', cron, 'UTC', '{}', '[]', '[]', true, false, 'ONCE', 3600, 10, "
-                "overlap, CAST(:now AS timestamptz), 'bench', next_fire_at, last_scheduled_for "
+                "INSERT INTO job (name, name_key, job_type, status, description, cron, timezone, properties, "
+                "notify_emails, notify_on, can_run_manual, requires_review, misfire_policy, catchup_window, "
+                "max_catchup_runs, overlap_policy, created_at, created_by, next_fire_at, last_scheduled_for) "
+                "SELECT name, lower(name), :type, 'ACTIVE', '', cron, 'UTC', '{}', '[]', '[]', true, false, 'ONCE', "
+                "3600, 10, overlap, CAST(:now AS timestamptz), 'bench', next_fire_at, last_scheduled_for "
                 "FROM json_to_recordset(CAST(:rows AS json)) AS j(name text, cron text, overlap text, "
                 "next_fire_at timestamptz, last_scheduled_for timestamptz)"),
                 {"type": NOOP.name, "now": now, "rows": json.dumps(rows)})

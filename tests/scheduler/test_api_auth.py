@@ -45,6 +45,7 @@ LEAST_ROLE: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/jobs/{job_id}/next-fires"): "viewer",
     ("POST", "/api/v1/jobs/{job_id}/backfill"): "operator",
     ("POST", "/api/v1/runs"): "operator",
+    ("POST", "/api/v1/runs/batch"): "operator",
     ("GET", "/api/v1/runs"): "viewer",
     ("GET", "/api/v1/runs/{run_id}"): "viewer",
     ("GET", "/api/v1/runs/{run_id}/items"): "viewer",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Header, Query, Request, Response
+from fastapi import APIRouter, Body, Header, HTTPException, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
@@ -28,10 +28,21 @@ from scheduler.api.params import (
     id_cursor,
 )
 from scheduler.api.request_id import request_id
-from scheduler.api.schemas import ActionNote, Page, RunDetail, RunItemPublic, RunPublic, job_names
+from scheduler.api.schemas import (
+    ActionNote,
+    BatchRunPublic,
+    Page,
+    RunBatchPublic,
+    RunDetail,
+    RunItemPublic,
+    RunPublic,
+    job_names,
+)
 from scheduler.api.services import Services
 from scheduler.auth import Principal
 from scheduler.limits import IDEMPOTENCY_KEY_PATTERN, MAX_DB_INT, MAX_NAME_LENGTH, QueryDatetime, Text
+from scheduler.models import RunStatus
+from scheduler.run_batch import RunBatchCreate, create_manual_runs
 from scheduler.runs import (
     RunCreate,
     RunFilter,
@@ -98,6 +109,42 @@ def post_run(
     else:
         response.status_code = 200
     return RunDetail.build(session, get_run(session, run.id))
+
+
+@router.post(
+    "/batch",
+    status_code=201,
+    summary="Create up to 1,000 manual runs in one request, each with its own idempotency key",
+    responses={
+        200: {"model": RunBatchPublic, "description": "Every key was used before for the same request: "
+              "the first runs, nothing new is created"},
+        201: {"description": "The runs, in the order asked: recorded and sent (created true), or the run "
+              "an entry's key made before (created false)"},
+        404: {"model": ErrorBody, "description": "An entry names no such job (details.index)"},
+        409: {"model": ErrorBody, "description": "An entry's job cannot run manually (job_not_runnable), or "
+              "an entry's key was used for a different request (idempotency_mismatch); details.index names "
+              "the entry and nothing is created"},
+        **error_doc(422, "Invalid entries (details.index), a key repeated within the batch, or more than 1,000 runs"),
+    },
+)
+def post_run_batch(batch: RunBatchCreate, response: Response, session: SessionDep, services: ServicesDep,
+                   principal: Operator) -> RunBatchPublic:
+    """All or nothing: any refused entry refuses the batch. Repeating a batch answers the same runs (200)."""
+    runs = create_manual_runs(session=session, registry=services.registry, batch=batch, actor=principal.actor,
+                              clock=services.clock, request_id=request_id(), settings=services.settings)
+    new = [(run.run_id, run.job_type) for run in runs if run.created]
+    services.send_runs(new)
+    if not new:
+        response.status_code = 200
+    return RunBatchPublic(created=len(new), runs=[BatchRunPublic(
+        id=run.run_id, job_id=run.job_id, idempotency_key=run.idempotency_key, status=RunStatus(run.status),
+        created=run.created) for run in runs])
+
+
+@router.api_route("/batch", methods=["GET", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+def run_batch_other_methods() -> None:
+    """``/runs/batch`` is not a run id: other methods than POST are 405, not a 422 about ``run_id``."""
+    raise HTTPException(405, "only POST is allowed on /runs/batch", headers={"Allow": "POST"})
 
 
 @router.get(
