@@ -7,8 +7,8 @@ from typing import Any
 from erp_testkit import seed_ledger
 from sqlalchemy import Engine, select
 
+from cli.migrations import migrate_billing_database
 from scheduler.settings import Settings
-from workers.billing import migrate_billing
 from workers.erp import JOB_TYPE
 from workers.erp.tables import erp_deliveries
 from workers.testing.conformance import JobTypeCase, JobTypeConformance
@@ -18,7 +18,7 @@ class ErpCase(JobTypeCase):
     job_type = JOB_TYPE
 
     def prepare(self, engine: Engine) -> None:
-        migrate_billing(engine)
+        migrate_billing_database(engine, [])  # the ledger; the kit migrates the type's own tables
 
     def seed(self, engine: Engine, settings: Settings) -> None:
         seed_ledger(engine)  # seven invoices: four batches of two
