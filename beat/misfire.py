@@ -40,8 +40,10 @@ class MissReason:
     """Older than ``catchup_window`` seconds."""
     OVERLAP = "overlap"
     """Refused by the overlap policy: another run of the job is active or waiting."""
+    AWAITING_REVIEW = "awaiting_review"
+    """Refused by the overlap policy while a preview of the job awaits review (noted on that preview)."""
 
-    ALL = (SKIPPED, COALESCED, MAX_CATCHUP_RUNS, OUTSIDE_CATCHUP_WINDOW, OVERLAP)
+    ALL = (SKIPPED, COALESCED, MAX_CATCHUP_RUNS, OUTSIDE_CATCHUP_WINDOW, OVERLAP, AWAITING_REVIEW)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -26,6 +26,7 @@ from scheduler.errors import InvalidInput
 from scheduler.lifecycle import ACTIVE, RUNNING
 from scheduler.metrics import MISSED_TICKS
 from scheduler.models import Job, JobStatus, OverlapPolicy, RunStatus, RunTrigger
+from scheduler.review_blocks import record_skipped_ticks
 from scheduler.run_creation import NewRun, create_runs
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,8 @@ class ScheduleOutcome:
     new_runs: list[TickRun] = field(default_factory=list)
     misses: list[JobMisses] = field(default_factory=list)
     jobs: int = 0
+    newly_blocking: list[int] = field(default_factory=list)
+    """Previews awaiting review that made their job skip a tick for the first time (their recipients are mailed)."""
 
 
 @lru_cache(maxsize=4096)
@@ -161,6 +164,12 @@ def schedule_due_jobs(
                 TickRun(run_id=run_id, job_id=job.id, job_type=job.job_type, scheduled_for=tick, hold=p.hold)
             )
         advances.append((job.id, p.next_fire, latest_run))
+        for group in p.groups:
+            if group.reason == MissReason.AWAITING_REVIEW:
+                ticks = list(group.sample) or ([group.last] if group.last else [])
+                noted = record_skipped_ticks(session, job.id, count=group.count, ticks=ticks, at=now, actor=actor)
+                if noted is not None and noted[1]:
+                    outcome.newly_blocking.append(noted[0])
         if p.groups:
             outcome.misses.append(JobMisses(job_id=job.id, job_name=job.name, job_type=job.job_type,
                                             groups=p.groups))
@@ -191,7 +200,8 @@ def _plan_job(job: Job, *, now: datetime, grace: timedelta, counts: dict[int, di
     waiting = by_status.get(RunStatus.CREATED, 0)
     running = sum(by_status.get(s, 0) for s in RUNNING)
     groups = list(plan.missed)
-    admitted = _admit(plan, job.overlap_policy, waiting=waiting, running=running, groups=groups)
+    reason = MissReason.AWAITING_REVIEW if by_status.get(RunStatus.PREVIEW) else MissReason.OVERLAP
+    admitted = _admit(plan, job.overlap_policy, waiting=waiting, running=running, groups=groups, reason=reason)
     try:
         next_fire: datetime | None = schedule.next_after(now)
     except InvalidInput:
@@ -202,15 +212,17 @@ def _plan_job(job: Job, *, now: datetime, grace: timedelta, counts: dict[int, di
     return _JobTicks(job=job, admitted=admitted, next_fire=next_fire, hold=hold, groups=groups)
 
 
-def _admit(plan: TickPlan, policy: str, *, waiting: int, running: int, groups: list[MissedTicks]) -> list[datetime]:
-    """The planned ticks the overlap policy lets through (the latest ones); records the others."""
+def _admit(
+    plan: TickPlan, policy: str, *, waiting: int, running: int, groups: list[MissedTicks], reason: str
+) -> list[datetime]:
+    """The planned ticks the overlap policy lets through (the latest ones); records the others under ``reason``."""
     capacity = overlap_capacity(policy, waiting=waiting, running=running)
     ticks = plan.run_ticks
     if capacity is None or len(ticks) <= capacity:
         return ticks
     refused = ticks[: len(ticks) - capacity]
     groups.append(
-        MissedTicks(reason=MissReason.OVERLAP, count=len(refused), sample=tuple(refused[:SAMPLE]), last=refused[-1])
+        MissedTicks(reason=reason, count=len(refused), sample=tuple(refused[:SAMPLE]), last=refused[-1])
     )
     return ticks[len(ticks) - capacity :]
 
@@ -255,7 +267,8 @@ def record_misses(misses: Iterable[JobMisses]) -> dict[str, int]:
         for group in job.groups:
             MISSED_TICKS.labels(job_type=job.job_type, reason=group.reason).inc(group.count)
             totals[group.reason] = totals.get(group.reason, 0) + group.count
-            level = logging.INFO if group.reason == MissReason.OVERLAP else logging.WARNING
+            expected = group.reason in (MissReason.OVERLAP, MissReason.AWAITING_REVIEW)
+            level = logging.INFO if expected else logging.WARNING
             extra = {"job_id": job.job_id, "reason": group.reason}
             for tick in group.sample:
                 log.log(level, "job %s (%s): tick %s not run: %s", job.job_id, job.job_name, tick.isoformat(),

@@ -60,6 +60,7 @@ from scheduler.jobtypes import JobTypeRegistry, load_registry
 from scheduler.logs import configure_logging
 from scheduler.metrics import FIRE_LAG, serve_metrics, start_at_zero
 from scheduler.outage import Outage
+from scheduler.notify import REVIEW_BLOCKING, notify_run
 from scheduler.redact import redact
 from scheduler.run_hooks import standard_hooks
 from scheduler.runs import send_runs
@@ -194,6 +195,7 @@ class Beat:
         result.more_due = outcome.jobs >= self.batch_size
         result.created = [r.run_id for r in outcome.new_runs]
         result.missed = record_misses(outcome.misses)
+        self._mail_review_blocks(outcome.newly_blocking)
         result.timed_out = fail_overrunning(self.repairs, now)
         if self.broker_watch.reachable:
             # While Redis is down the runs stay recorded (the outbox); the first tick after sends them all.
@@ -207,6 +209,14 @@ class Beat:
         result.more_due = result.more_due or result.resent >= self.batch_size
         with self.factory() as session:
             result.next_fire_at = earliest_fire(session, job_types=job_types)
+
+    def _mail_review_blocks(self, run_ids: list[int]) -> None:
+        """Mail the recipients of each preview that has just made its job skip a tick (once per preview)."""
+        for run_id in run_ids:
+            log.warning("run %s awaits review and its job skips its scheduled ticks until then", run_id,
+                        extra={"run_id": run_id})
+            with self.factory() as session:
+                notify_run(settings=self.settings, session=session, run_id=run_id, events=[REVIEW_BLOCKING])
 
     def _send_new(self, runs: list[TickRun]) -> int:
         """Send the runs this tick recorded in one Redis round trip; held runs wait for the outbox."""

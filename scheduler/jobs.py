@@ -53,6 +53,9 @@ class NotifyEvent(enum.StrEnum):
     FAILED = "failed"
     PREVIEW_READY = "preview_ready"
     """A run waits at PREVIEW for review."""
+    REVIEW_BLOCKING = "review_blocking"
+    """A preview awaiting review made the job skip a scheduled tick (mailed once per preview; also to those who
+    chose ``preview_ready``)."""
 
 
 JobAction = Literal["pause", "resume", "archive"]
@@ -85,6 +88,9 @@ class JobCreate(BaseModel):
     notify_on: list[NotifyEvent] = Field(default_factory=list, max_length=len(NotifyEvent))
     can_run_manual: bool = True
     requires_review: bool = False
+    review_empty_previews: bool = Field(
+        default=False, description="A preview with nothing to apply waits for review anyway; by default it "
+        "completes at once as 'nothing to do'")
     misfire_policy: MisfirePolicy = MisfirePolicy.ONCE
     catchup_window: int = Field(default=3600, ge=0, le=MAX_WINDOW_SECONDS, description="seconds")
     max_catchup_runs: int = Field(default=10, ge=1, le=1000)
@@ -128,6 +134,7 @@ class JobPublic(BaseModel):
     notify_on: list[NotifyEvent]
     can_run_manual: bool
     requires_review: bool
+    review_empty_previews: bool = False
     misfire_policy: MisfirePolicy
     catchup_window: int
     max_catchup_runs: int

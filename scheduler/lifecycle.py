@@ -71,9 +71,15 @@ def allowed_actions(status: str) -> list[str]:
 # -- decisions -------------------------------------------------------------------------------------
 
 
-def stops_for_review(*, requires_review: bool, preview: bool, held_by_type: bool) -> bool:
+def stops_for_review(
+    *, requires_review: bool, preview: bool, held_by_type: bool, nothing_to_apply: bool = False,
+    review_empty: bool = False,
+) -> bool:
     """Whether an evaluated run stops at PREVIEW: its job requires review, the run asked for a preview,
-    or its job type holds runs with these properties for review."""
+    or its job type holds runs with these properties for review — unless it has nothing to apply and its
+    job does not ask to review empty previews (``review_empty_previews``): then it completes at once."""
+    if nothing_to_apply and not review_empty:
+        return False
     return requires_review or preview or held_by_type
 
 

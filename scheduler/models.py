@@ -119,6 +119,8 @@ class Job(SQLModel, table=True):
     notify_on: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     can_run_manual: bool = True
     requires_review: bool = False
+    review_empty_previews: bool = False
+    """A preview with nothing to apply waits for review anyway; else it completes at once as "nothing to do"."""
     misfire_policy: str = MisfirePolicy.ONCE
     catchup_window: int = 3600
     max_catchup_runs: int = 10

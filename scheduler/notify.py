@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
+from scheduler.jobs import NotifyEvent
 from scheduler.lifecycle import RETRYABLE
 from scheduler.models import Job, JobRun, RunItem, RunStatus
 from scheduler.redact import redact
@@ -27,6 +28,7 @@ STATUS_EVENTS: dict[str, str] = {
     RunStatus.FAILED: "failed",
     RunStatus.PREVIEW: "preview_ready",
 }
+REVIEW_BLOCKING = NotifyEvent.REVIEW_BLOCKING
 ERRORS_SHOWN = 20
 
 
@@ -82,6 +84,9 @@ def build_message(settings: Settings, job: Job, run: JobRun, events: list[str], 
     ]
     if run.scheduled_for:
         lines.append(f"Scheduled for: {run.scheduled_for.isoformat()}")
+    if REVIEW_BLOCKING in events:
+        lines.append("This preview awaits review: the job skips its scheduled ticks until it is submitted or "
+                     "deleted.")
     if run.error:
         lines.append(f"Error: {run.error}")
     counts = {k: v for k, v in run.summary.items() if k != "notify_events"}
@@ -97,8 +102,9 @@ def build_message(settings: Settings, job: Job, run: JobRun, events: list[str], 
     return message
 
 
-def notify_run(*, settings: Settings, session: Session, run_id: int) -> bool:
-    """Mail the job's recipients when the run's status raises an event they chose; ``True`` when sent.
+def notify_run(*, settings: Settings, session: Session, run_id: int, events: list[str] | None = None) -> bool:
+    """Mail the job's recipients when the run's status (or ``events``) raises an event they chose; ``True`` when
+    sent. A preview blocking its job's schedule (``review_blocking``) also reaches those who chose ``preview_ready``.
 
     Mail is best effort: an unreachable SMTP server is logged in one line and never fails the run.
     """
@@ -108,7 +114,8 @@ def notify_run(*, settings: Settings, session: Session, run_id: int) -> bool:
     job = session.get(Job, run.job_id)
     if job is None or not job.notify_emails or not settings.smtp_url:
         return False
-    events = [e for e in events_for(run) if e in job.notify_on]
+    chosen = set(job.notify_on) | ({REVIEW_BLOCKING} if STATUS_EVENTS[RunStatus.PREVIEW] in job.notify_on else set())
+    events = [e for e in (events_for(run) if events is None else events) if e in chosen]
     if not events:
         return False
     errors = list(

@@ -27,6 +27,7 @@ from scheduler.models import (
     RunTrigger,
 )
 from scheduler.outcomes import outcome_line
+from scheduler.review_blocks import review_block
 from scheduler.runs import progress, run_events
 
 T = TypeVar("T")
@@ -69,18 +70,34 @@ def run_event(event: RunEvent) -> StatusEvent[RunStatus]:
     return StatusEvent[RunStatus].model_validate(event, from_attributes=True)
 
 
+class AwaitingReview(BaseModel):
+    """A preview of the job awaiting review, and the scheduled ticks it has made the job skip."""
+
+    run_id: int
+    awaiting_since: datetime | None = Field(description="when the run stopped at PREVIEW")
+    skipped_ticks: int = Field(description="scheduled ticks the job skipped while this preview waits")
+    first_skipped: datetime | None
+    last_skipped: datetime | None
+
+
 class JobDetail(JobPublic):
-    """A job with its audit trail and the actions its status allows."""
+    """A job with its audit trail, the actions its status allows and the preview holding it up, if any."""
 
     events: list[StatusEvent[JobStatus]]
     actions: list[JobAction] = Field(description="what the job's status allows")
+    awaiting_review: AwaitingReview | None = Field(
+        default=None, description="the job's preview awaiting review: while it waits, the overlap policy skips "
+        "the job's scheduled ticks (each noted on that run, counted in scheduler_missed_ticks_total"
+        "{reason=\"awaiting_review\"})")
 
     @classmethod
     def build(cls, session: Session, job: Job) -> JobDetail:
         assert job.id is not None
         public = JobPublic.of(job)
         events = [job_event(e) for e in job_events(session, job.id)]
-        return cls(**public.model_dump(), events=events, actions=job_actions(job.status))
+        block = review_block(session, job.id)
+        return cls(**public.model_dump(), events=events, actions=job_actions(job.status),
+                   awaiting_review=AwaitingReview(**block.as_dict()) if block is not None else None)
 
 
 class JobTypeTemplate(BaseModel):

@@ -20,5 +20,6 @@ def test_every_job_type_trigger_status_reason_and_outcome_is_exported_at_zero() 
     for outcome in ("ok", "error", "skipped"):
         assert _value("scheduler_items_total", job_type="zero_type", outcome=outcome) == 0
     assert _value("scheduler_items_total", job_type="zero_type", outcome="planned") is None  # not a final outcome
-    for reason in ("skipped", "coalesced", "max_catchup_runs", "outside_catchup_window", "overlap"):
+    for reason in ("skipped", "coalesced", "max_catchup_runs", "outside_catchup_window", "overlap",
+                   "awaiting_review"):
         assert _value("scheduler_missed_ticks_total", job_type="zero_type", reason=reason) == 0

@@ -72,13 +72,15 @@ def drain(env: WorkerEnv, dispatcher: RecordingDispatcher) -> Drain:
 
 @pytest.fixture
 def make_job(env: WorkerEnv, clock: FrozenClock) -> Callable[..., Job]:
-    def make(name: str = "Residential dunning", *, requires_review: bool = False, **properties: Any) -> Job:
+    def make(name: str = "Residential dunning", *, requires_review: bool = False, review_empty_previews: bool = False,
+             **properties: Any) -> Job:
         props = {"account_category": "RESIDENTIAL", "minimum_account_due": "10.00",
                  "strategy": "oldest_open_invoice", "tiers": TIERS, **properties}
         with env.factory() as session:
             job = create_job(
                 session=session, registry=env.registry, actor="test", clock=clock,
-                job_in=JobCreate(name=name, job_type="dunning", properties=props, requires_review=requires_review),
+                job_in=JobCreate(name=name, job_type="dunning", properties=props, requires_review=requires_review,
+                                 review_empty_previews=review_empty_previews),
             )
             session.expunge(job)
             return job

@@ -210,6 +210,27 @@ def test_preview_shows_the_fees_and_write_offs_applying_posts_per_currency(
     assert written_off == [Decimal("400.00")]
 
 
+def test_a_preview_with_nothing_to_do_completes_at_once_unless_the_job_reviews_empty_ones(
+    env: WorkerEnv, known_ledger: dict[str, int], make_job: Callable[..., Job], start_run: Callable[..., int],
+    drain: Drain,
+) -> None:
+    # Given jobs that require review, over a category with no account to escalate or clear
+    plain = make_job("Enterprise dunning", requires_review=True, account_category="ENTERPRISE")
+    strict = make_job("Enterprise dunning, reviewed", requires_review=True, review_empty_previews=True,
+                      account_category="ENTERPRISE")
+    # When each runs
+    plain_id, strict_id = start_run(plain), start_run(strict)
+    drain()
+    # Then the empty preview of the plain job completed at once, saying there was nothing to do
+    done = load_run(env, plain_id)
+    assert done is not None and done[0].status == S.COMPLETED
+    assert outcome_line(done[0].status, done[0].summary, done[0].error) == "nothing to do"
+    # And the job that asks to review empty previews waits for its reviewer
+    waiting = load_run(env, strict_id)
+    assert waiting is not None and waiting[0].status == S.PREVIEW
+    assert outcome_line(waiting[0].status, waiting[0].summary, waiting[0].error) == "awaiting review: nothing to do"
+
+
 def test_deleted_preview_applies_nothing(
     env: WorkerEnv, known_ledger: dict[str, int], make_job: Callable[..., Job], start_run: Callable[..., int],
     drain: Drain, clock: FrozenClock,

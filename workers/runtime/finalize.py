@@ -20,6 +20,7 @@ from scheduler.lifecycle import final_status, item_counts, run_awaits_review, ru
 from scheduler.models import ItemOutcome, Job, JobRun, RunEvent, RunItem, RunStatus
 from scheduler.notify import item_error_text
 from scheduler.outcomes import item_reasons, retry_refusal
+from scheduler.review_blocks import SUMMARY_KEY
 from workers.runtime.outage import is_database_outage
 
 if TYPE_CHECKING:
@@ -62,6 +63,8 @@ def run_summary(env: WorkerEnv, run: JobRun, ctx: RunContext | None) -> tuple[di
             summary = {"summary_error": f"{type(exc).__name__}: {exc}"}
     summary["items"] = counts
     summary["reasons"] = reasons
+    if SUMMARY_KEY in run.summary:  # the ticks this run skipped while it awaited review stay on record
+        summary[SUMMARY_KEY] = run.summary[SUMMARY_KEY]
     if refusal is not None:
         summary["retry_unavailable"] = refusal
     return summary, counts
@@ -89,11 +92,12 @@ def finish_evaluation(env: WorkerEnv, run: JobRun, job: Job, ctx: RunContext | N
     Returns the status this call moved the run to, ``None`` when another worker did it first.
     """
     assert run.id is not None
-    summary, _ = run_summary(env, run, ctx)
+    summary, counts = run_summary(env, run, ctx)
     now = env.clock.now()
     review = stops_for_review(
         requires_review=job.requires_review, preview=run.preview,
         held_by_type=ctx is not None and env.registry.get(run.job_type).holds_for_review(ctx.properties),
+        nothing_to_apply=not counts.get(ItemOutcome.PLANNED), review_empty=job.review_empty_previews,
     )
     target = S.PREVIEW if review else S.SUBMITTED
     values: dict[str, Any] = {"summary": summary, "heartbeat_at": now}
@@ -102,7 +106,8 @@ def finish_evaluation(env: WorkerEnv, run: JobRun, job: Job, ctx: RunContext | N
     with env.factory() as session:
         won = transition(
             session, run.id, target, actor=env.worker_id, expected=[S.PROCESSING], at=now, values=values,
-            note="staged for review" if review else "evaluated; applying",
+            note="staged for review" if review else "evaluated; applying" if counts.get(ItemOutcome.PLANNED)
+            else "evaluated: nothing to apply",
         )
         session.commit()
     if not won:
