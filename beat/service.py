@@ -59,8 +59,8 @@ from scheduler.health import Pulse, Readiness
 from scheduler.jobtypes import JobTypeRegistry, load_registry
 from scheduler.logs import configure_logging
 from scheduler.metrics import FIRE_LAG, serve_metrics, start_at_zero
-from scheduler.outage import Outage
 from scheduler.notify import REVIEW_BLOCKING, notify_run
+from scheduler.outage import Outage
 from scheduler.redact import redact
 from scheduler.run_hooks import standard_hooks
 from scheduler.runs import send_runs
