@@ -27,8 +27,11 @@ class RecordingDispatcher(Dispatcher):
         self.sent: list[tuple[str, RunStep]] = []
 
     def send_step(self, queue: str, step: RunStep) -> None:
-        self.steps.append((queue, step))
-        self.sent.append((queue, step))
+        self.send_steps([(queue, step)])
+
+    def send_steps(self, steps: Sequence[tuple[str, RunStep]]) -> None:
+        self.steps.extend(steps)
+        self.sent.extend(steps)
 
     def wake_beat(self) -> None:
         return None
