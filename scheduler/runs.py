@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import Select, func, insert, select, update
+from sqlalchemy import Select, case, func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 from sqlmodel import col
 
@@ -257,10 +257,60 @@ def list_items(
     return rows, next_cursor
 
 
-def progress(run: JobRun) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ChunkRecords:
+    """A run's chunks and the records (items) in them: all chunks, evaluated ones, applied ones."""
+
+    chunks: int = 0
+    evaluated: int = 0
+    staged: int = 0
+    applied: int = 0
+
+
+def chunk_records(session: Session, run_ids: list[int]) -> dict[int, ChunkRecords]:
+    """Per run, from its chunk rows (a few per run): how many records are staged and applied so far."""
+    if not run_ids:
+        return {}
+    evaluated = col(RunChunk.evaluated_at).is_not(None)
+    applied = col(RunChunk.applied_at).is_not(None)
+    items = col(RunChunk.items)
+    stmt = (
+        select(col(RunChunk.run_id), func.count(), func.count(col(RunChunk.evaluated_at)),
+               func.coalesce(func.sum(case((evaluated, items), else_=0)), 0),
+               func.coalesce(func.sum(case((applied, items), else_=0)), 0))
+        .where(col(RunChunk.run_id).in_(set(run_ids)))
+        .group_by(col(RunChunk.run_id))
+    )
+    return {int(r[0]): ChunkRecords(int(r[1]), int(r[2]), int(r[3]), int(r[4])) for r in session.execute(stmt)}
+
+
+def progress(run: JobRun, records: ChunkRecords | None = None) -> dict[str, Any]:
+    """How far a run is, in records: staged while it evaluates, applied once submitted.
+
+    ``records_total`` is null while chunks remain to be evaluated (the records in them are not counted yet);
+    then ``percent`` follows the chunks.
+    """
+    records = records or ChunkRecords()
     total = run.chunks_total
-    percent = round(100.0 * run.chunks_done / total, 1) if total else (100.0 if run.finished_at else 0.0)
-    return {"chunks_total": total, "chunks_done": run.chunks_done, "percent": percent}
+    chunk_percent = round(100.0 * run.chunks_done / total, 1) if total else (100.0 if run.finished_at else 0.0)
+    finished_items = run.summary.get("items") if isinstance(run.summary, dict) else None
+    all_evaluated = records.chunks > 0 and records.evaluated == records.chunks
+    phase: str | None = None
+    if run.status == RunStatus.PROCESSING:
+        phase, done = "staging", records.staged
+        records_total: int | None = records.staged if all_evaluated else None
+    elif run.status == RunStatus.SUBMITTED:
+        phase, done, records_total = "applying", records.applied, records.staged
+    elif run.finished_at is not None and isinstance(finished_items, dict):
+        done = records_total = sum(int(v) for v in finished_items.values() if isinstance(v, int))
+    else:
+        done, records_total = records.staged, records.staged if all_evaluated else None
+    if records_total and run.finished_at is None:
+        percent = round(100.0 * min(done, records_total) / records_total, 1)
+    else:
+        percent = chunk_percent
+    return {"chunks_total": total, "chunks_done": run.chunks_done, "percent": percent, "phase": phase,
+            "records_done": done, "records_total": records_total}
 
 
 def send_run(

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from scheduler.errors import MissingSetting
@@ -66,6 +66,8 @@ class Settings(BaseSettings):
     """Environment variables ERP targets may name as ``token_env``, besides ``SCHEDULER_ERP_SECRET_*``."""
     refused_requests_retention_days: float = 30.0
     """How long a refused ``request_run`` message stays listed in ``GET /api/v1/refused-requests``."""
+    currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
+    """ISO 4217 code of amounts a job type records without a currency (how the page and exports show them)."""
 
     @field_validator("erp_allowed_hosts", "erp_secret_names", mode="before")
     @classmethod

@@ -26,9 +26,10 @@ from scheduler.models import (
     RunStatus,
     RunTrigger,
 )
+from scheduler.money import amounts
 from scheduler.outcomes import outcome_line
 from scheduler.review_blocks import review_block
-from scheduler.runs import progress, run_events
+from scheduler.runs import ChunkRecords, chunk_records, progress, run_events
 
 T = TypeVar("T")
 
@@ -130,7 +131,27 @@ class NextFires(BaseModel):
 class RunProgress(BaseModel):
     chunks_total: int
     chunks_done: int
-    percent: float
+    percent: float = Field(description="records done of records_total when known, else chunks done of chunks_total")
+    phase: Literal["staging", "applying"] | None = Field(
+        default=None, description="staging: records evaluated so far; applying: records applied so far")
+    records_done: int = Field(default=0, description="records (items) staged, applied or finished so far")
+    records_total: int | None = Field(
+        default=None, description="records the run holds; null while chunks remain to be evaluated")
+
+
+class MoneyAmount(BaseModel):
+    """An amount of a run's summary or an item's detail, in its currency's decimals."""
+
+    field: str = Field(description="the summary or detail field it comes from, e.g. fees_total or money")
+    name: str = Field(description="what it is: the field, or the name of a `money` total, e.g. late_fees")
+    amount: str = Field(description="a decimal string in the currency's decimals, e.g. 2500.00")
+    currency: str = Field(description="ISO 4217 code")
+    display: str = Field(description="as people read it, e.g. EUR 2,500.00")
+
+    @classmethod
+    def all_of(cls, values: dict[str, Any], currency: str) -> list[MoneyAmount]:
+        return [cls(field=a.field, name=a.name, amount=str(a.money.rounded), currency=a.money.currency,
+                    display=a.money.display()) for a in amounts(values, currency)]
 
 
 class RunPublic(BaseModel):
@@ -168,18 +189,29 @@ class RunPublic(BaseModel):
     retry_unavailable: str | None = Field(
         default=None, description="why a FAILED or INCOMPLETE run offers no retry (a retry would redo nothing)"
     )
+    amounts: list[MoneyAmount] = Field(
+        default_factory=list, description="the summary's amounts of money with their currency, formatted")
     actions: list[RunAction] = Field(description="what the run's status allows")
 
     @classmethod
-    def of(cls, run: JobRun, job_name: str, counts: dict[str, int] | None = None) -> RunPublic:
+    def of(cls, run: JobRun, job_name: str, *, currency: str, counts: dict[str, int] | None = None,
+           records: ChunkRecords | None = None) -> RunPublic:
         fields = run.model_dump(exclude={"chunks_total", "chunks_done", "idempotency_fingerprint"})
         summary = {**run.summary, "items": counts} if counts is not None else run.summary
         refusal = summary.get("retry_unavailable")
         actions = [a for a in allowed_actions(run.status) if not (a == "retry" and refusal)]
-        return cls(**fields, job_name=job_name, progress=RunProgress(**progress(run)),
+        return cls(**fields, job_name=job_name, progress=RunProgress(**progress(run, records)),
                    outcome=outcome_line(run.status, summary, run.error),
                    item_counts=dict(summary.get("items") or {}), reasons=dict(summary.get("reasons") or {}),
-                   retry_unavailable=refusal if run.status in RETRYABLE else None, actions=actions)
+                   retry_unavailable=refusal if run.status in RETRYABLE else None,
+                   amounts=MoneyAmount.all_of(run.summary or {}, currency), actions=actions)
+
+    @classmethod
+    def page(cls, session: Session, runs: list[JobRun], *, currency: str) -> list[RunPublic]:
+        """The runs of a list page: job names and chunk records read once for all of them."""
+        names = job_names(session, [r.job_id for r in runs])
+        records = chunk_records(session, [r.id for r in runs if r.id is not None])
+        return [cls.of(r, names.get(r.job_id, ""), currency=currency, records=records.get(r.id or 0)) for r in runs]
 
 
 class RunDetail(RunPublic):
@@ -188,10 +220,12 @@ class RunDetail(RunPublic):
     events: list[StatusEvent[RunStatus]]
 
     @classmethod
-    def build(cls, session: Session, run: JobRun) -> RunDetail:
+    def build(cls, session: Session, run: JobRun, *, currency: str) -> RunDetail:
         assert run.id is not None
-        public = RunPublic.of(run, job_names(session, [run.job_id]).get(run.job_id, ""),
-                              counts=item_counts(session, run.id))
+        names = job_names(session, [run.job_id])
+        records = chunk_records(session, [run.id]).get(run.id)
+        public = RunPublic.of(run, names.get(run.job_id, ""), currency=currency, counts=item_counts(session, run.id),
+                              records=records)
         return cls(**public.model_dump(), events=[run_event(e) for e in run_events(session, run.id)])
 
 
@@ -220,13 +254,16 @@ class RunItemPublic(BaseModel):
     chunk_no: int
     outcome: ItemOutcome
     detail: dict[str, Any]
+    amounts: list[MoneyAmount] = Field(
+        default_factory=list, description="the detail's amounts of money with their currency, formatted")
     applied_at: datetime | None
 
     @classmethod
-    def of(cls, item: RunItem) -> RunItemPublic:
+    def of(cls, item: RunItem, *, currency: str) -> RunItemPublic:
         assert item.id is not None
         return cls(id=item.id, key=item.item_key, chunk_no=item.chunk_no, outcome=item.outcome,
-                   detail=item.detail, applied_at=item.applied_at)
+                   detail=item.detail, amounts=MoneyAmount.all_of(item.detail or {}, currency),
+                   applied_at=item.applied_at)
 
 
 class KeyCreate(BaseModel):

@@ -24,7 +24,7 @@ from test_api_support import (  # noqa: F401  (fixtures are used by name)
 from scheduler.api.export import safe_cell
 from scheduler.clock import FrozenClock
 from scheduler.dispatch import Dispatcher
-from scheduler.models import JobRun
+from scheduler.models import JobRun, RunChunk, RunItem
 from scheduler.settings import Settings
 
 
@@ -92,3 +92,71 @@ def test_an_error_while_reading_is_a_json_error_not_a_cut_file(
     # Then the answer is an error in the error shape, not a 200 with the pages read so far
     assert_error(answer, 500, "internal_error")
     assert answer.headers["content-type"].startswith("application/json")
+
+
+def _finish(engine: Engine, run_id: int, summary: dict[str, object], items: list[tuple[str, str, dict[str, object]]],
+            ) -> None:
+    with Session(engine) as session:
+        session.execute(update(JobRun).where(col(JobRun.id) == run_id).values(
+            status="INCOMPLETE", finished_at=datetime(2026, 6, 1, 13, tzinfo=UTC), summary=summary))
+        for n, (key, outcome, detail) in enumerate(items):
+            session.add(RunItem(run_id=run_id, chunk_no=0, item_key=key, outcome=outcome, detail=detail))
+            session.add(RunChunk(run_id=run_id, chunk_no=n, items=1, evaluated_at=datetime(2026, 6, 1, tzinfo=UTC),
+                                 applied_at=datetime(2026, 6, 1, tzinfo=UTC)))
+        session.commit()
+
+
+SUMMARY = {"accounts_evaluated": 1204, "fees_total": "2500.000000", "by_tier": {"1": 3, "2": 1},
+           "collectors": ["invoices", "payments"], "items": {"ok": 1, "error": 1},
+           "written_off": {"amount": "1250.5", "currency": "JPY"}, "status": "=shadow"}
+
+
+def test_a_run_answer_shows_its_money_with_currency_separators_and_decimals(client: TestClient, engine: Engine,
+                                                                           ) -> None:
+    run = create_run(client, create_job(client)["id"])
+    _finish(engine, run["id"], SUMMARY, [])
+    for answer in (client.get(f"/api/v1/runs/{run['id']}").json(), client.get("/api/v1/runs").json()["items"][0]):
+        assert [(a["field"], a["amount"], a["currency"], a["display"]) for a in answer["amounts"]] == [
+            ("fees_total", "2500.00", "USD", "USD 2,500.00"), ("written_off", "1251", "JPY", "JPY 1,251")]
+        assert answer["progress"]["records_done"] == 2 and answer["progress"]["records_total"] == 2
+
+
+def test_the_run_export_has_one_column_per_summary_field(client: TestClient, engine: Engine) -> None:
+    run = create_run(client, create_job(client)["id"])
+    _finish(engine, run["id"], SUMMARY, [])
+    [row] = _rows(client.get("/api/v1/runs?format=csv"))
+    assert "summary" not in row
+    assert row["status"] == "INCOMPLETE" and row["summary.status"] == "'=shadow"
+    assert row["accounts_evaluated"] == "1204" and row["by_tier.1"] == "3" and row["by_tier.2"] == "1"
+    assert row["fees_total"] == "2500.00" and row["fees_total_currency"] == "USD"
+    assert row["written_off"] == "1251" and row["written_off_currency"] == "JPY"
+    assert row["items.ok"] == "1" and row["collectors"] == "invoices, payments"
+
+
+def test_a_runs_items_export_filtered_by_outcome_with_neutralised_cells(client: TestClient, engine: Engine) -> None:
+    run = create_run(client, create_job(client)["id"])
+    _finish(engine, run["id"], SUMMARY, [
+        ("A-1", "ok", {"fee_amount": "25", "tier": 2}),
+        ("=A-2", "error", {"error": "@refused", "fee_amount": "-1234.5", "key": "shadow"}),
+    ])
+    rows = _rows(client.get(f"/api/v1/runs/{run['id']}/items?format=csv"))
+    assert [r["key"] for r in rows] == ["A-1", "'=A-2"]
+    [failed] = _rows(client.get(f"/api/v1/runs/{run['id']}/items?format=csv&outcome=ERROR"))
+    assert failed["outcome"] == "error" and failed["error"] == "'@refused" and failed["detail.key"] == "shadow"
+    assert failed["fee_amount"] == "-1234.50" and failed["fee_amount_currency"] == "USD"
+    page = client.get(f"/api/v1/runs/{run['id']}/items?outcome=error").json()["items"]
+    assert [a["display"] for a in page[0]["amounts"]] == ["USD -1,234.50"]
+    assert_error(client.get("/api/v1/runs/999999/items?format=csv"), 404, "run_not_found")
+
+
+def test_money_totals_per_currency_are_listed_and_exported_per_currency(client: TestClient, engine: Engine) -> None:
+    run = create_run(client, create_job(client)["id"])
+    _finish(engine, run["id"], {"fees_total": "2500.5", "write_offs": 2, "money": {
+        "EUR": {"late_fees": "2500", "write_offs": "0"}, "JPY": {"late_fees": "1250.5"}}}, [])
+    answer = client.get(f"/api/v1/runs/{run['id']}").json()
+    assert [(a["field"], a["name"], a["display"]) for a in answer["amounts"]] == [
+        ("money", "late_fees", "EUR 2,500.00"), ("money", "write_offs", "EUR 0.00"),
+        ("money", "late_fees", "JPY 1,251")]
+    [row] = _rows(client.get("/api/v1/runs?format=csv"))
+    assert row["money.EUR.late_fees"] == "2500.00" and row["money.JPY.late_fees"] == "1251"
+    assert row["write_offs"] == "2" and row["fees_total"] == "2500.5" and "fees_total_currency" not in row

@@ -50,7 +50,8 @@ def test_manual_run_is_recorded_and_sent_to_its_queue(
     assert run["created_by"] == "key:test-admin" and run["created_at"] == "2026-06-01T12:00:00Z"
     assert run["enqueued_at"] == "2026-06-01T12:00:00Z"
     assert run["actions"] == ["cancel"]
-    assert run["progress"] == {"chunks_total": 0, "chunks_done": 0, "percent": 0.0}
+    assert run["progress"] == {"chunks_total": 0, "chunks_done": 0, "percent": 0.0, "phase": None,
+                               "records_done": 0, "records_total": None}
     assert run["item_counts"] == {}
     assert [(e["from_status"], e["to_status"], e["actor"]) for e in run["events"]] == [
         (None, "CREATED", "key:test-admin")

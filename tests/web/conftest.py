@@ -97,6 +97,16 @@ class FakeType(JobType):
         return {}
 
 
+class FakeLedgerType(FakeType):
+    """A second type, so the page has types to tell apart."""
+
+    name = "fake_ledger"
+    label = "Fake ledger"
+    queue = "fake_ledger"
+
+
+REGISTRY = JobTypeRegistry([FakeType(), FakeLedgerType()])
+
 FAKE_PROPERTIES: dict[str, Any] = {
     "minimum_account_due": "5.00",
     "tiers": [{"code": 1, "name": "Reminder", "min_days_past_due": 1, "actions": ["notice"]}],
@@ -112,7 +122,7 @@ def web_settings(tmp_path: Path, sqlite_url: str) -> Settings:
 def web_app(web_settings: Settings, sqlite_engine: Engine, redis_url: str) -> FastAPI:
     """The real API app, with the page, one fake job type and a dispatcher on the test Redis."""
     dispatcher = Dispatcher(make_broker(redis_url), redis_url)
-    return create_app(web_settings, engine=sqlite_engine, registry=JobTypeRegistry([FakeType()]),
+    return create_app(web_settings, engine=sqlite_engine, registry=REGISTRY,
                       dispatcher=dispatcher)
 
 
@@ -125,10 +135,10 @@ def web_sessions(sqlite_engine: Engine) -> sessionmaker[Session]:
 def make_job(web_sessions: sessionmaker[Session]) -> Callable[..., int]:
     """Create a fake-type job through the data function; returns its id."""
 
-    def make(name: str, *, cron: str = "0 3 * * *", **extra: Any) -> int:
-        job_in = JobCreate(name=name, job_type=FakeType.name, cron=cron, properties=FAKE_PROPERTIES, **extra)
+    def make(name: str, *, cron: str = "0 3 * * *", job_type: str = FakeType.name, **extra: Any) -> int:
+        job_in = JobCreate(name=name, job_type=job_type, cron=cron, properties=FAKE_PROPERTIES, **extra)
         with web_sessions() as session:
-            job = create_job(session=session, registry=JobTypeRegistry([FakeType()]), actor="test",
+            job = create_job(session=session, registry=REGISTRY, actor="test",
                              clock=SystemClock(), job_in=job_in)
             assert job.id is not None
             return job.id
@@ -142,7 +152,7 @@ def make_run(web_sessions: sessionmaker[Session]) -> Callable[..., int]:
 
     def make(job_id: int, *, preview: bool = False) -> int:
         with web_sessions() as session:
-            run, _ = create_manual_run(session=session, registry=JobTypeRegistry([FakeType()]), actor="test",
+            run, _ = create_manual_run(session=session, registry=REGISTRY, actor="test",
                                        clock=SystemClock(), run_in=RunCreate(job_id=job_id, preview=preview))
             assert run.id is not None
             return run.id

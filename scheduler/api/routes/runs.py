@@ -10,12 +10,11 @@ import logging
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Header, HTTPException, Query, Request, Response
-from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
 from scheduler.api.deps import Operator, ServicesDep, SessionDep, Viewer
 from scheduler.api.errors import ERROR_RESPONSES, ErrorBody, error_doc
-from scheduler.api.export import export_runs
+from scheduler.api.export import csv_answer, export_items, export_runs
 from scheduler.api.openapi import links
 from scheduler.api.params import (
     Cursor,
@@ -36,7 +35,6 @@ from scheduler.api.schemas import (
     RunDetail,
     RunItemPublic,
     RunPublic,
-    job_names,
 )
 from scheduler.api.services import Services
 from scheduler.auth import Principal
@@ -108,7 +106,7 @@ def post_run(
         services.send_run(run.id)
     else:
         response.status_code = 200
-    return RunDetail.build(session, get_run(session, run.id))
+    return RunDetail.build(session, get_run(session, run.id), currency=services.settings.currency)
 
 
 @router.post(
@@ -182,35 +180,50 @@ def get_runs(
     wants_csv = format == "csv" or (format is None and "text/csv" in request.headers.get("accept", ""))
     if wants_csv:
         session.rollback()
-        pages = export_runs(services.engine, filters, max_rows=services.settings.max_export_rows)
-        return StreamingResponse(
-            iter(pages),
-            media_type="text/csv; charset=utf-8",
-            headers={"Content-Disposition": 'attachment; filename="runs.csv"'},
-        )
+        pages = export_runs(services.engine, filters, max_rows=services.settings.max_export_rows,
+                            currency=services.settings.currency)
+        return csv_answer(pages, "runs.csv")
     runs, next_cursor = list_runs(session, filters, limit=limit, cursor=cursor)
-    names = job_names(session, [r.job_id for r in runs])
-    return Page[RunPublic](items=[RunPublic.of(r, names.get(r.job_id, "")) for r in runs], next_cursor=next_cursor)
+    return Page[RunPublic](items=RunPublic.page(session, runs, currency=services.settings.currency),
+                           next_cursor=next_cursor)
 
 
 @router.get("/{run_id}", summary="Show a run: common columns, progress, item counts, audit trail",
             responses=NOT_FOUND)
-def get_one_run(run_id: RunId, session: SessionDep, _principal: Viewer) -> RunDetail:
-    return RunDetail.build(session, get_run(session, run_id))
+def get_one_run(run_id: RunId, session: SessionDep, services: ServicesDep, _principal: Viewer) -> RunDetail:
+    return RunDetail.build(session, get_run(session, run_id), currency=services.settings.currency)
 
 
-@router.get("/{run_id}/items", summary="List a run's per-type detail rows",
-            responses={**NOT_FOUND, **error_doc(400, "A cursor the API did not issue")})
+@router.get(
+    "/{run_id}/items",
+    summary="List a run's per-type detail rows (JSON pages or CSV export)",
+    response_model=Page[RunItemPublic],
+    responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}},
+                     "description": "A page of items, or every filtered item as CSV (one column per detail field)"},
+               **NOT_FOUND, **error_doc(400, "A cursor the API did not issue"),
+               **error_doc(422, "Invalid filters, or an export over SCHEDULER_MAX_EXPORT_ROWS (export_too_large)")},
+)
 def get_items(
+    request: Request,
     run_id: RunId,
     session: SessionDep,
+    services: ServicesDep,
     _principal: Viewer,
     outcome: OutcomeFilter = None,
     limit: PageSize = 100,
     cursor: Cursor = None,
-) -> Page[RunItemPublic]:
+    format: Annotated[Literal["json", "csv"] | None, Query(description="csv: export every filtered item")] = None,
+) -> Any:
+    """Filter by outcome; `format=csv` or `Accept: text/csv` exports."""
+    if format == "csv" or (format is None and "text/csv" in request.headers.get("accept", "")):
+        get_run(session, run_id)
+        session.rollback()
+        pages = export_items(services.engine, run_id, outcome=outcome, max_rows=services.settings.max_export_rows,
+                             currency=services.settings.currency)
+        return csv_answer(pages, f"run-{run_id}-items.csv")
     items, next_cursor = list_items(session, run_id, outcome=outcome, limit=limit, after_id=id_cursor(cursor))
-    return Page[RunItemPublic](items=[RunItemPublic.of(i) for i in items], next_cursor=next_cursor)
+    currency = services.settings.currency
+    return Page[RunItemPublic](items=[RunItemPublic.of(i, currency=currency) for i in items], next_cursor=next_cursor)
 
 
 def _act(action: Literal["submit", "delete", "cancel"], run_id: int, body: ActionNote | None, session: Session,
@@ -220,7 +233,7 @@ def _act(action: Literal["submit", "delete", "cancel"], run_id: int, body: Actio
     session.commit()  # end the read transaction before other sessions write (SQLite)
     if action == "submit":
         services.send_apply(run_id)
-    return RunDetail.build(session, get_run(session, run_id))
+    return RunDetail.build(session, get_run(session, run_id), currency=services.settings.currency)
 
 
 @router.post("/{run_id}/submit", summary="Submit a previewed run: apply its staged effects",
@@ -252,4 +265,4 @@ def retry(run_id: RunId, session: SessionDep, services: ServicesDep, principal: 
                     request_id=request_id())
     assert run.id is not None
     services.send_run(run.id)
-    return RunDetail.build(session, get_run(session, run.id))
+    return RunDetail.build(session, get_run(session, run.id), currency=services.settings.currency)

@@ -118,11 +118,26 @@ function table(caption, headers, rows, { empty = "Nothing to show." } = {}) {
       h("tbody", {}, rows)));
 }
 
+const count = (n) => Number(n || 0).toLocaleString("en-US");
+
+// Progress in records: "1,204 of 5,000 records" (staged while a run evaluates, applied once submitted).
 function progressBar(progress) {
-  const percent = progress ? Number(progress.percent) || 0 : 0;
+  const p = progress || {};
+  const percent = Number(p.percent) || 0;
+  const done = count(p.records_done);
+  const phase = p.phase === "staging" ? " staged" : p.phase === "applying" ? " applied" : "";
+  const text = p.records_total === null || p.records_total === undefined
+    ? (p.records_done ? `${done} records${phase} so far` : `${percent}%`)
+    : `${done} of ${count(p.records_total)} records${phase}`;
   return h("span", { class: "progress" },
     h("progress", { max: "100", value: String(percent), "aria-label": `Progress ${percent}%` }),
-    h("span", { class: "progress-text" }, `${percent}%`));
+    h("span", { class: "progress-text" }, text));
+}
+
+// Amounts as the API formats them (currency, separators, the currency's decimals).
+function amountsOf(list) {
+  return (list || []).map((a) => h("span", { class: "amount", dataset: { field: a.field } },
+    h("span", { class: "muted" }, `${humanize(a.name || a.field)} `), a.display));
 }
 
 function notice(text, kind = "info") {
@@ -1017,6 +1032,16 @@ async function viewJob(root, { id, token }) {
         h("td", {}, e.note || ""))), { empty: "No status changes recorded." })));
 }
 
+// A summary or detail field: its amounts as the API formatted them when it is money, else the value.
+function moneyOr(amounts, field, value, show = propertiesView) {
+  const mine = (amounts || []).filter((a) => a.field === field);
+  if (!mine.length) return show(value);
+  if (mine.every((a) => a.name === field)) return h("span", { class: "amount" }, mine.map((a) => a.display).join(" + "));
+  return amountsOf(mine); // named totals (a summary's money): one line each
+}
+
+const summaryValue = (v) => (Number.isInteger(v) ? count(v) : propertiesView(v));
+
 // Job or run properties as a readable nested list (arrays of objects become small tables).
 function propertiesView(value) {
   if (Array.isArray(value)) {
@@ -1036,24 +1061,46 @@ function propertiesView(value) {
 
 // ---------------------------------------------------------------- Run Manager
 
+const RUN_FILTERS = ["status", "type", "job", "from", "to"];
+
 function runsState(params) {
-  return {
-    statuses: (params.get("status") || "").split(",").filter(Boolean),
-    job: params.get("job") || "",
-  };
+  const state = Object.fromEntries(RUN_FILTERS.map((k) => [k, params.get(k) || ""]));
+  return { ...state, statuses: state.status.split(",").filter(Boolean) };
 }
 
 function runsHash(state) {
   const search = new URLSearchParams();
-  if (state.statuses.length) search.set("status", state.statuses.join(","));
-  if (state.job) search.set("job", state.job);
+  const values = { ...state, status: state.statuses.join(",") };
+  for (const key of RUN_FILTERS) if (values[key]) search.set(key, values[key]);
   const text = search.toString();
   return `#/runs${text ? `?${text}` : ""}`;
 }
 
-function runFilters(state) {
-  return { status: state.statuses.length ? state.statuses.join(",") : null, job_id: state.job || null };
+// The date range is of creation, in UTC days: "to" includes its whole day.
+function nextDay(day) {
+  const d = new Date(`${day}T00:00:00Z`);
+  d.setUTCDate(d.getUTCDate() + 1);
+  return d.toISOString().slice(0, 10);
 }
+
+function runFilters(state) {
+  return {
+    status: state.statuses.length ? state.statuses.join(",") : null, job_id: state.job || null,
+    job_type: state.type || null, created_from: state.from ? `${state.from}T00:00:00Z` : null,
+    created_to: state.to ? `${nextDay(state.to)}T00:00:00Z` : null,
+  };
+}
+
+// Item counts of a run: what finished runs recorded per outcome.
+function itemCounts(counts) {
+  const shown = CONFIG.item_outcomes.filter((o) => (counts || {})[o]);
+  if (!shown.length) return h("span", { class: "muted" }, "—");
+  return h("span", { class: "counts" }, shown.map((o) =>
+    h("span", { class: `badge outcome-${o}`, dataset: { outcome: o } }, `${count(counts[o])} ${o}`)));
+}
+
+// One line on how a run ended or what went wrong.
+const outcomeLine = (run) => (typeof run.outcome === "string" && run.outcome) || "";
 
 async function viewRuns(root, { params, token }) {
   const state = runsState(params);
@@ -1062,28 +1109,61 @@ async function viewRuns(root, { params, token }) {
   const jobsById = new Map(jobs.map((j) => [String(j.id), j]));
   const cursors = [null]; // cursors[i] opens page i
   let page = 0;
+  const goWith = (change) => go(runsHash({ ...state, ...change }));
 
   const chips = h("div", { class: "chips", role: "group", "aria-label": "Filter by status" },
     h("button", { type: "button", class: "chip", "aria-pressed": String(!state.statuses.length),
-      onclick: () => go(runsHash({ ...state, statuses: [] })) }, "All"),
+      onclick: () => goWith({ statuses: [] }) }, "All"),
     CONFIG.run_statuses.map((s) => {
       const on = state.statuses.includes(s.value);
       return h("button", { type: "button", class: "chip", "aria-pressed": String(on), title: s.help,
         dataset: { status: s.value },
-        onclick: () => go(runsHash({ ...state,
-          statuses: on ? state.statuses.filter((x) => x !== s.value) : [...state.statuses, s.value] })) },
+        onclick: () => goWith({ statuses: on ? state.statuses.filter((x) => x !== s.value) : [...state.statuses, s.value] }) },
       humanize(s.value.toLowerCase()));
     }));
-  const jobFilter = h("select", { id: "job-filter", onchange: () => go(runsHash({ ...state, job: jobFilter.value })) },
+  const typeFilter = h("select", { id: "type-filter", onchange: () => goWith({ type: typeFilter.value }) },
+    h("option", { value: "" }, "All types"),
+    [...types.values()].map((t) => h("option", { value: t.name, selected: t.name === state.type }, t.label)));
+  const jobFilter = h("select", { id: "job-filter", onchange: () => goWith({ job: jobFilter.value }) },
     h("option", { value: "" }, "All jobs"),
-    jobs.map((j) => h("option", { value: String(j.id), selected: String(j.id) === state.job },
-      `${j.name}${j.status === "ARCHIVED" ? " (archived)" : ""}`)));
+    jobs.filter((j) => !state.type || j.job_type === state.type).map((j) =>
+      h("option", { value: String(j.id), selected: String(j.id) === state.job },
+        `${j.name}${j.status === "ARCHIVED" ? " (archived)" : ""}`)));
+  const dateInput = (id, key) => {
+    const input = h("input", { id, type: "date", value: state[key],
+      onchange: () => goWith({ [key]: input.value }) });
+    return input;
+  };
   const csv = h("a", { class: "button secondary", id: "csv-export", download: "",
     href: `${API}/runs${query({ ...runFilters(state), format: "csv" })}` }, "Export CSV");
   const tableSlot = h("div", { "aria-live": "polite", "aria-busy": "false" });
   const pager = h("div", { class: "pager" });
-  const refreshNote = h("p", { class: "hint", role: "status" });
+  const refreshNote = h("p", { class: "hint", role: "status", id: "refresh-note" });
   const box = errorBox();
+
+  const row = (run) => {
+    const job = jobsById.get(String(run.job_id));
+    const line = outcomeLine(run);
+    return h("tr", { dataset: { runId: String(run.id), status: run.status } },
+      h("td", { dataset: { label: "Run" } }, h("a", { href: `#/runs/${run.id}` }, `Run ${run.id}`),
+        h("div", {}, h("a", { href: `#/jobs/${run.job_id}` }, run.job_name || job?.name || `Job ${run.job_id}`)),
+        h("div", { class: "muted" }, types.get(run.job_type)?.label || run.job_type)),
+      h("td", { dataset: { label: "Status" } }, badge(run.status),
+        h("div", { class: "muted" }, humanize(String(run.trigger).toLowerCase()))),
+      h("td", { dataset: { label: "Times" }, class: "times" },
+        h("div", {}, h("span", { class: "muted" }, "Created "), fmtTime(run.created_at, { zone: false })),
+        run.finished_at ? h("div", {}, h("span", { class: "muted" }, "Finished "), fmtTime(run.finished_at, { zone: false }))
+          : run.started_at ? h("div", {}, h("span", { class: "muted" }, "Started "), fmtTime(run.started_at, { zone: false }))
+            : null),
+      h("td", { dataset: { label: "Progress" } }, progressBar(run.progress)),
+      h("td", { dataset: { label: "Items" } }, itemCounts(run.item_counts || (run.summary || {}).items)),
+      h("td", { dataset: { label: "Amounts" }, class: "amounts" },
+        run.amounts?.length ? amountsOf(run.amounts) : h("span", { class: "muted" }, "—")),
+      h("td", { dataset: { label: "Outcome" }, class: "outcome-line" },
+        line ? h("div", {}, line) : null,
+        run.error && !line.includes(run.error) ? h("div", { class: "error-line", title: run.error }, run.error) : null,
+        line || run.error ? null : h("span", { class: "muted" }, "—")));
+  };
 
   const load = async (quiet) => {
     if (!quiet) tableSlot.setAttribute("aria-busy", "true");
@@ -1092,46 +1172,48 @@ async function viewRuns(root, { params, token }) {
       data = await api("GET", "/runs", { params: { ...runFilters(state), limit: 25, cursor: cursors[page] } });
     } catch (err) {
       if (err.status !== 401 && stillHere(token)) showError(box, err);
+      if (stillHere(token)) schedule(token, () => load(true));
       return;
     }
     if (!stillHere(token)) return;
     clearError(box);
     const runs = itemsOf(data);
     cursors[page + 1] = data.next_cursor || null;
-    replace(tableSlot, table("!Job runs", ["ID", "Job", "Type", "Trigger", "Status", "Scheduled for", "Created",
-      "Started", "Finished", "Progress"], runs.map((run) => {
-      const job = jobsById.get(String(run.job_id));
-      return h("tr", { dataset: { runId: String(run.id) } },
-        h("td", {}, h("a", { href: `#/runs/${run.id}` }, `Run ${run.id}`)),
-        h("td", {}, h("a", { href: `#/jobs/${run.job_id}` }, run.job_name || job?.name || `Job ${run.job_id}`)),
-        h("td", {}, types.get(run.job_type)?.label || run.job_type),
-        h("td", {}, humanize(String(run.trigger).toLowerCase())),
-        h("td", {}, badge(run.status)),
-        h("td", {}, fmtTime(run.scheduled_for)),
-        h("td", {}, fmtTime(run.created_at)),
-        h("td", {}, fmtTime(run.started_at)),
-        h("td", {}, fmtTime(run.finished_at)),
-        h("td", {}, progressBar(run.progress)));
-    }), { empty: "No runs match these filters." }));
+    replace(tableSlot, table("!Job runs (times in UTC)", ["Run", "Status", "Times (UTC)", "Progress", "Items",
+      "Amounts", "Outcome"], runs.map(row), { empty: "No runs match these filters." }));
+    tableSlot.querySelector("table")?.classList.add("runs");
     tableSlot.setAttribute("aria-busy", "false");
-    replace(pager, 
+    replace(pager,
       h("button", { type: "button", class: "secondary", disabled: page === 0,
         onclick: () => { page -= 1; load(); } }, "Newer runs"),
       h("span", { class: "muted" }, `Page ${page + 1}`),
       h("button", { type: "button", class: "secondary", disabled: !data.next_cursor,
         onclick: () => { page += 1; load(); } }, "Older runs"));
     const active = runs.some((r) => IN_PROGRESS.has(r.status));
-    refreshNote.textContent = active ? "Runs are in progress: this list refreshes every few seconds." : "";
-    if (active) schedule(token, () => load(true));
+    refreshNote.textContent = active ? "Runs are in progress: this list updates itself every few seconds." :
+      "This list updates itself every few seconds.";
+    // The list follows new and progressing runs; a hidden tab asks again once it is shown.
+    schedule(token, function poll() {
+      if (document.hidden) schedule(token, poll);
+      else load(true);
+    });
   };
   await load();
 
-  append(root, 
+  append(root,
     h("div", { class: "title-row" }, h("h1", {}, "Run Manager"),
       h("div", { class: "buttons" },
         may("create_run") ? h("a", { class: "button", href: "#/runs/new" }, "Create Job Run") : null, csv)),
     h("div", { class: "filters" }, chips,
-      h("div", { class: "field inline" }, h("label", { for: "job-filter" }, "Job"), jobFilter)),
+      h("div", { class: "filter-fields" },
+        h("div", { class: "field inline" }, h("label", { for: "type-filter" }, "Type"), typeFilter),
+        h("div", { class: "field inline" }, h("label", { for: "job-filter" }, "Job"), jobFilter),
+        h("div", { class: "field inline" }, h("label", { for: "from-filter" }, "Created from"),
+          dateInput("from-filter", "from")),
+        h("div", { class: "field inline" }, h("label", { for: "to-filter" }, "to"), dateInput("to-filter", "to")),
+        RUN_FILTERS.some((k) => k !== "status" && state[k])
+          ? h("a", { class: "button secondary small", href: runsHash({ statuses: state.statuses }) }, "Clear filters")
+          : null)),
     box, refreshNote, tableSlot, pager);
 }
 
@@ -1266,16 +1348,20 @@ async function viewRun(root, { id, token }) {
     } }, h("option", { value: "" }, "All outcomes"),
     CONFIG.item_outcomes.map((o) => h("option", { value: o, selected: o === itemsState.outcome },
       `${humanize(o)} (${(run.item_counts || {})[o] || 0})`)));
-    replace(itemsSection, 
+    const exportItems = h("a", { class: "button secondary small", id: "items-csv", download: "",
+      href: `${API}/runs/${id}/items${query({ outcome: itemsState.outcome || null, format: "csv" })}` },
+    itemsState.outcome ? `Export ${itemsState.outcome} items (CSV)` : "Export items (CSV)");
+    replace(itemsSection,
       h("h2", { id: "items-h" }, "Details"),
       h("p", { class: "hint" }, `What this ${types.get(run.job_type)?.label || run.job_type} run staged and what ` +
         "became of each item."),
-      h("div", { class: "field inline" }, h("label", { for: "item-outcome" }, "Outcome"), outcomeSelect),
+      h("div", { class: "filters" },
+        h("div", { class: "field inline" }, h("label", { for: "item-outcome" }, "Outcome"), outcomeSelect), exportItems),
       table("!Run items", ["Key", "Outcome", "Applied", ...keys.map(humanize)], items.map((item) => h("tr", {},
         h("td", { class: "mono" }, item.key ?? item.item_key),
         h("td", {}, h("span", { class: `badge outcome-${item.outcome}` }, item.outcome)),
         h("td", {}, fmtTime(item.applied_at)),
-        keys.map((k) => h("td", {}, fmtValue((item.detail || {})[k]))))),
+        keys.map((k) => h("td", {}, moneyOr(item.amounts, k, (item.detail || {})[k], fmtValue))))),
       { empty: itemsState.outcome ? `No items with outcome “${itemsState.outcome}”.` : "No items yet." }),
       h("div", { class: "pager" },
         h("button", { type: "button", class: "secondary", disabled: itemsState.page === 0,
@@ -1315,8 +1401,8 @@ async function viewRun(root, { id, token }) {
             ["Type", typeLabel],
             ["Trigger", humanize(String(run.trigger).toLowerCase())],
             ["Status", badge(run.status)],
-            ["Progress", [progressBar(run.progress), run.progress?.chunks_total
-              ? h("span", { class: "muted" }, ` ${run.progress.chunks_done} of ${run.progress.chunks_total} chunks`) : null]],
+            ["Progress", progressBar(run.progress)],
+            outcomeLine(run) ? ["Outcome", outcomeLine(run)] : null,
             ["Preview first", fmtValue(run.preview)],
             ["Scheduled for", fmtTime(run.scheduled_for)],
             ["Created", [fmtTime(run.created_at), run.created_by ? ` by ${run.created_by}` : ""]],
@@ -1330,7 +1416,7 @@ async function viewRun(root, { id, token }) {
           ])),
         h("section", { class: "card", "aria-labelledby": "summary-h" }, h("h2", { id: "summary-h" }, "Summary"),
           Object.keys(summary).length
-            ? definitionList(Object.entries(summary).map(([k, v]) => [humanize(k), propertiesView(v)]))
+            ? definitionList(Object.entries(summary).map(([k, v]) => [humanize(k), moneyOr(run.amounts, k, v, summaryValue)]))
             : h("p", { class: "muted" }, "No summary yet: it is written as the run progresses."))));
     replace(eventsSection, h("h2", { id: "events-h" }, "Audit trail"),
         table("!Audit trail", ["At", "From", "To", "Actor", "Note"], events.map((e) => h("tr", {},
