@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -159,65 +160,108 @@ def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def cmd_runs(args: argparse.Namespace, settings: Settings) -> int:
+@dataclass(frozen=True, kw_only=True)
+class _RunsCommand:
+    """What every ``scheduler runs`` action works with."""
+
+    args: argparse.Namespace
+    settings: Settings
+    session: Any
+    clock: SystemClock
+
+    @property
+    def factory(self) -> Any:
+        return make_session_factory(self.session.get_bind())
+
+    def dispatcher(self) -> Any:
+        """Redis, when configured (or a `scheduler up` runs here); without it beat's outbox sends the run."""
+        from scheduler.dispatch import make_dispatcher
+
+        return make_dispatcher(self.settings) if self.settings.redis_url else None
+
+
+def _run_line(run: Any) -> str:
+    return (f"{run.id:>6}  {run.status:<10} {run.job_type:<16} {run.trigger:<9} "
+            f"{_json_default(run.created_at)}  {run.error or ''}")
+
+
+def _runs_list(c: _RunsCommand) -> None:
     from scheduler import runs as R
-    from scheduler.dispatch import Dispatcher, make_dispatcher
+
+    filters = R.RunFilter(status=c.args.status.split(",") if c.args.status else None, job_id=c.args.job)
+    rows, _ = R.list_runs(c.session, filters, limit=c.args.limit)
+    emit(c.args, [r.model_dump() for r in rows], lambda: [_run_line(r) for r in rows])
+
+
+def _runs_show(c: _RunsCommand) -> None:
+    from scheduler import runs as R
     from scheduler.lifecycle import item_counts
 
-    clock = SystemClock()
+    run_id = c.args.id
+    run = R.get_run(c.session, run_id)
+    events = R.run_events(c.session, run_id)
+    data = {**run.model_dump(), "progress": R.progress(run), "item_counts": item_counts(c.session, run_id),
+            "events": [e.model_dump() for e in events]}
+    emit(c.args, data, lambda: [_run_line(run), f"summary: {json.dumps(run.summary)}"] + [
+        f"  {_json_default(e.at)} {e.from_status or '-'} -> {e.to_status} by {e.actor} {e.note}" for e in events
+    ])
 
-    def _dispatcher() -> Dispatcher | None:
-        """Redis, when configured (or a `scheduler up` runs here); without it beat's outbox sends the run."""
-        return make_dispatcher(settings) if settings.redis_url else None
 
-    def _line(run: Any) -> str:
-        return (f"{run.id:>6}  {run.status:<10} {run.job_type:<16} {run.trigger:<9} "
-                f"{_json_default(run.created_at)}  {run.error or ''}")
+def _runs_create(c: _RunsCommand) -> None:
+    from scheduler import runs as R
 
+    registry = _registry(c.settings)
+    run_in = R.RunCreate(job_id=c.args.job, preview=c.args.preview,
+                         run_properties=_parse_json(c.args.properties, "the run properties"))
+    run, _ = R.create_manual_run(session=c.session, registry=registry, run_in=run_in, actor="cli", clock=c.clock,
+                                 idempotency_key=c.args.idempotency_key, settings=c.settings)
+    assert run.id is not None
+    dispatcher = c.dispatcher()
+    sent = dispatcher is not None and R.send_run(factory=c.factory, dispatcher=dispatcher, registry=registry,
+                                                 run_id=run.id, clock=c.clock)
+    emit(c.args, run.model_dump(), lambda: [f"run {run.id} created" + ("" if sent else " (queued for re-send)")])
+
+
+def _runs_act(c: _RunsCommand) -> None:
+    """submit, delete or cancel."""
+    from scheduler import runs as R
+
+    run = R.act_on_run(session=c.session, run_id=c.args.id, action=c.args.action, actor="cli", clock=c.clock,
+                       settings=c.settings)
+    if c.args.action == "submit" and (dispatcher := c.dispatcher()) is not None:
+        R.send_apply(factory=c.factory, dispatcher=dispatcher, registry=_registry(c.settings), run_id=c.args.id)
+    emit(c.args, run.model_dump(), lambda: [f"run {run.id} is {run.status}"])
+
+
+def _runs_retry(c: _RunsCommand) -> None:
+    from scheduler import runs as R
+
+    run = R.retry_run(session=c.session, run_id=c.args.id, actor="cli", clock=c.clock)
+    assert run.id is not None
+    if (dispatcher := c.dispatcher()) is not None:
+        R.send_run(factory=c.factory, dispatcher=dispatcher, registry=_registry(c.settings), run_id=run.id,
+                   clock=c.clock)
+    emit(c.args, run.model_dump(), lambda: [f"run {run.id} created as a retry of run {c.args.id}"])
+
+
+def _runs_items(c: _RunsCommand) -> None:
+    from scheduler import runs as R
+
+    items, _ = R.list_items(c.session, c.args.id, outcome=c.args.outcome, limit=c.args.limit)
+    emit(c.args, [i.model_dump() for i in items], lambda: [
+        f"{i.item_key:<20} {i.outcome:<8} {json.dumps(i.detail)}" for i in items
+    ])
+
+
+_RUNS_ACTIONS: dict[str, Callable[[_RunsCommand], None]] = {
+    "list": _runs_list, "show": _runs_show, "create": _runs_create, "submit": _runs_act, "delete": _runs_act,
+    "cancel": _runs_act, "retry": _runs_retry, "items": _runs_items,
+}
+
+
+def cmd_runs(args: argparse.Namespace, settings: Settings) -> int:
     with _session(settings) as session:
-        factory = make_session_factory(session.get_bind())
-        if args.action == "list":
-            filters = R.RunFilter(status=args.status.split(",") if args.status else None, job_id=args.job)
-            rows, _ = R.list_runs(session, filters, limit=args.limit)
-            emit(args, [r.model_dump() for r in rows], lambda: [_line(r) for r in rows])
-        elif args.action == "show":
-            run = R.get_run(session, args.id)
-            data = {**run.model_dump(), "progress": R.progress(run), "item_counts": item_counts(session, args.id),
-                    "events": [e.model_dump() for e in R.run_events(session, args.id)]}
-            emit(args, data, lambda: [_line(run), f"summary: {json.dumps(run.summary)}"] + [
-                f"  {_json_default(e.at)} {e.from_status or '-'} -> {e.to_status} by {e.actor} {e.note}"
-                for e in R.run_events(session, args.id)
-            ])
-        elif args.action == "create":
-            registry = _registry(settings)
-            run_in = R.RunCreate(job_id=args.job, preview=args.preview,
-                                 run_properties=_parse_json(args.properties, "the run properties"))
-            run, _ = R.create_manual_run(session=session, registry=registry, run_in=run_in, actor="cli",
-                                         clock=clock, idempotency_key=args.idempotency_key,
-                                         settings=settings)
-            assert run.id is not None
-            dispatcher = _dispatcher()
-            sent = dispatcher is not None and R.send_run(factory=factory, dispatcher=dispatcher, registry=registry,
-                                                         run_id=run.id, clock=clock)
-            emit(args, run.model_dump(), lambda: [f"run {run.id} created" + ("" if sent else " (queued for re-send)")])
-        elif args.action in ("submit", "delete", "cancel"):
-            run = R.act_on_run(session=session, run_id=args.id, action=args.action, actor="cli", clock=clock,
-                               settings=settings)
-            if args.action == "submit" and (dispatcher := _dispatcher()) is not None:
-                R.send_apply(factory=factory, dispatcher=dispatcher, registry=_registry(settings), run_id=args.id)
-            emit(args, run.model_dump(), lambda: [f"run {run.id} is {run.status}"])
-        elif args.action == "retry":
-            run = R.retry_run(session=session, run_id=args.id, actor="cli", clock=clock)
-            assert run.id is not None
-            if (dispatcher := _dispatcher()) is not None:
-                R.send_run(factory=factory, dispatcher=dispatcher, registry=_registry(settings), run_id=run.id,
-                           clock=clock)
-            emit(args, run.model_dump(), lambda: [f"run {run.id} created as a retry of run {args.id}"])
-        elif args.action == "items":
-            items, _ = R.list_items(session, args.id, outcome=args.outcome, limit=args.limit)
-            emit(args, [i.model_dump() for i in items], lambda: [
-                f"{i.item_key:<20} {i.outcome:<8} {json.dumps(i.detail)}" for i in items
-            ])
+        _RUNS_ACTIONS[args.action](_RunsCommand(args=args, settings=settings, session=session, clock=SystemClock()))
     return 0
 
 

@@ -10,7 +10,7 @@ data: a retry cannot redo it.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -67,13 +67,29 @@ def retry_refusal(session: Session, run: JobRun) -> str | None:
     return None
 
 
+class _Tally(NamedTuple):
+    ok: int
+    skipped: int
+    failed: int
+    planned: int
+
+
 def outcome_line(status: str, summary: Mapping[str, Any], error: str | None) -> str:
     """What became of a run, in one line: "nothing to do", "12 skipped at apply: paid since preview", …"""
     counts: Mapping[str, int] = summary.get("items") or {}
     reasons: Mapping[str, Mapping[str, int]] = summary.get("reasons") or {}
-    ok, skipped, failed, planned = (int(counts.get(o, 0)) for o in (Out.OK, Out.SKIPPED, Out.ERROR, Out.PLANNED))
-    skipped_part = f"{skipped:,} skipped{' at apply' if ok or status != S.PREVIEW else ''}" + _why(reasons, Out.SKIPPED)
-    failed_part = f"{failed:,} failed" + _why(reasons, Out.ERROR)
+    tally = _Tally(*(int(counts.get(o, 0)) for o in (Out.OK, Out.SKIPPED, Out.ERROR, Out.PLANNED)))
+    at_apply = " at apply" if tally.ok or status != S.PREVIEW else ""
+    skipped_part = f"{tally.skipped:,} skipped{at_apply}" + _why(reasons, Out.SKIPPED)
+    line = _before_the_end(status, tally, skipped_part)
+    if line is not None:
+        return line
+    return _at_the_end(status, tally, skipped_part, f"{tally.failed:,} failed" + _why(reasons, Out.ERROR), error)
+
+
+def _before_the_end(status: str, tally: _Tally, skipped_part: str) -> str | None:
+    """The line of a run still under way, or that ended without running (cancelled, deleted); else None."""
+    ok, skipped, failed, planned = tally
     if status == S.CREATED:
         return "waiting for a worker"
     if status == S.PROCESSING:
@@ -88,16 +104,21 @@ def outcome_line(status: str, summary: Mapping[str, Any], error: str | None) -> 
         return "cancelled before it started: nothing applied"
     if status == S.DELETED:
         return f"preview deleted: nothing applied ({_n(planned, 'staged item')} discarded)"
-    parts = [f"applied {_n(ok, 'item')}"] if ok else []
-    if skipped:
+    return None
+
+
+def _at_the_end(status: str, tally: _Tally, skipped_part: str, failed_part: str, error: str | None) -> str:
+    """The line of a run that ran to its end: COMPLETED, INCOMPLETE or FAILED."""
+    parts = [f"applied {_n(tally.ok, 'item')}"] if tally.ok else []
+    if tally.skipped:
         parts.append(skipped_part)
-    if failed:
+    if tally.failed:
         parts.append(failed_part)
-    if status == S.FAILED and not failed:
+    if status == S.FAILED and not tally.failed:
         return "failed, nothing applied: " + _clip(error or "no reason recorded")
     if not parts:
         return "nothing to do"
-    if not ok:
+    if not tally.ok:
         return "nothing applied: " + ", ".join(parts)
     return ", ".join(parts)
 

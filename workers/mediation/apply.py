@@ -127,6 +127,26 @@ def _post_once(conn: Connection, ctx: RunContext, props: MediationProperties, na
                 "reason": f"already processed by run {claim.run_id}"}
     if not claim.fresh:
         return {**detail, **_applied_counts(conn, claim.file_id), "file_id": claim.file_id}
+    counted = _recount(conn, props, name, stage, detail, careful=careful)
+    expected = counted.mediated if counted is not None else int(detail.get("mediated") or 0)
+    daily_rows = _insert_file(conn, stage, {"run_id": ctx.run_id, "file_id": claim.file_id}, expected)
+    counts = counted.as_detail() if counted is not None else {k: detail.get(k) for k in COUNTS}
+    conn.execute(text(
+        "UPDATE usage_files SET records = :records, mediated = :mediated, filtered = :filtered, failed = :failed, "
+        "amount = :amount WHERE id = :file_id"
+    ), {"file_id": claim.file_id, **{k: counts[k] for k in ("records", "mediated", "filtered", "failed", "amount")}})
+    changes = {key: {"previewed": detail.get(key), "applied": counts[key]}
+               for key in ("mediated", "filtered") if detail.get(key) != counts[key]}
+    updated = {**detail, **counts, "daily_rows": daily_rows, "file_id": claim.file_id}
+    if changes:
+        updated["changed_since_evaluation"] = changes
+    return updated
+
+
+def _recount(conn: Connection, props: MediationProperties, name: str, stage: str, detail: dict[str, Any], *,
+             careful: bool) -> classify.Totals | None:
+    """Re-check the staged records' accounts; their totals counted again when any changed (or when ``careful``),
+    else None: the evaluation's counts stand."""
     if not staging.exists(conn, stage):
         raise StagingLost(_lost(name, detail, 0))
     classify.roomy(conn)
@@ -134,15 +154,20 @@ def _post_once(conn: Connection, ctx: RunContext, props: MediationProperties, na
     changed = careful and classify.deactivated(conn, stage) > 0
     if careful or by_reason.get(R.UNKNOWN_ACCOUNT) or by_reason.get(R.INACTIVE_ACCOUNT):
         changed = classify.reactivated(conn, stage) > 0 or changed
-    counted: classify.Totals | None = None
-    if changed or careful:
-        counted = classify.totals(conn, stage, {m.meter: m.unit for m in props.meters})
-        if counted.records != detail.get("records"):
-            raise StagingLost(_lost(name, detail, counted.records))
-    expected = counted.mediated if counted is not None else int(detail.get("mediated") or 0)
-    params = {"run_id": ctx.run_id, "file_id": claim.file_id}
-    # Totals and rejects first, while the staged rows are fresh in the buffer cache; if the events
-    # insert below then finds fewer events to post, all of it is rolled back.
+    if not (changed or careful):
+        return None
+    counted = classify.totals(conn, stage, {m.meter: m.unit for m in props.meters})
+    if counted.records != detail.get("records"):
+        raise StagingLost(_lost(name, detail, counted.records))
+    return counted
+
+
+def _insert_file(conn: Connection, stage: str, params: dict[str, Any], expected: int) -> int:
+    """Post the staged file: daily totals, rejects, then its ``expected`` events; the daily rows touched.
+
+    Totals and rejects go first, while the staged rows are fresh in the buffer cache; if the events insert
+    then finds fewer events to post, all of it is rolled back.
+    """
     daily_rows = _add_daily(conn, stage)
     conn.execute(text(
         "INSERT INTO usage_rejects (file_id, run_id, line_no, event_id, account_number, meter, kind, reason, "
@@ -163,17 +188,7 @@ def _post_once(conn: Connection, ctx: RunContext, props: MediationProperties, na
         raise _Raced() from exc
     if inserted != expected:
         raise _Changed()
-    counts = counted.as_detail() if counted is not None else {k: detail.get(k) for k in COUNTS}
-    conn.execute(text(
-        "UPDATE usage_files SET records = :records, mediated = :mediated, filtered = :filtered, failed = :failed, "
-        "amount = :amount WHERE id = :file_id"
-    ), {"file_id": claim.file_id, **{k: counts[k] for k in ("records", "mediated", "filtered", "failed", "amount")}})
-    changes = {key: {"previewed": detail.get(key), "applied": counts[key]}
-               for key in ("mediated", "filtered") if detail.get(key) != counts[key]}
-    updated = {**detail, **counts, "daily_rows": daily_rows, "file_id": claim.file_id}
-    if changes:
-        updated["changed_since_evaluation"] = changes
-    return updated
+    return daily_rows
 
 
 def _lost(name: str, detail: dict[str, Any], left: int) -> str:
