@@ -44,6 +44,8 @@ class RunContext:
     as_of: datetime
     created_at: datetime
     retry_of: int | None
+    requires_review: bool = False
+    """The job stops every run at PREVIEW for a person to submit."""
     settings: Settings
     engine: Engine
     billing_engine: Engine

@@ -10,18 +10,13 @@ stay queryable by ``run_id``). Applying a chunk twice posts nothing more and rec
 
 from __future__ import annotations
 
-import json
-from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import text, update
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
-from sqlmodel import col
 
-from scheduler.jobkit.sql import same_database
-from scheduler.jobtypes import RunContext
-from scheduler.models import ItemOutcome, RunItem
+from scheduler.jobkit import ItemOutcome, ItemWriter, RunContext, RunItems
 from workers.gl.evaluate import chunk_lines
 from workers.gl.journal import AccountTotal, batch_totals, check_balanced, insert_lines, large_batch
 from workers.gl.sources import LINE_COLUMNS, POSTED_KEY, Chunk, Source, direct_posting, stored_lines
@@ -44,16 +39,15 @@ def posting_insert(source: Source) -> str:
 
 def apply_chunk(ctx: RunContext, chunk_no: int, spec: dict[str, Any]) -> None:
     chunk = Chunk.from_spec(spec)
-    with ctx.engine.connect() as conn:
-        planned = _planned_items(conn, ctx.run_id, chunk_no)
+    run_items = RunItems(ctx)
+    planned = run_items.planned(chunk_no)
     if not planned:
         return
     now = ctx.clock.now()
     lines = chunk_lines(ctx, chunk)
     params = {**lines.params, "now": now}
     one = lines.one_line_per_account
-    same_db = same_database(ctx.engine, ctx.billing_engine)
-    with ctx.billing_engine.begin() as conn:
+    with run_items.billing_transaction() as (conn, outcomes):
         large_batch(conn)
         reasons: dict[str, str] = {}
         if chunk.staged:
@@ -75,22 +69,10 @@ def apply_chunk(ctx: RunContext, chunk_no: int, spec: dict[str, Any]) -> None:
             if any(posted.get(a, _NONE).lines < t.lines for a, t in staged.items()):
                 reasons = _skip_reasons(conn, params, chunk.source)
             conn.execute(text(f"DELETE FROM gl_staged WHERE {RANGE}"), params)
-        if same_db:
-            _record_outcomes(conn, planned, posted, reasons, now)
-    if not same_db:
-        with ctx.engine.begin() as conn:
-            _record_outcomes(conn, planned, posted, reasons, now)
+        _record_outcomes(outcomes, planned, posted, reasons)
 
 
 _NONE = AccountTotal(gl_account="", documents=0, lines=0, debit=Decimal("0.00"), credit=Decimal("0.00"))
-
-
-def _planned_items(conn: Connection, run_id: int, chunk_no: int) -> dict[int, dict[str, Any]]:
-    rows = conn.execute(
-        text("SELECT id, detail FROM run_item WHERE run_id = :run_id AND chunk_no = :chunk_no AND outcome = :planned"),
-        {"run_id": run_id, "chunk_no": chunk_no, "planned": ItemOutcome.PLANNED},
-    ).all()
-    return {r.id: json.loads(r.detail) if isinstance(r.detail, str) else dict(r.detail) for r in rows}
 
 
 def _skip_reasons(conn: Connection, params: dict[str, Any], source: Source) -> dict[str, str]:
@@ -118,12 +100,11 @@ def _skip_reasons(conn: Connection, params: dict[str, Any], source: Source) -> d
 
 
 def _record_outcomes(
-    conn: Connection, planned: dict[int, dict[str, Any]], posted: dict[str, AccountTotal], reasons: dict[str, str],
-    now: datetime,
+    outcomes: ItemWriter, planned: dict[str, dict[str, Any]], posted: dict[str, AccountTotal], reasons: dict[str, str],
 ) -> None:
     """Each item ``ok`` with what this run posted on its account, or ``skipped`` when it posted nothing."""
     # A handful of items per chunk (one per GL account): plain updates of their JSON detail.
-    for item_id, detail in planned.items():
+    for key, detail in planned.items():
         account = str(detail["gl_account"])
         mine = posted.get(account, _NONE)
         skipped_lines = max(0, int(detail.get("lines", 0)) - mine.lines)
@@ -138,8 +119,4 @@ def _record_outcomes(
         if skipped_lines:
             new_detail["reason"] = reasons.get(account, "already collected by another run (or no longer collectable)")
         outcome = ItemOutcome.OK if mine.lines else ItemOutcome.SKIPPED
-        conn.execute(
-            update(RunItem)
-            .where(col(RunItem.id) == item_id, col(RunItem.outcome) == ItemOutcome.PLANNED)
-            .values(outcome=outcome, applied_at=now, detail=new_detail)
-        )
+        outcomes.replace(key, outcome=outcome, detail=new_detail)

@@ -18,18 +18,13 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, select, text
-from sqlmodel import col
+from sqlalchemy import bindparam, text
 
-from scheduler.jobkit.sql import SqlDialect, same_database
-from scheduler.jobtypes import RunContext
-from scheduler.lifecycle import TERMINAL
-from scheduler.models import Job, JobRun
+from scheduler.jobkit import RunContext, RunItems, SqlDialect, ended_runs
 from workers.gl.journal import (
     batch_totals,
     check_balanced,
     document_totals,
-    insert_items,
     insert_lines,
     large_batch,
     staged_items,
@@ -50,6 +45,7 @@ from workers.gl.sources import (
 )
 
 log = logging.getLogger(__name__)
+
 
 def plan_chunks(ctx: RunContext) -> list[dict[str, Any]]:
     """Keyset ranges of ``chunk_size`` uncollected documents, collector by collector."""
@@ -80,10 +76,7 @@ def plan_chunks(ctx: RunContext) -> list[dict[str, Any]]:
 
 def needs_review(ctx: RunContext) -> bool:
     """Whether the run stops at PREVIEW (a preview run, or its job requires review)."""
-    if ctx.extra.get("preview"):
-        return True
-    with ctx.engine.connect() as conn:
-        return bool(conn.execute(select(col(Job.requires_review)).where(col(Job.id) == ctx.job_id)).scalar())
+    return bool(ctx.extra.get("preview")) or ctx.requires_review
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -115,8 +108,7 @@ def evaluate_chunk(ctx: RunContext, chunk_no: int, spec: dict[str, Any]) -> int:
     chunk = Chunk.from_spec(spec)
     lines = chunk_lines(ctx, chunk)
     params = lines.params
-    same_db = same_database(ctx.engine, ctx.billing_engine)
-    with ctx.billing_engine.begin() as conn:
+    with RunItems(ctx).billing_transaction() as (conn, items):
         large_batch(conn)
         if chunk.staged:
             insert_lines(conn, staging_insert(lines.sql), STAGED_KEY, params)
@@ -127,13 +119,8 @@ def evaluate_chunk(ctx: RunContext, chunk_no: int, spec: dict[str, Any]) -> int:
             totals = document_totals(conn, lines.sums_sql, params, lines.lines)
         # Raising rolls the staging back; the executor fails the run, so nothing is ever applied.
         check_balanced(conn, lines_sql, params, totals, chunk=chunk, where=f"chunk {chunk_no} ({chunk.label})")
-        items = staged_items(ctx.run_id, chunk_no, chunk, totals)
-        if same_db:
-            insert_items(conn, items)
-    if not same_db:
-        with ctx.engine.begin() as conn:
-            insert_items(conn, items)
-    return len(items)
+        items.stage(chunk_no, staged_items(chunk, totals))
+        return items.count(chunk_no)
 
 
 def purge_finished_staging(ctx: RunContext) -> int:
@@ -143,10 +130,7 @@ def purge_finished_staging(ctx: RunContext) -> int:
     staged_runs = [r for r in staged_runs if r != ctx.run_id]
     if not staged_runs:
         return 0
-    with ctx.engine.connect() as conn:
-        finished = list(conn.execute(
-            select(col(JobRun.id)).where(col(JobRun.id).in_(staged_runs), col(JobRun.status).in_(TERMINAL))
-        ).scalars())
+    finished = sorted(ended_runs(ctx, staged_runs))
     if finished:
         with ctx.billing_engine.begin() as conn:
             conn.execute(

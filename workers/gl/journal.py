@@ -13,10 +13,8 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import SQLModel
 
 from scheduler.jobkit.sql import SqlDialect
-from scheduler.models import ItemOutcome, RunItem
 from workers.gl.properties import JournalUnbalanced
 from workers.gl.sources import Chunk, JournalLine, typed
 
@@ -154,35 +152,19 @@ def item_key(chunk: Chunk, gl_account: str) -> str:
     return f"{chunk.label}:{gl_account}"
 
 
-def staged_items(run_id: int, chunk_no: int, chunk: Chunk, totals: dict[str, AccountTotal]) -> list[dict[str, Any]]:
-    """The run items of a chunk: one ``planned`` item per GL account with its staged totals."""
-    return [
-        {
-            "run_id": run_id,
-            "chunk_no": chunk_no,
-            "item_key": item_key(chunk, t.gl_account),
-            "outcome": ItemOutcome.PLANNED,
-            "detail": {
-                "collector": chunk.collector.value,
-                "source_type": chunk.source.source_type.value,
-                "first_id": chunk.first_id,
-                "last_id": chunk.last_id,
-                "gl_account": t.gl_account,
-                "documents": t.documents,
-                "lines": t.lines,
-                "debit": str(t.debit),
-                "credit": str(t.credit),
-            },
+def staged_items(chunk: Chunk, totals: dict[str, AccountTotal]) -> dict[str, dict[str, Any]]:
+    """The run items of a chunk: one per GL account with its staged totals, by item key."""
+    return {
+        item_key(chunk, t.gl_account): {
+            "collector": chunk.collector.value,
+            "source_type": chunk.source.source_type.value,
+            "first_id": chunk.first_id,
+            "last_id": chunk.last_id,
+            "gl_account": t.gl_account,
+            "documents": t.documents,
+            "lines": t.lines,
+            "debit": str(t.debit),
+            "credit": str(t.credit),
         }
         for t in totals.values()
-    ]
-
-
-def insert_items(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    """Insert run items, ignoring those already there (a chunk evaluated twice stages them once)."""
-    if not rows:
-        return
-    from sqlalchemy.dialects import postgresql, sqlite
-
-    module: Any = postgresql if conn.dialect.name == "postgresql" else sqlite
-    conn.execute(module.insert(SQLModel.metadata.tables[RunItem.__tablename__]).on_conflict_do_nothing(), rows)
+    }

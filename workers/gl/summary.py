@@ -7,16 +7,14 @@ it costs the same for ten documents as for a million. Before apply it describes 
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Engine, select
 
-from scheduler.jobkit import ItemOutcome
-from scheduler.jobtypes import RunContext
+from scheduler.jobkit import ItemOutcome, RunContext, RunItems
 from workers.billing.gl_tables import gl_entries
 from workers.gl.journal import money
 from workers.gl.sources import as_of, properties
@@ -67,15 +65,10 @@ class _Journal:
 
 def summarize(ctx: RunContext) -> dict[str, Any]:
     props, _ = properties(ctx)
-    with ctx.engine.connect() as conn:
-        rows = conn.execute(
-            text("SELECT chunk_no, outcome, detail FROM run_item WHERE run_id = :run_id ORDER BY chunk_no, item_key"),
-            {"run_id": ctx.run_id},
-        ).all()
     staged, posted = _Journal.empty(), _Journal.empty()
     applied = errors = 0
-    for r in rows:
-        detail = _detail(r.detail)
+    for r in RunItems(ctx).all():
+        detail = r.detail
         account = str(detail.get("gl_account"))
         staged.add(r.chunk_no, account, int(detail.get("documents", 0)), int(detail.get("lines", 0)),
                    detail.get("debit"), detail.get("credit"))
@@ -100,10 +93,6 @@ def summarize(ctx: RunContext) -> dict[str, Any]:
     if errors:
         summary["errored_items"] = errors
     return summary
-
-
-def _detail(value: Any) -> dict[str, Any]:
-    return json.loads(value) if isinstance(value, str) else dict(value or {})
 
 
 def run_lines(billing_engine: Engine, run_id: int, *, limit: int = 1000) -> list[dict[str, Any]]:

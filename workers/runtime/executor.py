@@ -86,6 +86,7 @@ def build_context(env: WorkerEnv, run: JobRun, job: Job) -> RunContext:
         as_of=as_of,
         created_at=run.created_at,
         retry_of=run.retry_of,
+        requires_review=job.requires_review,
         settings=env.settings,
         engine=env.engine,
         billing_engine=env.billing_engine,
