@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
@@ -90,8 +90,8 @@ class StepQueue(Dispatcher):
         self.url = "memory://"
         self.steps: deque[RunStep] = deque()
 
-    def send_step(self, queue: str, step: RunStep) -> None:
-        self.steps.append(step)
+    def send_steps(self, steps: Sequence[tuple[str, RunStep]]) -> None:
+        self.steps.extend(step for _, step in steps)
 
     def wake_beat(self) -> None:
         return None
