@@ -13,7 +13,6 @@ and changes nothing twice.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,16 +22,13 @@ from sqlalchemy import bindparam, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from scheduler.jobkit import ItemOutcome, UTCDateTime
-from scheduler.jobkit.sql import same_database
-from scheduler.jobtypes import RunContext
+from scheduler.jobkit import ItemOutcome, ItemWriter, RunContext, RunItems, UTCDateTime
 from workers.billing.tables import AccountStatus
 from workers.mediation import classify, items, staging
 from workers.mediation.evaluate import properties
 from workers.mediation.files import archive, resolve_dirs
 from workers.mediation.properties import MediationProperties
 from workers.mediation.records import RejectReason
-from workers.mediation.tables import RejectKind
 
 log = logging.getLogger(__name__)
 
@@ -66,16 +62,12 @@ def apply_file(ctx: RunContext, chunk_no: int, spec: dict[str, Any]) -> None:
     props, _ = properties(ctx)
     name = str(spec["file"])
     stage = staging.table_name(ctx.run_id, chunk_no)
-    with ctx.engine.connect() as conn:
-        found = conn.execute(
-            text("SELECT outcome, detail FROM run_item WHERE run_id = :run_id AND item_key = :key"),
-            {"run_id": ctx.run_id, "key": items.file_key(name)},
-        ).first()
+    found = RunItems(ctx).get(items.file_key(name))
     if found is None or found.outcome not in (Out.PLANNED, Out.OK):
         # Skipped or unreadable at evaluation: nothing to apply.
         staging.drop(ctx.billing_engine, staging.raw_name(ctx.run_id, chunk_no), stage)
         return
-    detail = _json(found.detail)
+    detail = found.detail
     if found.outcome == Out.PLANNED:
         detail = _post(ctx, props, chunk_no, name, stage, detail)
     if detail.get("applied_by_run", ctx.run_id) == ctx.run_id and "archived_as" not in detail:
@@ -86,15 +78,13 @@ def apply_file(ctx: RunContext, chunk_no: int, spec: dict[str, Any]) -> None:
 def _post(ctx: RunContext, props: MediationProperties, chunk_no: int, name: str, stage: str,
           detail: dict[str, Any]) -> dict[str, Any]:
     """The billing transaction (again, re-checking, when data changed under it), then the items' outcomes."""
-    same_db = same_database(ctx.engine, ctx.billing_engine)
     now = ctx.clock.now()
     careful = False
     for attempt in range(1, ATTEMPTS + 1):
         try:
-            with ctx.billing_engine.begin() as conn:
+            with RunItems(ctx).billing_transaction() as (conn, writer):
                 posted = _post_once(conn, ctx, props, name, stage, detail, now, careful=careful)
-                if same_db:
-                    _record(conn, ctx, chunk_no, name, posted, now, source_conn=conn)
+                _record(writer, conn, chunk_no, name, posted)
             break
         except _Raced:
             # Some events were mediated by another apply since evaluation: filter them, then post the rest.
@@ -111,9 +101,6 @@ def _post(ctx: RunContext, props: MediationProperties, chunk_no: int, name: str,
         careful = True
     else:
         raise RuntimeError(f"{name}: gave up after {ATTEMPTS} attempts racing other applies")
-    if not same_db:
-        with ctx.billing_engine.connect() as billing, ctx.engine.begin() as conn:
-            _record(conn, ctx, chunk_no, name, posted, now, source_conn=billing)
     return posted
 
 
@@ -239,28 +226,20 @@ def _applied_counts(conn: Connection, file_id: int) -> dict[str, Any]:
             "amount": str(classify.decimal(row.amount))}
 
 
-def _record(conn: Connection, ctx: RunContext, chunk_no: int, name: str, detail: dict[str, Any], now: datetime,
-            *, source_conn: Connection) -> None:
+def _record(writer: ItemWriter, billing: Connection, chunk_no: int, name: str, detail: dict[str, Any]) -> None:
     """The items' outcomes: the file ok (or skipped), each reject error (failed) or skipped (filtered)."""
-    by_other = detail.get("applied_by_run", ctx.run_id) != ctx.run_id
-    items.update_file_item(conn, run_id=ctx.run_id, name=name, outcome=Out.SKIPPED if by_other else Out.OK,
-                           detail=detail, applied_at=now)
+    by_other = detail.get("applied_by_run", writer.run_id) != writer.run_id
+    writer.replace(items.file_key(name), outcome=Out.SKIPPED if by_other else Out.OK, detail=detail,
+                   only_planned=False)
     if by_other:
-        items.settle_chunk(conn, run_id=ctx.run_id, chunk_no=chunk_no, outcome=Out.SKIPPED, applied_at=now,
-                           reason=f"the file was processed by run {detail['applied_by_run']} meanwhile")
+        writer.settle(chunk_no, Out.SKIPPED, {"reason": f"the file was processed by run {detail['applied_by_run']} "
+                                                        "meanwhile"})
         return
-    rejects = items.Rejects(source="usage_rejects", where="usage_rejects.file_id = :file_id", run_id=ctx.run_id,
-                            chunk_no=chunk_no, name=name, applied_at=now, params={"file_id": detail["file_id"]})
-    if source_conn is conn:
-        outcome = (f"CASE WHEN usage_rejects.kind = '{RejectKind.FAILED}' THEN '{Out.ERROR}' "
-                   f"ELSE '{Out.SKIPPED}' END")
-        items.insert_select_rejects(conn, rejects, outcome_sql=outcome)
-    else:
-        for batch in items.reject_rows(source_conn, rejects, outcome=None):
-            items.put_items(conn, batch, upsert=True)
+    rejects = items.Rejects(source="usage_rejects", where="usage_rejects.file_id = :file_id", name=name,
+                            params={"file_id": detail["file_id"]})
+    items.stage_rejects(writer, billing, chunk_no, rejects, outcome_sql=items.APPLIED_OUTCOME)
     # Rejected at evaluation but mediated now (e.g. the account was reinstated since the preview).
-    items.settle_chunk(conn, run_id=ctx.run_id, chunk_no=chunk_no, outcome=Out.OK, applied_at=now,
-                       reason="mediated: the reason found at evaluation no longer held when applied")
+    writer.settle(chunk_no, Out.OK, {"reason": "mediated: the reason found at evaluation no longer held when applied"})
 
 
 def _archive(ctx: RunContext, props: MediationProperties, name: str, detail: dict[str, Any]) -> None:
@@ -274,10 +253,5 @@ def _archive(ctx: RunContext, props: MediationProperties, name: str, detail: dic
     else:
         log.warning("run %s: %s applied but not archived: %s", ctx.run_id, name, moved.problem)
         update = {"archive_problem": moved.problem}
-    with ctx.engine.begin() as conn:
-        items.update_file_item(conn, run_id=ctx.run_id, name=name, outcome=Out.OK, detail={**detail, **update},
-                               applied_at=ctx.clock.now())
-
-
-def _json(value: Any) -> dict[str, Any]:
-    return dict(json.loads(value) if isinstance(value, str) else value or {})
+    with RunItems(ctx).transaction() as writer:
+        writer.replace(items.file_key(name), outcome=Out.OK, detail={**detail, **update}, only_planned=False)

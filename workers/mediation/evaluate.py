@@ -14,7 +14,6 @@ from typing import Any
 from sqlalchemy import text
 
 from scheduler.jobkit import ItemOutcome, RunContext, RunItems
-from scheduler.jobkit.sql import same_database
 from workers.mediation import classify, items, staging
 from workers.mediation.files import list_files, resolve_dirs, source_file
 from workers.mediation.properties import MediationProperties, MediationRunProperties
@@ -35,7 +34,7 @@ def properties(ctx: RunContext) -> tuple[MediationProperties, MediationRunProper
 def plan_files(ctx: RunContext) -> list[dict[str, Any]]:
     """One chunk per matching file in the source directory (a retry: only the files that errored)."""
     props, run_props = properties(ctx)
-    staging.sweep(ctx.billing_engine, ctx.engine, keep_run=ctx.run_id)
+    staging.sweep(ctx)
     names = list_files(resolve_dirs(ctx.settings, props), props.pattern)
     if run_props.files is not None:
         wanted = set(run_props.files)
@@ -64,8 +63,8 @@ def evaluate_file(ctx: RunContext, chunk_no: int, spec: dict[str, Any]) -> int:
     name = str(spec["file"])
     raw, stage = staging.raw_name(ctx.run_id, chunk_no), staging.table_name(ctx.run_id, chunk_no)
     base: dict[str, Any] = {"item": "file", "file": name, "format": str(props.format)}
-    with ctx.engine.begin() as conn:
-        items.clear_chunk(conn, ctx.run_id, chunk_no)  # a re-delivered evaluation starts over
+    with RunItems(ctx).transaction() as writer:
+        writer.clear(chunk_no)  # a re-delivered evaluation starts over
     try:
         dirs = resolve_dirs(ctx.settings, props)
         base["path"] = dirs.relative(dirs.source / name)
@@ -107,32 +106,18 @@ def _classify_and_stage(
     """Mediate and rate against current data; stage the file item and one item per reject."""
     raw, stage = tables
     units = {m.meter: m.unit for m in props.meters}
-    rejects = items.Rejects(source=stage, where=f"{stage}.reason IS NOT NULL", run_id=ctx.run_id,
-                            chunk_no=chunk_no, name=name, applied_at=None)
-    with ctx.billing_engine.begin() as billing:
+    rejects = items.Rejects(source=stage, where=f"{stage}.reason IS NOT NULL", name=name)
+    with RunItems(ctx).billing_transaction() as (billing, writer):
         classify.classify(billing, raw, stage, props.prices)
         billing.exec_driver_sql(f"DROP TABLE {raw}")
         counted = classify.totals(billing, stage, units)
-        if same_database(ctx.engine, ctx.billing_engine):
-            items.insert_select_rejects(billing, rejects, outcome_sql=f"'{Out.PLANNED}'")
-            _put_file_item(billing, ctx.run_id, chunk_no, name, {**detail, **counted.as_detail()})
-            return items.chunk_count(billing, ctx.run_id, chunk_no)
-        with ctx.engine.begin() as conn:
-            for batch in items.reject_rows(billing, rejects, outcome=Out.PLANNED):
-                items.put_items(conn, batch)
-            _put_file_item(conn, ctx.run_id, chunk_no, name, {**detail, **counted.as_detail()})
-            return items.chunk_count(conn, ctx.run_id, chunk_no)
-
-
-def _put_file_item(conn: Any, run_id: int, chunk_no: int, name: str, detail: dict[str, Any]) -> None:
-    items.put_items(conn, [{"run_id": run_id, "chunk_no": chunk_no, "item_key": items.file_key(name),
-                            "outcome": Out.PLANNED, "detail": detail, "applied_at": None}])
+        items.stage_rejects(writer, billing, chunk_no, rejects)
+        writer.stage(chunk_no, {items.file_key(name): {**detail, **counted.as_detail()}})
+        return writer.count(chunk_no)
 
 
 def _file_item(ctx: RunContext, chunk_no: int, name: str, outcome: str, detail: dict[str, Any]) -> int:
     """Stage a file's only item (skipped or error); returns the chunk's item count."""
-    applied_at = ctx.clock.now() if outcome == Out.SKIPPED else None
-    with ctx.engine.begin() as conn:
-        items.put_items(conn, [{"run_id": ctx.run_id, "chunk_no": chunk_no, "item_key": items.file_key(name),
-                                "outcome": outcome, "detail": detail, "applied_at": applied_at}], upsert=True)
-        return items.chunk_count(conn, ctx.run_id, chunk_no)
+    with RunItems(ctx).transaction() as writer:
+        writer.put(chunk_no, [(items.file_key(name), outcome, detail)], replace=True, applied=outcome == Out.SKIPPED)
+        return writer.count(chunk_no)

@@ -15,10 +15,10 @@ import logging
 import re
 from collections.abc import Callable
 
-from sqlalchemy import Engine, inspect, text
+from sqlalchemy import Engine, inspect
 from sqlalchemy.engine import Connection
 
-from scheduler.lifecycle import TERMINAL
+from scheduler.jobkit import RunContext, ended_runs
 from workers.mediation.reader import Sink
 from workers.mediation.records import StagedRow
 
@@ -103,21 +103,13 @@ def drop(engine: Engine, *names: str) -> None:
             conn.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
 
 
-def sweep(billing: Engine, scheduler: Engine, *, keep_run: int | None = None) -> int:
-    """Drop the staging tables of runs that have ended (or no longer exist); returns how many."""
-    with billing.connect() as conn:
+def sweep(ctx: RunContext) -> int:
+    """Drop the staging tables of runs that have ended (or no longer exist), not this run's; returns how many."""
+    with ctx.billing_engine.connect() as conn:
         tables = {t: int(m.group(1)) for t in inspect(conn).get_table_names() if (m := _NAME.fullmatch(t))}
-    run_ids = sorted(set(tables.values()) - {keep_run})
-    if not run_ids:
-        return 0
-    with scheduler.connect() as conn:
-        live = {
-            int(r.id) for r in conn.execute(
-                text(f"SELECT id, status FROM job_run WHERE id IN ({', '.join(map(str, run_ids))})"))
-            if r.status not in TERMINAL
-        }
-    stale = sorted(t for t, run_id in tables.items() if run_id in run_ids and run_id not in live)
+    ended = ended_runs(ctx, set(tables.values()) - {ctx.run_id})
+    stale = sorted(t for t, run_id in tables.items() if run_id in ended)
     if stale:
-        drop(billing, *stale)
+        drop(ctx.billing_engine, *stale)
         log.info("dropped %d staging table(s) of finished runs", len(stale))
     return len(stale)

@@ -5,14 +5,10 @@ Counted from the file items, so a preview shows the staged figures and a finishe
 
 from __future__ import annotations
 
-import json
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import text
-
-from scheduler.jobkit import ItemOutcome
-from scheduler.jobtypes import RunContext
+from scheduler.jobkit import ItemOutcome, RunContext, RunItems
 from workers.mediation.items import FILE_PREFIX
 
 Out = ItemOutcome
@@ -20,19 +16,14 @@ COUNTS = ("records", "mediated", "filtered", "failed")
 
 
 def summarize(ctx: RunContext) -> dict[str, Any]:
-    with ctx.engine.connect() as conn:
-        rows = conn.execute(
-            text("SELECT outcome, detail FROM run_item WHERE run_id = :run_id AND item_key LIKE :prefix "
-                 "ORDER BY item_key"),
-            {"run_id": ctx.run_id, "prefix": f"{FILE_PREFIX}%"},
-        ).all()
+    rows = sorted(RunItems(ctx).all(key_prefix=FILE_PREFIX), key=lambda item: item.key)
     totals = dict.fromkeys(COUNTS, 0)
     amount = Decimal("0.000000")
     by_file: dict[str, dict[str, Any]] = {}
     by_meter: dict[str, dict[str, Any]] = {}
     files = skipped = errored = 0
     for row in rows:
-        detail = json.loads(row.detail) if isinstance(row.detail, str) else dict(row.detail or {})
+        detail = row.detail
         if detail.get("item") != "file":
             continue
         name = str(detail.get("file"))
