@@ -13,9 +13,8 @@ import time
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, Field
-from sqlalchemy import text
 
-from scheduler.jobtypes import JobType, RunContext
+from scheduler.jobkit import ItemOutcome, JobType, RunContext, RunItems
 
 
 class NoProperties(BaseModel):
@@ -62,23 +61,15 @@ class SlowJobType(JobType):
     def evaluate(self, ctx: RunContext, chunk_no: int, spec: dict[str, Any]) -> int:
         assert isinstance(ctx.properties, SlowProperties)
         time.sleep(ctx.properties.seconds)
-        with ctx.engine.begin() as conn:
-            conn.execute(
-                text("INSERT INTO run_item (run_id, chunk_no, item_key, outcome, detail) "
-                     "VALUES (:run_id, :chunk_no, :key, 'planned', '{}') ON CONFLICT (run_id, item_key) DO NOTHING"),
-                {"run_id": ctx.run_id, "chunk_no": chunk_no, "key": f"chunk-{chunk_no}"},
-            )
+        with RunItems(ctx).transaction() as items:
+            items.stage(chunk_no, {f"chunk-{chunk_no}": {}})
         return 1
 
     def apply(self, ctx: RunContext, chunk_no: int, spec: dict[str, Any]) -> None:
         assert isinstance(ctx.properties, SlowProperties)
         time.sleep(ctx.properties.apply_seconds)
-        with ctx.engine.begin() as conn:
-            conn.execute(
-                text("UPDATE run_item SET outcome = 'ok', applied_at = CURRENT_TIMESTAMP "
-                     "WHERE run_id = :run_id AND chunk_no = :chunk_no AND outcome = 'planned'"),
-                {"run_id": ctx.run_id, "chunk_no": chunk_no},
-            )
+        with RunItems(ctx).transaction() as items:
+            items.settle(chunk_no, ItemOutcome.OK)
 
     def summarize(self, ctx: RunContext) -> dict[str, Any]:
         return {}

@@ -15,7 +15,9 @@ receive them) and checks:
 - every step delivered twice (a worker that crashed after the job type's work committed) applies once;
 - a retry of a run whose apply failed in part redoes the failed items only;
 - a cancelled run and a deleted preview change nothing;
-- progress only moves forward, and never counts a chunk twice.
+- progress only moves forward, and never counts a chunk twice;
+- with the type's tables in a billing database of their own, a run changes them as it does beside the
+  scheduler's tables.
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
-from sqlalchemy import Engine, delete, insert, select
-from sqlmodel import col
+from sqlalchemy import Engine, delete, insert, inspect, select
+from sqlmodel import SQLModel, col
 
 from scheduler.clock import FrozenClock
 from scheduler.db import make_engine
@@ -47,6 +49,7 @@ from workers.runtime.executor import execute_step
 
 S = RunStatus
 START = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+CORE_TABLES = {*SQLModel.metadata.tables, "alembic_version"}
 
 
 class JobTypeCase(ABC):
@@ -98,25 +101,31 @@ class StepQueue(Dispatcher):
 
 
 class Harness:
-    """One scheduler database with one job type, and the operations the kit's tests perform on runs."""
+    """A scheduler database with one job type, and the operations the kit's tests perform on runs.
 
-    def __init__(self, case: JobTypeCase, engine: Engine, tmp_path: Path) -> None:
+    The type's tables live in the scheduler's database, or in ``billing`` (a database of their own).
+    """
+
+    def __init__(self, case: JobTypeCase, engine: Engine, tmp_path: Path, *, billing: Engine | None = None) -> None:
         self.case = case
         self.engine = engine
+        self.billing = billing or engine
         self.clock = FrozenClock(START)
         self.queue = StepQueue()
-        case.prepare(engine)
+        case.prepare(self.billing)
         own_tables = job_type_tree(case.job_type)
         if own_tables is not None:
-            upgrade(engine, own_tables)
+            upgrade(self.billing, own_tables)
         url = engine.url.render_as_string(hide_password=False)
-        self.settings = case.settings(Settings(data_dir=tmp_path / "data", database_url=url,
-                                               files_root=tmp_path / "files"))
+        self.settings = case.settings(Settings(
+            data_dir=tmp_path / "data", database_url=url, files_root=tmp_path / "files",
+            billing_database_url=self.billing.url.render_as_string(hide_password=False) if billing else None,
+        ))
         self.env: WorkerEnv = build_env(
             self.settings, dispatcher=self.queue, registry=JobTypeRegistry([case.job_type]), clock=self.clock,
-            engine=engine, billing_engine=engine, worker_id="conformance", heartbeat=False,
+            engine=engine, billing_engine=self.billing, worker_id="conformance", heartbeat=False,
         )
-        case.seed(engine, self.settings)
+        case.seed(self.billing, self.settings)
 
     def make_job(self, name: str = "Conformance") -> Job:
         with self.env.factory() as session:
@@ -188,7 +197,14 @@ class Harness:
         return {key: (outcome, detail) for key, outcome, detail in rows}
 
     def effects(self) -> Any:
-        return self.case.effects(self.engine)
+        return self.case.effects(self.billing)
+
+    def preview_and_submit(self) -> int:
+        run_id = self.start(self.make_job(), preview=True)
+        self.drain()
+        self.act(run_id, "submit")
+        self.drain()
+        return run_id
 
 
 def delivered_twice(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -289,6 +305,25 @@ class JobTypeConformance:
         assert _outcomes(harness.items(twice)) == _outcomes(twin.items(once))
         assert harness.effects() == twin.effects()
         twin_engine.dispose()
+
+    def test_tables_in_a_database_of_their_own_change_alike(self, harness: Harness, tmp_path: Path) -> None:
+        # Given the same data in the scheduler's database and, apart, in a billing database of its own
+        apart_dir = tmp_path / "apart"
+        apart_dir.mkdir()
+        scheduler_db = make_engine(f"sqlite:///{apart_dir / 'scheduler.db'}")
+        billing_db = make_engine(f"sqlite:///{apart_dir / 'billing.db'}")
+        upgrade(scheduler_db)
+        apart = Harness(self.case, scheduler_db, apart_dir, billing=billing_db)
+        # When a preview runs and is submitted in both
+        together, alone = harness.preview_and_submit(), apart.preview_and_submit()
+        # Then both end alike, with the same items and the same effects, none in the other database
+        assert harness.run(together).status == apart.run(alone).status == S.COMPLETED
+        assert _outcomes(harness.items(together)) == _outcomes(apart.items(alone))
+        assert harness.effects() == apart.effects()
+        with scheduler_db.connect() as conn:
+            assert set(inspect(conn).get_table_names()) <= CORE_TABLES, "the type's tables are in the billing database"
+        scheduler_db.dispose()
+        billing_db.dispose()
 
     def test_retry_redoes_only_the_failed_items(self, harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
         # Given a run whose first chunk fails to apply
