@@ -259,4 +259,4 @@ def first_line(exc: BaseException) -> str:
     """The first line of what went wrong (a driver error's own message, not SQLAlchemy's wrapping)."""
     orig = getattr(exc, "orig", None) or exc
     text = str(orig).strip()
-    return text.splitlines()[0] if text else type(orig).__name__
+    return text.splitlines()[0].strip() if text else "no detail given"

@@ -3,11 +3,13 @@
 A job type implements :class:`JobType` and works on the :class:`RunContext` it is given. It stages the
 items a run plans, reads them back and records their outcomes through :class:`RunItems` — never by
 writing the core's tables — and writes its own tables with set-based SQL, helped by :class:`SqlDialect`
-and :func:`insert_or_ignore`. Besides this package a job type may import ``scheduler.errors``,
+and :func:`insert_or_ignore`. What it records of a failure is :func:`explain`'s words, never an exception's
+class name. Besides this package a job type may import ``scheduler.errors``,
 ``scheduler.settings``, ``scheduler.clock``, ``scheduler.limits`` and ``scheduler.money`` (the import-linter
 contracts say so).
 """
 
+from scheduler.error_text import explain
 from scheduler.jobkit.items import Item, ItemWriter, RunItems, detail_of
 from scheduler.jobkit.runs import chunk_spec, chunk_specs, ended_runs, latest_summary_value
 from scheduler.jobkit.sql import (
@@ -38,6 +40,7 @@ __all__ = [
     "chunk_specs",
     "detail_of",
     "ended_runs",
+    "explain",
     "insert_or_ignore",
     "insert_or_ignore_statement",
     "latest_summary_value",

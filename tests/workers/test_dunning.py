@@ -14,7 +14,7 @@ from workers_testkit import AS_OF, TIERS, Drain, RecordingDispatcher, dunning_re
 from scheduler.clock import FrozenClock
 from scheduler.errors import InvalidProperties
 from scheduler.jobtypes import JobTypeRegistry
-from scheduler.models import Job, RunItem, RunStatus
+from scheduler.models import Job, RunEvent, RunItem, RunStatus
 from scheduler.outcomes import outcome_line
 from scheduler.runs import act_on_run, retry_run, send_apply, send_run
 from workers.billing import accounts, dunning_actions, invoices
@@ -229,6 +229,35 @@ def test_a_preview_with_nothing_to_do_completes_at_once_unless_the_job_reviews_e
     waiting = load_run(env, strict_id)
     assert waiting is not None and waiting[0].status == S.PREVIEW
     assert outcome_line(waiting[0].status, waiting[0].summary, waiting[0].error) == "awaiting review: nothing to do"
+
+
+def test_a_database_error_at_apply_is_told_in_words_on_the_run_and_its_items(
+    env: WorkerEnv, known_ledger: dict[str, int], make_job: Callable[..., Job], start_run: Callable[..., int],
+    drain: Drain, clock: FrozenClock,
+) -> None:
+    # Given a preview, and the table apply writes gone when it is submitted (a real database error)
+    run_id = start_run(make_job(), preview=True)
+    drain()
+    with env.billing_engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE dunning_actions RENAME TO dunning_actions_away")
+    try:
+        submit(env, run_id, clock)
+        drain()
+    finally:
+        with env.billing_engine.begin() as conn:
+            conn.exec_driver_sql("ALTER TABLE dunning_actions_away RENAME TO dunning_actions")
+    # Then the run failed, and it and its items say what the database refused, never an exception's name
+    run = load_run(env, run_id)
+    assert run is not None and run[0].status == S.FAILED
+    error = run[0].error or ""
+    assert "the database refused the statement: " in error and "dunning_actions" in error, error
+    items = items_of(env, run_id)
+    assert {outcome for outcome, _ in items.values()} == {"error"}
+    texts = [error, *(detail["error"] for _, detail in items.values())]
+    assert not [t for t in texts if "Error" in t or "Traceback" in t], texts
+    with env.factory() as session:
+        notes = [e.note for e in session.scalars(select(RunEvent).where(RunEvent.run_id == run_id))]  # type: ignore[arg-type]
+    assert not [n for n in notes if "Error" in n], notes
 
 
 def test_deleted_preview_applies_nothing(

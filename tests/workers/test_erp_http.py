@@ -24,6 +24,7 @@ from erp_testkit import (
     start_manual,
     start_retry,
 )
+from mailkit import free_port
 from sqlalchemy import Engine
 from workers_testkit import Drain
 
@@ -297,3 +298,23 @@ def test_a_missing_token_fails_the_run_without_sending_and_no_secret_is_stored(
     stored = [repr(job.properties), repr(run_row(env, retry_id).summary)]
     stored += [repr(i.detail) for run in (run_id, retry_id) for i in items_of(env, run).values()]
     assert not [text for text in stored if TOKEN in text]
+
+
+def test_an_unreachable_target_is_said_in_words_with_its_host_and_port(
+    env: WorkerEnv, clock: FrozenClock, ledger: Ledger, drain: Drain, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given an ERP target on a port where nothing listens (a real refused connection)
+    monkeypatch.setenv(TOKEN_ENV, TOKEN)
+    port = free_port()
+    job = make_job(env, clock, target=http_target(f"http://127.0.0.1:{port}/erp", max_attempts=1))
+    # When the run tries to deliver
+    run_id = start_manual(env, clock, job, **MAY)
+    drain()
+    # Then the run and each item say what failed and where, in words, without a Python exception name
+    run = run_row(env, run_id)
+    assert run.status == S.FAILED
+    reason = f"Cannot reach the ERP target at 127.0.0.1:{port}: connection refused"
+    assert reason in (run.error or "")
+    errors = [item.detail["error"] for item in items_of(env, run_id).values()]
+    assert errors and all(reason in error for error in errors)
+    assert "Error" not in (run.error or "") and not any("Error" in error for error in errors)

@@ -79,7 +79,7 @@ def test_job_pauses_after_n_consecutive_failed_runs_with_the_reason_audited(
     pause = events[-1]
     assert (pause.from_status, pause.to_status, pause.actor) == (JobStatus.ACTIVE, JobStatus.PAUSED, "worker-test")
     assert pause.note == (
-        "paused after 2 consecutive failed runs: planning failed: RuntimeError: billing database unreachable"
+        "paused after 2 consecutive failed runs: planning failed: billing database unreachable"
     )
 
     # Then it refuses manual runs and fires nothing

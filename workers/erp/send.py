@@ -28,7 +28,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import urlsplit
 
+from scheduler.jobkit import explain
 from workers.erp.policy import TargetPolicy
 from workers.erp.properties import ErpFormat, FileTarget, HttpTarget
 
@@ -139,7 +141,7 @@ class HttpSender:
                 status, answer = self._post(target.url, body, headers, target.timeout_seconds)
             except (OSError, http.client.HTTPException) as exc:
                 status, answer = None, None
-                failure = _transport_failure(exc)
+                failure = _transport_failure(target.url, exc)
             else:
                 answer = _kept(answer, token)
                 if 200 <= status < 300:
@@ -184,11 +186,13 @@ def _kept(answer: str, token: str | None) -> str:
     return answer[:RESPONSE_LIMIT]
 
 
-def _transport_failure(exc: BaseException) -> str:
+def _transport_failure(url: str, exc: BaseException) -> str:
+    """``Cannot reach the ERP target at erp.example:8443: connection refused`` (host and port only, no secrets)."""
     reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
-    if isinstance(reason, TimeoutError):
-        return "timed out"
-    return f"{type(reason).__name__}: {reason}"[:300]
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    why = explain(reason) if isinstance(reason, BaseException) else str(reason)
+    return f"Cannot reach the ERP target at {parts.hostname}:{port}: {why}"[:300]
 
 
 def write_batch(target: FileTarget, files_root: Path, batch: Batch) -> Outcome:
@@ -197,7 +201,7 @@ def write_batch(target: FileTarget, files_root: Path, batch: Batch) -> Outcome:
         directory = target.resolve(files_root)
         write_atomically(directory / batch.file_name, batch.body())
     except (OSError, ValueError) as exc:
-        return Outcome(delivered=False, attempts=1, error=f"cannot write {batch.file_name}: {exc}")
+        return Outcome(delivered=False, attempts=1, error=f"cannot write {batch.file_name}: {explain(exc)}")
     return Outcome(delivered=True, attempts=1, location=f"{target.directory}/{batch.file_name}")
 
 

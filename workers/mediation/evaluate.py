@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import text
 
-from scheduler.jobkit import ItemOutcome, RunContext, RunItems
+from scheduler.jobkit import ItemOutcome, RunContext, RunItems, explain
 from workers.mediation import classify, items, staging
 from workers.mediation.files import list_files, resolve_dirs, source_file
 from workers.mediation.properties import MediationProperties, MediationRunProperties
@@ -81,7 +81,7 @@ def evaluate_file(ctx: RunContext, chunk_no: int, spec: dict[str, Any]) -> int:
             raise SourceError("the file changed while it was read; the next run reads it again")
     except (SourceError, OSError) as exc:
         staging.drop(ctx.billing_engine, raw, stage)
-        message = str(exc) if isinstance(exc, SourceError) else f"cannot read the file: {exc}"
+        message = str(exc) if isinstance(exc, SourceError) else f"cannot read the file: {explain(exc)}"
         log.warning("run %s: file %s: %s", ctx.run_id, name, message)
         return _file_item(ctx, chunk_no, name, Out.ERROR, {**base, "error": message})
     detail = {**base, "checksum": stats.checksum, "size_bytes": stats.size_bytes, "lines": stats.lines}

@@ -13,6 +13,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from scheduler.jobkit import explain
 from scheduler.settings import Settings
 from workers.mediation.properties import MediationProperties
 from workers.mediation.reader import file_checksum
@@ -102,7 +103,7 @@ def archive(dirs: Dirs, name: str, checksum: str) -> Archived:
         target = plain if not plain.exists() else marked
         _move(src, target)
     except (OSError, SourceError) as exc:
-        return Archived(problem=f"could not move the file to the archive: {exc}")
+        return Archived(problem=f"could not move the file to the archive: {explain(exc)}")
     return Archived(archived_as=dirs.relative(target))
 
 

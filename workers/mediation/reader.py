@@ -273,7 +273,7 @@ def _json_record(line_no: int, obj: dict[str, Any], normalizer: Normalizer) -> S
             ids = [v if isinstance(v, str) else None for v in (obj.get(f) for f in FIELDS[:3])]
             reason = {"quantity": RejectReason.BAD_QUANTITY, "occurred_at": RejectReason.BAD_TIMESTAMP}.get(
                 name, MALFORMED)
-            return normalizer.failed(line_no, reason, f"{name} has the wrong JSON type ({type(value).__name__})",
+            return normalizer.failed(line_no, reason, f"{name} has the wrong JSON type ({_json_type(value)})",
                                      *ids)
     return normalizer.row(line_no, *values)
 
@@ -285,3 +285,18 @@ def _json_type_ok(name: str, value: Any) -> bool:
     if name == "quantity":
         return isinstance(value, int | Decimal)
     return isinstance(value, int)
+
+
+def _json_type(value: object) -> str:
+    """The JSON name of a decoded value's type (``string``, ``number``, …), as the sender wrote it."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float | Decimal):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object" if isinstance(value, dict) else "value"

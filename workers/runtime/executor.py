@@ -15,6 +15,7 @@ from sqlalchemy import func, select, update
 from sqlmodel import col
 
 from scheduler.dispatch import Phase, RunStep
+from scheduler.error_text import explain
 from scheduler.errors import BrokerUnavailable, RunNotFound
 from scheduler.jobkit import insert_or_ignore
 from scheduler.jobtypes import JobType, RunContext
@@ -96,7 +97,8 @@ def build_context(env: WorkerEnv, run: JobRun, job: Job) -> RunContext:
 
 
 def describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"[:2000]
+    """What failed, for the run's error and its items: words, never the exception's class (that is logged)."""
+    return explain(exc)
 
 
 # -- plan ------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
+from scheduler.error_text import explain
 from scheduler.jobkit.sql import SqlDialect
 from scheduler.jobtypes import RunContext
 from scheduler.lifecycle import final_status, item_counts, run_awaits_review, run_ended, stops_for_review, transition
@@ -60,7 +61,7 @@ def run_summary(env: WorkerEnv, run: JobRun, ctx: RunContext | None) -> tuple[di
             if is_database_outage(exc):
                 raise  # the step runs again once the database is back
             log.exception("run %s: summarize failed", run.id)
-            summary = {"summary_error": f"{type(exc).__name__}: {exc}"}
+            summary = {"summary_error": explain(exc)}
     summary["items"] = counts
     summary["reasons"] = reasons
     if SUMMARY_KEY in run.summary:  # the ticks this run skipped while it awaited review stay on record
