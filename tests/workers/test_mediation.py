@@ -507,7 +507,8 @@ def test_lost_staging_fails_the_file_and_leaves_it_for_the_next_run(
     drain()
     failed = fetch(env, preview.id)
     assert failed.status == S.FAILED
-    assert failed.error is not None and "StagingLost" in failed.error
+    assert failed.error is not None and "1 records were staged but 0 remain" in failed.error
+    assert "StagingLost" not in failed.error
     assert snapshot(billing_engine)["files"] == []
     assert (incoming / "a.csv").exists()
     # And the next run processes it
