@@ -42,6 +42,21 @@ def explain(exc: BaseException) -> str:
 def _words(exc: BaseException) -> str:
     if isinstance(exc, SchedulerError):
         return exc.message
+    if isinstance(exc, urllib.error.URLError) and isinstance(exc.reason, BaseException):
+        return _words(exc.reason)
+    if isinstance(exc, OSError):
+        return _os_words(exc)
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return "lost the connection to the database"
+        return f"the database refused the statement: {first_line(exc)}"
+    if isinstance(exc, SQLAlchemyError):
+        return f"database error: {first_line(exc)}"
+    return first_line(exc) if str(exc).strip() else "an unexpected error (details are in the worker's log)"
+
+
+def _os_words(exc: OSError) -> str:
+    """A network or file problem: what happened, and the file it happened to."""
     if isinstance(exc, TimeoutError | socket.timeout):
         return "timed out"
     if isinstance(exc, socket.gaierror):
@@ -50,19 +65,8 @@ def _words(exc: BaseException) -> str:
         return f"TLS certificate not trusted: {exc.verify_message or 'verification failed'}"
     if isinstance(exc, ssl.SSLError):
         return f"TLS failed: {exc.reason or 'handshake error'}"
-    if isinstance(exc, urllib.error.URLError) and isinstance(exc.reason, BaseException):
-        return _words(exc.reason)
-    if isinstance(exc, OSError):
-        words = _ERRNO_WORDS.get(exc.errno or -1) or (exc.strerror or "").lower() or first_line(exc)
-        where = exc.filename if isinstance(exc.filename, str) else None
-        return f"{words}: {where}" if where else words
-    if isinstance(exc, DBAPIError):
-        if exc.connection_invalidated:
-            return "lost the connection to the database"
-        return f"the database refused the statement: {first_line(exc)}"
-    if isinstance(exc, SQLAlchemyError):
-        return f"database error: {first_line(exc)}"
-    return first_line(exc) if str(exc).strip() else "an unexpected error (details are in the worker's log)"
+    words = _ERRNO_WORDS.get(exc.errno or -1) or (exc.strerror or "").lower() or first_line(exc)
+    return f"{words}: {exc.filename}" if isinstance(exc.filename, str) else words
 
 
 def _clip(text: str) -> str:
