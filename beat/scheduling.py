@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import lru_cache
+from typing import Any
 
 from sqlalchemy import bindparam, func, select, text, update
 from sqlalchemy.orm import Session
@@ -25,7 +26,7 @@ from scheduler.cron_hash import job_hash_seed
 from scheduler.errors import InvalidInput
 from scheduler.lifecycle import ACTIVE, RUNNING
 from scheduler.metrics import MISSED_TICKS
-from scheduler.models import Job, JobStatus, OverlapPolicy, RunStatus, RunTrigger
+from scheduler.models import JobStatus, OverlapPolicy, RunStatus, RunTrigger
 from scheduler.review_blocks import record_skipped_ticks
 from scheduler.run_creation import NewRun, create_runs
 
@@ -63,16 +64,48 @@ class ScheduleOutcome:
     """Previews awaiting review that made their job skip a tick for the first time (their recipients are mailed)."""
 
 
-@lru_cache(maxsize=4096)
+ScheduleKey = tuple[str, str, str | None]
+"""What a schedule depends on: expression, zone, and the job's name only when an ``H`` field spreads by it."""
+
+
+def schedule_key(cron: str, timezone: str, job_name: str) -> ScheduleKey:
+    return cron, timezone, job_name if "H" in cron.upper() else None
+
+
 def schedule_of(cron: str, timezone: str, job_name: str) -> CronSchedule:
-    """Parsed schedules, cached: job definitions are immutable (``H`` fields are spread by the job's name)."""
-    return CronSchedule.parse(cron, timezone, seed=job_hash_seed(job_name))
+    """Parsed schedules, cached: job definitions are immutable, and jobs with the same plain expression and
+    zone share one parse."""
+    return _parsed(*schedule_key(cron, timezone, job_name))
 
 
-def select_due_jobs(session: Session, *, now: datetime, job_types: list[str], limit: int) -> list[Job]:
+@lru_cache(maxsize=16384)
+def _parsed(cron: str, timezone: str, job_name: str | None) -> CronSchedule:
+    return CronSchedule.parse(cron, timezone, seed=job_hash_seed(job_name) if job_name is not None else None)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DueJob:
+    """What a tick reads of a due job: its schedule and policies (a job's definition never changes)."""
+
+    id: int
+    name: str
+    job_type: str
+    cron: str
+    timezone: str
+    next_fire_at: datetime
+    misfire_policy: str
+    catchup_window: int
+    max_catchup_runs: int
+    overlap_policy: str
+
+
+_DUE_COLUMNS = [JOBS.c[name] for name in DueJob.__dataclass_fields__]
+
+
+def select_due_jobs(session: Session, *, now: datetime, job_types: list[str], limit: int) -> list[DueJob]:
     """Due jobs, oldest first; on PostgreSQL locked, skipping rows another beat holds."""
     stmt = (
-        select(Job)
+        select(*_DUE_COLUMNS)
         .where(
             JOBS.c.status == JobStatus.ACTIVE,
             JOBS.c.next_fire_at <= now,
@@ -83,7 +116,7 @@ def select_due_jobs(session: Session, *, now: datetime, job_types: list[str], li
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
-    return list(session.scalars(stmt))
+    return [DueJob(**row._mapping) for row in session.execute(stmt)]
 
 
 def earliest_fire(session: Session, *, job_types: list[str]) -> datetime | None:
@@ -120,7 +153,7 @@ def overlap_capacity(policy: str, *, waiting: int, running: int) -> int | None:
 class _JobTicks:
     """One due job's part of a tick: the ticks admitted, where it fires next, the ticks it misses."""
 
-    job: Job
+    job: DueJob
     admitted: list[datetime]
     next_fire: datetime | None
     hold: bool
@@ -129,7 +162,7 @@ class _JobTicks:
 
 def schedule_due_jobs(
     session: Session,
-    jobs: list[Job],
+    jobs: list[DueJob],
     *,
     now: datetime,
     grace: timedelta,
@@ -140,18 +173,18 @@ def schedule_due_jobs(
     The runs of every job are inserted together, set-based, through the unique ledger.
     """
     outcome = ScheduleOutcome(jobs=len(jobs))
-    counts = active_run_counts(session, [job.id for job in jobs if job.id is not None])
-    planned = [_plan_job(job, now=now, grace=grace, counts=counts) for job in jobs]
+    counts = active_run_counts(session, [job.id for job in jobs])
+    planner = _Planner(now=now, grace=grace)
+    planned = [_plan_job(job, planner=planner, counts=counts) for job in jobs]
     wanted = [
         NewRun(job_id=p.job.id, job_type=p.job.job_type, trigger=RunTrigger.SCHEDULED, scheduled_for=tick)
-        for p in planned if p.job.id is not None for tick in p.admitted
+        for p in planned for tick in p.admitted
     ]
     created = {(run.job_id, run.scheduled_for): run.run_id
                for run in create_runs(session=session, runs=wanted, actor=actor, at=now)}
     advances: list[tuple[int, datetime | None, datetime | None]] = []
     for p in planned:
         job = p.job
-        assert job.id is not None
         latest_run: datetime | None = None
         for tick in p.admitted:
             run_id = created.get((job.id, tick))
@@ -177,37 +210,56 @@ def schedule_due_jobs(
     return outcome
 
 
-def _plan_job(job: Job, *, now: datetime, grace: timedelta, counts: dict[int, dict[str, int]]) -> _JobTicks:
+class _Planner:
+    """One tick's plans: jobs due together with the same schedule and policies (month-end: thousands of jobs
+    on a few expressions) share one misfire plan and one next fire time, computed once."""
+
+    def __init__(self, *, now: datetime, grace: timedelta) -> None:
+        self.now = now
+        self.grace = grace
+        self._plans: dict[tuple[Any, ...], TickPlan] = {}
+        self._next: dict[ScheduleKey, datetime | None] = {}
+
+    def plan(self, key: ScheduleKey, schedule: CronSchedule, job: DueJob) -> TickPlan:
+        memo = (key, job.next_fire_at, job.misfire_policy, job.catchup_window, job.max_catchup_runs)
+        if (plan := self._plans.get(memo)) is None:
+            plan = self._plans[memo] = plan_ticks(
+                schedule, next_fire_at=job.next_fire_at, now=self.now, grace=self.grace, policy=job.misfire_policy,
+                catchup_window=timedelta(seconds=job.catchup_window), max_catchup_runs=job.max_catchup_runs,
+            )
+        return plan
+
+    def next_fire(self, key: ScheduleKey, schedule: CronSchedule) -> datetime | None:
+        """The schedule's first fire after now; ``None`` when it never fires again."""
+        if key not in self._next:
+            try:
+                self._next[key] = schedule.next_after(self.now)
+            except InvalidInput:
+                self._next[key] = None
+        return self._next[key]
+
+
+def _plan_job(job: DueJob, *, planner: _Planner, counts: dict[int, dict[str, int]]) -> _JobTicks:
     """Which ticks of a due job get a run now (misfire, then overlap policy), and its next fire time."""
-    assert job.id is not None and job.next_fire_at is not None and job.cron is not None
+    key = schedule_key(job.cron, job.timezone, job.name)
     try:
-        schedule = schedule_of(job.cron, job.timezone, job.name)
+        schedule = _parsed(*key)
     except InvalidInput as exc:
         # Refused at creation, so only a hand-edited row gets here: stop it firing, say why.
         log.error("job %s has an unusable schedule and will not fire: %s", job.id, exc.message,
                   extra={"job_id": job.id})
         return _JobTicks(job=job, admitted=[], next_fire=None, hold=False, groups=[])
-    plan = plan_ticks(
-        schedule,
-        next_fire_at=job.next_fire_at,
-        now=now,
-        grace=grace,
-        policy=job.misfire_policy,
-        catchup_window=timedelta(seconds=job.catchup_window),
-        max_catchup_runs=job.max_catchup_runs,
-    )
+    plan = planner.plan(key, schedule, job)
     by_status = counts.get(job.id, {})
     waiting = by_status.get(RunStatus.CREATED, 0)
     running = sum(by_status.get(s, 0) for s in RUNNING)
     groups = list(plan.missed)
     reason = MissReason.AWAITING_REVIEW if by_status.get(RunStatus.PREVIEW) else MissReason.OVERLAP
     admitted = _admit(plan, job.overlap_policy, waiting=waiting, running=running, groups=groups, reason=reason)
-    try:
-        next_fire: datetime | None = schedule.next_after(now)
-    except InvalidInput:
-        log.info("job %s has no fire time after %s; it will not fire again", job.id, now.isoformat(),
+    next_fire = planner.next_fire(key, schedule)
+    if next_fire is None:
+        log.info("job %s has no fire time after %s; it will not fire again", job.id, planner.now.isoformat(),
                  extra={"job_id": job.id})
-        next_fire = None
     hold = job.overlap_policy == OverlapPolicy.BUFFER_ONE and running > 0
     return _JobTicks(job=job, admitted=admitted, next_fire=next_fire, hold=hold, groups=groups)
 

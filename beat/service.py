@@ -69,6 +69,8 @@ from scheduler.settings import Settings
 log = logging.getLogger(__name__)
 
 MAX_DB_BACKOFF = 30.0
+BATCH_SIZE = 1_000
+"""Due jobs a tick takes at most (a full batch ticks again at once); also bounds each repair pass."""
 LIVENESS_GRACE = 60.0
 """Seconds a pass of beat's loop may overrun its announced sleep before ``/healthz`` calls beat stuck."""
 
@@ -110,7 +112,7 @@ class Beat:
         clock: Clock,
         beat_id: str | None = None,
         *,
-        batch_size: int = 200,
+        batch_size: int = BATCH_SIZE,
     ) -> None:
         self.settings = settings
         self.factory = db if isinstance(db, sessionmaker) else make_session_factory(db)

@@ -381,12 +381,10 @@ def send_apply(
                 select(col(RunChunk.chunk_no)).where(col(RunChunk.run_id) == run_id, col(RunChunk.applied_at).is_(None))
             )
         )
+    # No chunk left to apply: one finalize step moves the run to its final status.
+    steps = [RunStep(run_id=run_id, phase=Phase.APPLY, chunk_no=chunk_no) for chunk_no in chunks or [-1]]
     try:
-        for chunk_no in chunks:
-            dispatcher.send_step(queue, RunStep(run_id=run_id, phase=Phase.APPLY, chunk_no=chunk_no))
-        if not chunks:
-            # No chunk left to apply: one finalize step moves the run to its final status.
-            dispatcher.send_step(queue, RunStep(run_id=run_id, phase=Phase.APPLY, chunk_no=-1))
+        dispatcher.send_steps([(queue, step) for step in steps])
     except BrokerUnavailable as exc:
         log.warning("run %s submitted but apply not sent (will be re-sent): %s", run_id, exc.message)
         return 0

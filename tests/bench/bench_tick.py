@@ -97,9 +97,10 @@ def queued(redis_url: str) -> int:
         client.close()
 
 
-def make_beat(url: str, engine: Engine, dispatcher: Dispatcher, batch_size: int) -> Beat:
+def make_beat(url: str, engine: Engine, dispatcher: Dispatcher) -> Beat:
+    """A beat as ``scheduler beat`` makes it (its default batch size)."""
     settings = Settings(database_url=url, redis_url=dispatcher.url)
-    return Beat(settings, engine, REGISTRY, dispatcher, SystemClock(), batch_size=batch_size)
+    return Beat(settings, engine, REGISTRY, dispatcher, SystemClock())
 
 
 # -- the baseline: a beat that loads and checks every job ---------------------------------------------
@@ -143,7 +144,7 @@ def burst(url: str, engine: Engine, redis_url: str, count: int, sample: int) -> 
     at = datetime.now(UTC).replace(microsecond=0)
     insert_jobs(engine, [hourly(f"burst {n}", at) for n in range(count)])
     dispatcher = make_dispatcher(Settings(redis_url=redis_url))
-    beat = make_beat(url, engine, dispatcher, batch_size=200)
+    beat = make_beat(url, engine, dispatcher)
     started = time.perf_counter()
     ticks = 0
     while True:
@@ -190,7 +191,7 @@ def scale(url: str, engine: Engine, redis_url: str, small: int, large: int, tick
         idle = [hourly(f"idle {n}", now + timedelta(minutes=10, seconds=rng.randrange(3000)))
                 for n in range(total - DUE_PER_TICK)]
         insert_jobs(engine, [*(every_second(f"due {n}", now) for n in range(DUE_PER_TICK)), *idle])
-        beat = make_beat(url, engine, dispatcher, batch_size=200)
+        beat = make_beat(url, engine, dispatcher)
         beat.tick()  # the lease, the first runs, warm caches
         ours = tick_times(beat.tick, ticks)
         naive = tick_times(lambda: naive_tick(engine, dispatcher, datetime.now(UTC)), max(3, ticks // 2))
@@ -221,7 +222,7 @@ def fire_lag(url: str, engine: Engine, redis_url: str, jobs: int, seconds: float
             rows.append(hourly(f"later {n}", now + timedelta(hours=2, seconds=rng.randrange(3600))))
     insert_jobs(engine, rows)
     dispatcher = make_dispatcher(Settings(redis_url=redis_url))
-    beat = make_beat(url, engine, dispatcher, batch_size=200)
+    beat = make_beat(url, engine, dispatcher)
     stop = threading.Event()
     loop = threading.Thread(target=beat.run_forever, args=(stop,), daemon=True)
     window_start = datetime.now(UTC) + timedelta(seconds=2)

@@ -149,8 +149,8 @@ def plan_run(env: WorkerEnv, run_id: int) -> None:
         _after_evaluation(env, run_id)
         return
     try:
-        for chunk_no in range(len(specs)):
-            env.dispatcher.send_step(job_type.queue, RunStep(run_id=run_id, phase=Phase.EVALUATE, chunk_no=chunk_no))
+        env.dispatcher.send_steps([(job_type.queue, RunStep(run_id=run_id, phase=Phase.EVALUATE, chunk_no=chunk_no))
+                                   for chunk_no in range(len(specs))])
     except BrokerUnavailable as exc:
         log.warning("run %s: evaluate steps not all sent (beat re-sends them): %s", run_id, exc.message)
 

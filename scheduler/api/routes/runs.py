@@ -103,7 +103,7 @@ def post_run(
                                      settings=services.settings)
     assert run.id is not None
     if created:
-        services.send_run(run.id)
+        services.send_runs([(run.id, run.job_type)])  # just created: no need to read it again before sending
     else:
         response.status_code = 200
     return RunDetail.build(session, get_run(session, run.id), currency=services.settings.currency)
