@@ -29,6 +29,7 @@ from prometheus_client import (
 )
 
 from scheduler.lifecycle import TERMINAL
+from scheduler.metrics_dir import MULTIPROC_ENV
 from scheduler.models import ItemOutcome, RunTrigger
 
 log = logging.getLogger(__name__)
@@ -95,7 +96,7 @@ def start_at_zero(job_types: Iterable[str], *, items: bool = False, missed_reaso
 
 def exposition_registry() -> CollectorRegistry:
     """What to expose: every process's values in multiprocess mode, else this process's own."""
-    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    path = os.environ.get(MULTIPROC_ENV)
     if not path:
         return REGISTRY
     registry = CollectorRegistry()

@@ -14,23 +14,21 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import signal
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from types import FrameType
 
 import uvicorn
 from fastapi import FastAPI
 
+from scheduler.metrics_dir import MULTIPROC_ENV, fresh_multiprocess_dir
 from scheduler.settings import Settings
 
 log = logging.getLogger(__name__)
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 AppFactory = Callable[[], FastAPI]
 
@@ -72,26 +70,7 @@ def share_metrics(settings: Settings, workers: int) -> None:
     """
     if workers <= 1 or os.environ.get(MULTIPROC_ENV):
         return
-    parent = Path(settings.data_dir).resolve() / "metrics"
-    parent.mkdir(parents=True, exist_ok=True)
-    for old in parent.glob("api-*"):
-        pid = old.name.removeprefix("api-")
-        if pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(old, ignore_errors=True)
-    directory = parent / f"api-{os.getpid()}"
-    shutil.rmtree(directory, ignore_errors=True)
-    directory.mkdir()
-    os.environ[MULTIPROC_ENV] = str(directory)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    os.environ[MULTIPROC_ENV] = str(fresh_multiprocess_dir(settings.data_dir, "api", os.getpid()))
 
 
 def serve_api(app: FastAPI | AppFactory, settings: Settings, *, host: str, port: int, log_level: str | None = None,

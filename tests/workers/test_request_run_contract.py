@@ -24,8 +24,9 @@ from scheduler.api.app import create_app
 from scheduler.clock import SystemClock
 from scheduler.dispatch import SCHEDULER_QUEUE
 from scheduler.jobs import JobCreate, create_job
+from scheduler.metrics_dir import MULTIPROC_ENV
 from scheduler.settings import Settings
-from workers.runtime.metrics import DRAMATIQ_DIR_ENV, MULTIPROC_ENV
+from workers.runtime.metrics import DRAMATIQ_DIR_ENV
 
 with warnings.catch_warnings():
     # Starlette warns once, at import, that it prefers the httpx2 fork; httpx works.

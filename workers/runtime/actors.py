@@ -17,6 +17,7 @@ from scheduler.errors import MissingSetting
 from scheduler.jobtypes import load_registry
 from scheduler.logs import configure_logging
 from scheduler.metrics import start_at_zero
+from scheduler.metrics_dir import MULTIPROC_ENV
 from scheduler.settings import Settings
 from workers.runtime import metrics
 from workers.runtime.env import WorkerEnv, build_env
@@ -33,7 +34,7 @@ registry = load_registry(settings)
 start_at_zero(registry.names(), items=True)
 url = str(settings.redis_url)
 broker = make_broker(url, settings=settings)
-for extra in metrics.middleware(settings, os.environ.get(metrics.MULTIPROC_ENV)):
+for extra in metrics.middleware(settings, os.environ.get(MULTIPROC_ENV)):
     broker.add_middleware(extra)
 broker.add_middleware(metrics.StatusLag({registry.get(name).queue: name for name in registry.names()}))
 dramatiq.set_broker(broker)

@@ -195,20 +195,13 @@ def _record_chunks(env: WorkerEnv, run_id: int, specs: list[dict[str, Any]]) -> 
 
 def evaluate_chunk(env: WorkerEnv, run_id: int, chunk_no: int) -> None:
     """Stage chunk ``chunk_no``'s effects, then move the run on when every chunk is evaluated."""
-    loaded = load_run(env, run_id)
-    if loaded is None:
+    taken = _step_run(env, run_id, S.PROCESSING, "evaluate")
+    if taken is None:
         return
-    run, job = loaded
-    if run.status != S.PROCESSING:
-        log.info("run %s: evaluate step ignored, run is %s", run_id, run.status)
-        return
-    if _stop_if_over_runtime(env, run, job):
-        return
+    run, job = taken
     if chunk_no != FINAL_CHECK:
-        chunk = _chunk(env, run_id, chunk_no)
-        if chunk is None:
-            log.warning("run %s has no chunk %s; step ignored", run_id, chunk_no)
-        elif chunk.evaluated_at is None:
+        chunk = _pending_chunk(env, run_id, chunk_no, "evaluated_at")
+        if chunk is not None:
             job_type = env.registry.get(run.job_type)
             try:
                 staged = job_type.evaluate(build_context(env, run, job), chunk_no, chunk.spec)
@@ -222,12 +215,30 @@ def evaluate_chunk(env: WorkerEnv, run_id: int, chunk_no: int) -> None:
     _after_evaluation(env, run_id)
 
 
-def _chunk(env: WorkerEnv, run_id: int, chunk_no: int) -> RunChunk | None:
+def _step_run(env: WorkerEnv, run_id: int, status: RunStatus, step: str) -> tuple[JobRun, Job] | None:
+    """The run and its job when its ``step`` step may go on: the run is still ``status`` and within its
+    job's ``max_runtime`` (past it, the run is stopped here); else None."""
+    loaded = load_run(env, run_id)
+    if loaded is None:
+        return None
+    run, job = loaded
+    if run.status != status:
+        log.info("run %s: %s step ignored, run is %s", run_id, step, run.status)
+        return None
+    if _stop_if_over_runtime(env, run, job):
+        return None
+    return run, job
+
+
+def _pending_chunk(env: WorkerEnv, run_id: int, chunk_no: int, done_column: str) -> RunChunk | None:
+    """The chunk, unless it is missing (logged) or ``done_column`` already says it was done."""
     with env.factory() as session:
         chunk = session.get(RunChunk, (run_id, chunk_no))
-        if chunk is not None:
-            session.expunge(chunk)
-        return chunk
+        if chunk is None:
+            log.warning("run %s has no chunk %s; step ignored", run_id, chunk_no)
+            return None
+        session.expunge(chunk)
+    return chunk if getattr(chunk, done_column) is None else None
 
 
 def _mark_chunk(
@@ -300,20 +311,13 @@ def build_context_safely(env: WorkerEnv, run: JobRun, job: Job) -> RunContext | 
 
 def apply_chunk(env: WorkerEnv, run_id: int, chunk_no: int) -> None:
     """Apply chunk ``chunk_no``'s staged items, then finalize the run when every chunk is applied."""
-    loaded = load_run(env, run_id)
-    if loaded is None:
+    taken = _step_run(env, run_id, S.SUBMITTED, "apply")
+    if taken is None:
         return
-    run, job = loaded
-    if run.status != S.SUBMITTED:
-        log.info("run %s: apply step ignored, run is %s", run_id, run.status)
-        return
-    if _stop_if_over_runtime(env, run, job):
-        return
+    run, job = taken
     if chunk_no != FINAL_CHECK:
-        chunk = _chunk(env, run_id, chunk_no)
-        if chunk is None:
-            log.warning("run %s has no chunk %s; step ignored", run_id, chunk_no)
-        elif chunk.applied_at is None:
+        chunk = _pending_chunk(env, run_id, chunk_no, "applied_at")
+        if chunk is not None:
             job_type: JobType = env.registry.get(run.job_type)
             error: str | None = None
             try:

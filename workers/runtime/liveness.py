@@ -17,6 +17,8 @@ from typing import Any
 
 from dramatiq.middleware import Middleware
 
+from scheduler.metrics_dir import process_alive
+
 PULSE_EVERY = 5.0
 """Seconds between two touches of a worker process's file."""
 STALE_AFTER = 4 * PULSE_EVERY
@@ -72,13 +74,3 @@ def pool_liveness(directory: Path, *, processes: int, parent: int, started: floa
     if time.monotonic() - started < STARTUP_GRACE:
         return 200, {"status": "starting", **body}
     return 503, {"status": "dead", "detail": f"{processes - len(alive)} worker process(es) gone or stuck", **body}
-
-
-def process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

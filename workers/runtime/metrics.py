@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import time
 from contextlib import suppress
 from pathlib import Path
@@ -21,12 +20,12 @@ from typing import Any
 from dramatiq.middleware import Middleware
 
 from scheduler.metrics import STATUS_LAG
+from scheduler.metrics_dir import MULTIPROC_ENV, fresh_multiprocess_dir
 from scheduler.settings import Settings
-from workers.runtime.liveness import ProcessPulse, pool_liveness, process_alive
+from workers.runtime.liveness import ProcessPulse, pool_liveness
 
 log = logging.getLogger(__name__)
 
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 ALIVE_DIR = "alive"
 """Under the multiprocess directory: one file per live worker process (:mod:`workers.runtime.liveness`)."""
 DRAMATIQ_DIR_ENV = "dramatiq_prom_db"
@@ -42,16 +41,7 @@ def prepare_environment(settings: Settings, env: dict[str, str], pool_id: int) -
     if not settings.worker_metrics_port:
         return env
     if not env.get(MULTIPROC_ENV):
-        parent = Path(settings.data_dir).resolve() / "metrics"
-        parent.mkdir(parents=True, exist_ok=True)
-        for old in parent.glob("worker-*"):
-            pid = old.name.removeprefix("worker-")
-            if not pid.isdigit() or not process_alive(int(pid)):
-                shutil.rmtree(old, ignore_errors=True)
-        directory = parent / f"worker-{pool_id}"
-        shutil.rmtree(directory, ignore_errors=True)
-        directory.mkdir()
-        env = {**env, MULTIPROC_ENV: str(directory)}
+        env = {**env, MULTIPROC_ENV: str(fresh_multiprocess_dir(settings.data_dir, "worker", pool_id))}
     else:
         Path(env[MULTIPROC_ENV]).mkdir(parents=True, exist_ok=True)
     return {**env, DRAMATIQ_DIR_ENV: env[MULTIPROC_ENV]}
