@@ -103,16 +103,33 @@ class JobType(ABC):
         return _validate(self.run_properties, data, "run properties")
 
     def template(self) -> dict[str, Any]:
-        """What ``GET /job-types`` publishes: the custom fields of the type as JSON schemas."""
+        """What ``GET /job-types`` publishes: the custom fields of the type as JSON schemas.
+
+        Each field's ``default`` is what the API fills in when the field is left out (computed defaults such
+        as a default ladder included), so the page's form and the API start from the same values.
+        """
         return {
             "name": self.name,
             "label": self.label,
             "queue": self.queue,
             "description": self.description,
             "supports_preview": self.supports_preview,
-            "job_properties": self.job_properties.model_json_schema(),
-            "run_properties": self.run_properties.model_json_schema(),
+            "job_properties": schema_with_defaults(self.job_properties),
+            "run_properties": schema_with_defaults(self.run_properties),
         }
+
+
+def schema_with_defaults(model: type[BaseModel]) -> dict[str, Any]:
+    """``model``'s JSON schema, every property carrying the value the model gives it when it is left out."""
+    schema = model.model_json_schema()
+    try:
+        defaults = model.model_validate({}).model_dump(mode="json")
+    except ValidationError:
+        defaults = {}  # some fields are required: only the fields' own defaults apply
+    for name, prop in (schema.get("properties") or {}).items():
+        if name in defaults and "default" not in prop:
+            prop["default"] = defaults[name]
+    return schema
 
 
 def _validate(model: type[BaseModel], data: dict[str, Any], what: str, settings: Settings | None = None) -> BaseModel:
