@@ -12,7 +12,6 @@ import re
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date
 
 from scheduler.cron_hash import BadHash, expand_hashes
 from scheduler.errors import InvalidCron
@@ -97,9 +96,6 @@ class CronFields:
             days = tuple(sorted(in_dom | in_dow if self.dom_or_dow else in_dom & in_dow))
             self._shapes[shape] = days
         return days
-
-    def matches_date(self, day: date) -> bool:
-        return day.day in self.days_in(*calendar.monthrange(day.year, day.month))
 
     def fires_on_some_date(self) -> bool:
         """Whether any date at all matches the day, month and year fields.
@@ -329,11 +325,6 @@ def parse_expression(expression: str, *, seed: str | None = None) -> tuple[str, 
     except _Bad as e:
         raise InvalidCron(expression, str(e)) from None
     return (" ".join(expanded) if expanded != parts else written), fields
-
-
-def parse_fields(expression: str) -> CronFields:
-    """The fields of an expression without ``H``; raise InvalidCron saying what is wrong."""
-    return parse_expression(expression)[1]
 
 
 def _build(
