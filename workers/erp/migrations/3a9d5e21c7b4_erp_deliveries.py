@@ -7,7 +7,7 @@ Create Date: 2026-12-02 16:00:00
 from alembic import op
 import sqlalchemy as sa
 
-import scheduler.db
+from scheduler.jobkit import UTCDateTime
 
 
 revision = '3a9d5e21c7b4'
@@ -28,7 +28,7 @@ def upgrade() -> None:
         sa.Column('record_id', sa.BigInteger(), nullable=False),
         sa.Column('run_id', sa.Integer(), nullable=False),
         sa.Column('batch_no', sa.Integer(), nullable=False),
-        sa.Column('delivered_at', scheduler.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column('delivered_at', UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint('id'),
         sa.UniqueConstraint('target_key', 'dataset', 'record_id', name='uq_erp_deliveries_target_record'),
     )

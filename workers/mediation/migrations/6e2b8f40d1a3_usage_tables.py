@@ -7,7 +7,7 @@ Create Date: 2026-12-02 16:00:00
 from alembic import op
 import sqlalchemy as sa
 
-import scheduler.db
+from scheduler.jobkit import UTCDateTime
 
 
 revision = '6e2b8f40d1a3'
@@ -34,7 +34,7 @@ def upgrade() -> None:
         sa.Column('filtered', sa.Integer(), nullable=False),
         sa.Column('failed', sa.Integer(), nullable=False),
         sa.Column('amount', sa.Numeric(precision=28, scale=6), nullable=False),
-        sa.Column('processed_at', scheduler.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column('processed_at', UTCDateTime(timezone=True), nullable=False),
         sa.Column('archived_as', sa.String(length=500), nullable=True),
         sa.PrimaryKeyConstraint('id'),
         sa.UniqueConstraint('checksum'),
@@ -49,7 +49,7 @@ def upgrade() -> None:
         sa.Column('meter', sa.String(length=64), nullable=False),
         sa.Column('quantity', sa.Numeric(precision=18, scale=6), nullable=False),
         sa.Column('amount', sa.Numeric(precision=24, scale=6), nullable=False),
-        sa.Column('occurred_at', scheduler.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column('occurred_at', UTCDateTime(timezone=True), nullable=False),
         sa.Column('usage_day', sa.Date(), nullable=False),
         sa.Column('file_id', sa.Integer(), nullable=False),
         sa.Column('line_no', sa.Integer(), nullable=False),
