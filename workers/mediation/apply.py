@@ -18,17 +18,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, text
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from scheduler.jobkit import ItemOutcome, ItemWriter, RunContext, RunItems, UTCDateTime
+from scheduler.jobkit import ItemOutcome, ItemWriter, RunContext, RunItems, insert_or_ignore_statement
 from workers.billing.tables import AccountStatus
 from workers.mediation import classify, items, staging
 from workers.mediation.evaluate import properties
 from workers.mediation.files import archive, resolve_dirs
 from workers.mediation.properties import MediationProperties
 from workers.mediation.records import RejectReason
+from workers.mediation.tables import usage_files
 
 log = logging.getLogger(__name__)
 
@@ -187,13 +188,11 @@ def _claim(conn: Connection, ctx: RunContext, props: MediationProperties, name: 
            now: datetime) -> Claim:
     """Record the file as processed by this run, unless a run (this one included) already did."""
     claimed = conn.execute(
-        text(
-            "INSERT INTO usage_files (checksum, name, size_bytes, format, job_id, run_id, records, mediated, "
-            "filtered, failed, amount, processed_at) VALUES (:checksum, :name, :size, :format, :job_id, :run_id, "
-            "0, 0, 0, 0, 0, :now) ON CONFLICT (checksum) DO NOTHING RETURNING id"
-        ).bindparams(bindparam("now", type_=UTCDateTime())),
-        {"checksum": detail["checksum"], "name": detail.get("path", name), "size": detail.get("size_bytes", 0),
-         "format": str(props.format), "job_id": ctx.job_id, "run_id": ctx.run_id, "now": now},
+        insert_or_ignore_statement(conn, usage_files, keys=["checksum"]).values(
+            checksum=detail["checksum"], name=detail.get("path", name), size_bytes=detail.get("size_bytes", 0),
+            format=str(props.format), job_id=ctx.job_id, run_id=ctx.run_id, records=0, mediated=0, filtered=0,
+            failed=0, amount=0, processed_at=now,
+        ).returning(usage_files.c.id)
     ).first()
     if claimed is not None:
         return Claim(file_id=int(claimed.id), run_id=ctx.run_id, fresh=True)
