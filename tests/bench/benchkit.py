@@ -200,6 +200,10 @@ class MemoryDispatcher(Dispatcher):
     def __init__(self) -> None:
         self.url = "memory://"
 
+    def send_steps(self, steps: Sequence[tuple[str, RunStep]]) -> None:
+        for queue, step in steps:
+            self.send_step(queue, step)
+
     def wake_beat(self) -> None:
         return None
 

@@ -10,6 +10,7 @@ UTC and catches up the day's fires (a one-day catch-up window): both paths must 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
@@ -64,8 +65,8 @@ class CountingDispatcher(Dispatcher):
         self.broker: Any = type("OfflineBroker", (), {"client": OfflineRedis()})()
         self.sent: Counter[int] = Counter()
 
-    def send_step(self, queue: str, step: RunStep) -> None:
-        self.sent[step.run_id] += 1
+    def send_steps(self, steps: Sequence[tuple[str, RunStep]]) -> None:
+        self.sent.update(step.run_id for _, step in steps)
 
     def wake_beat(self) -> None:
         return None
