@@ -20,7 +20,7 @@ from erp_testkit import (
     seed_ledger,
     start_manual,
 )
-from sqlalchemy import Engine
+from sqlalchemy import Engine, update
 from workers_testkit import Drain, RecordingDispatcher
 
 from scheduler.clock import FrozenClock
@@ -28,6 +28,7 @@ from scheduler.dispatch import Phase
 from scheduler.jobtypes import JobTypeRegistry
 from scheduler.models import RunStatus
 from scheduler.runs import act_on_run, send_apply
+from workers.billing import accounts
 from workers.erp import JOB_TYPE
 from workers.erp import apply as erp_apply
 from workers.runtime.env import WorkerEnv
@@ -69,6 +70,8 @@ def assert_taken_once(sink: ErpSink, count: int) -> None:
 def test_a_preview_stages_the_batches_and_sends_only_once_submitted(
     env: WorkerEnv, clock: FrozenClock, ledger: Ledger, sink: ErpSink, drain: Drain,
 ) -> None:
+    with env.billing_engine.begin() as conn:  # ACC-2 bills in euros
+        conn.execute(update(accounts).where(accounts.c.account_number == "ACC-2").values(currency="EUR"))
     job = make_job(env, clock, target=http_target(sink.url), batch_size=2)
     run_id = start_manual(env, clock, job, preview=True, **MAY)
     drain()
@@ -81,6 +84,10 @@ def test_a_preview_stages_the_batches_and_sends_only_once_submitted(
     assert sorted((i.detail["batch_no"], i.detail["record"]["number"]) for i in staged.values()) == [
         (1, "INV-0501"), (1, "INV-0510"), (2, "INV-0520"), (2, "LF-0515"), (3, "INV-0531")]
     assert (run.summary["aggregated"], run.summary["delivered"], run.summary["batches"]) == (5, 0, 3)
+    # And the amounts it would transfer, per currency of the records' accounts
+    to_transfer = {"EUR": {"amount": "125.09"}, "USD": {"amount": "1120.50"}}
+    assert run.summary["money"] == to_transfer
+    assert staged[f"invoices:{ledger.invoices['LF-0515']}"].detail["currency"] == "EUR"
     # When it is submitted, the staged batches are sent
     submit(env, clock, run_id)
     drain()
@@ -88,6 +95,7 @@ def test_a_preview_stages_the_batches_and_sends_only_once_submitted(
     assert run.status == S.COMPLETED
     assert [r.key for r in sink.requests] == [f"{run_id}:1", f"{run_id}:2", f"{run_id}:3"]
     assert run.summary["delivered"] == 5
+    assert run.summary["money"] == to_transfer  # what the preview showed is what was transferred
     assert_taken_once(sink, 5)
 
 

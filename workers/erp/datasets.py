@@ -30,6 +30,8 @@ class Source:
     cycle_condition: str
     """Which records of ``r`` belong to the bill cycle run ``:bill_cycle_run_id``."""
     fields: tuple[str, ...]
+    money: tuple[str, ...]
+    """The money fields of a record: what a preview totals per currency (the records' account's ``currency``)."""
 
     def select(self, d: SqlDialect) -> str:
         """``SELECT`` list and ``FROM`` clause (with joins) giving ``fields`` by name."""
@@ -51,7 +53,8 @@ _TYPES: dict[str, Any] = {
 def _invoices(d: SqlDialect) -> str:
     return (
         "SELECT r.id, r.number, a.account_number, r.kind, r.status, r.issued_on, r.due_on, "
-        f"{d.money_text('r.amount')} AS amount, {d.money_text('r.balance')} AS balance, r.bill_cycle_run_id "
+        f"{d.money_text('r.amount')} AS amount, {d.money_text('r.balance')} AS balance, r.bill_cycle_run_id, "
+        "a.currency "
         "FROM invoices r JOIN accounts a ON a.id = r.account_id"
     )
 
@@ -59,7 +62,7 @@ def _invoices(d: SqlDialect) -> str:
 def _payments(d: SqlDialect) -> str:
     return (
         "SELECT r.id, a.account_number, i.number AS invoice_number, "
-        f"{d.money_text('r.amount')} AS amount, r.received_at, i.bill_cycle_run_id "
+        f"{d.money_text('r.amount')} AS amount, r.received_at, i.bill_cycle_run_id, a.currency "
         "FROM payments r JOIN accounts a ON a.id = r.account_id LEFT JOIN invoices i ON i.id = r.invoice_id"
     )
 
@@ -67,7 +70,8 @@ def _payments(d: SqlDialect) -> str:
 def _gl_journal(d: SqlDialect) -> str:
     return (
         "SELECT r.id, r.run_id, r.source_type, r.source_id, r.line_no, a.account_number, r.gl_account, "
-        f"{d.money_text('r.debit')} AS debit, {d.money_text('r.credit')} AS credit, r.entry_date, r.posted_at "
+        f"{d.money_text('r.debit')} AS debit, {d.money_text('r.credit')} AS credit, r.entry_date, r.posted_at, "
+        "a.currency "
         "FROM gl_entries r LEFT JOIN accounts a ON a.id = r.account_id"
     )
 
@@ -80,12 +84,14 @@ SOURCES: dict[ErpDataset, Source] = {
         cycle_condition="r.bill_cycle_run_id = :bill_cycle_run_id",
         fields=("id", "number", "account_number", "kind", "status", "issued_on", "due_on", "amount", "balance",
                 "bill_cycle_run_id"),
+        money=("amount",),
     ),
     ErpDataset.PAYMENTS: Source(
         dataset=ErpDataset.PAYMENTS, table="payments", day_column="received_at", day_is_instant=True,
         # The payments against the invoices the bill cycle run issued.
         cycle_condition="r.invoice_id IN (SELECT c.id FROM invoices c WHERE c.bill_cycle_run_id = :bill_cycle_run_id)",
         fields=("id", "account_number", "invoice_number", "amount", "received_at", "bill_cycle_run_id"),
+        money=("amount",),
     ),
     ErpDataset.GL_JOURNAL: Source(
         dataset=ErpDataset.GL_JOURNAL, table="gl_entries", day_column="entry_date", day_is_instant=False,
@@ -93,6 +99,7 @@ SOURCES: dict[ErpDataset, Source] = {
         cycle_condition="r.run_id = :bill_cycle_run_id",
         fields=("id", "run_id", "source_type", "source_id", "line_no", "account_number", "gl_account", "debit",
                 "credit", "entry_date", "posted_at"),
+        money=("debit", "credit"),
     ),
 }
 

@@ -114,7 +114,10 @@ def evaluate_chunk(ctx: RunContext, chunk_no: int, spec: dict[str, Any]) -> int:
     batch_no = int(spec["batch_no"])
     with RunItems(ctx).transaction() as items:
         items.stage(chunk_no, {
-            item_key(source.dataset, int(row.id)): {"batch_no": batch_no, "record": record_fields(source, row)}
+            item_key(source.dataset, int(row.id)): {
+                "batch_no": batch_no, "record": (record := record_fields(source, row)), "currency": row.currency,
+                **{name: record[name] for name in source.money},
+            }
             for row in rows
         })
         return items.count(chunk_no)
