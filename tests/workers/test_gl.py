@@ -310,7 +310,9 @@ def test_preview_stops_with_the_staged_journal_and_posts_it_after_submit(
     env: WorkerEnv, billing_engine: Engine, ledger: dict[str, int], gl_job: Callable[..., Job],
     gl_run: Callable[..., int], drain: Drain, clock: FrozenClock,
 ) -> None:
-    # Given a preview run through the executor
+    # Given a preview run through the executor, one account billing in euros
+    with billing_engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE accounts SET currency = 'EUR' WHERE id = (SELECT MIN(id) FROM accounts)")
     run_id = gl_run(gl_job(), preview=True)
     drain()
     # Then it waits at PREVIEW with the journal staged (totals per GL account) and nothing posted
@@ -319,6 +321,11 @@ def test_preview_stops_with_the_staged_journal_and_posts_it_after_submit(
     assert run.summary["journal"] == "staged"
     assert run.summary["accounts"] == EXPECTED_ACCOUNTS
     assert run.summary["items"] == {"planned": 12}
+    # And the debits and credits submit will post, per currency, balanced
+    staged_money = run.summary["money"]
+    assert set(staged_money) == {"EUR", "USD"}
+    assert all(m["debits"] == m["credits"] for m in staged_money.values())
+    assert sum(Decimal(m["debits"]) for m in staged_money.values()) == Decimal(run.summary["debit_total"])
     assert posted(billing_engine) == []
     lines = run_lines(billing_engine, run_id)
     assert {(r["source_type"], r["source_id"], r["line_no"], r["gl_account"], r["debit"], r["credit"],
@@ -332,6 +339,7 @@ def test_preview_stops_with_the_staged_journal_and_posts_it_after_submit(
     assert run.status == S.COMPLETED, run.error
     assert set(posted(billing_engine)) == expected_lines(ledger)
     assert run.summary["journal"] == "posted" and run.summary["accounts"] == EXPECTED_ACCOUNTS
+    assert run.summary["money"] == staged_money  # what the preview showed is what was posted
     assert staged_count(billing_engine) == 0
 
 

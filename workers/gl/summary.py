@@ -12,9 +12,11 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, Table, func, select
 
 from scheduler.jobkit import ItemOutcome, RunContext, RunItems
+from scheduler.money import MoneyTotals
+from workers.billing import accounts
 from workers.billing.gl_tables import gl_entries
 from workers.gl.journal import money
 from workers.gl.sources import as_of, properties
@@ -87,12 +89,31 @@ def summarize(ctx: RunContext) -> dict[str, Any]:
         "staged_documents": staged.documents,
         "staged_lines": staged.lines,
     }
+    if by_currency := _money(ctx, gl_entries if applied else gl_staged):
+        summary["money"] = by_currency
     if applied:
         summary["skipped_documents"] = max(0, staged.documents - posted.documents)
         summary["skipped_lines"] = max(0, staged.lines - posted.lines)
     if errors:
         summary["errored_items"] = errors
     return summary
+
+
+def _money(ctx: RunContext, table: Table) -> dict[str, dict[str, str]]:
+    """The run's journal debits and credits per currency of the documents' accounts, from one aggregate:
+    staged (a preview shows what submit posts) or posted."""
+    query = (
+        select(accounts.c.currency, func.sum(table.c.debit), func.sum(table.c.credit))
+        .select_from(table.outerjoin(accounts, accounts.c.id == table.c.account_id))
+        .where(table.c.run_id == ctx.run_id)
+        .group_by(accounts.c.currency)
+    )
+    totals = MoneyTotals()
+    with ctx.billing_engine.connect() as conn:
+        for currency, debit, credit in conn.execute(query):
+            totals.add(currency, "debits", money(debit))
+            totals.add(currency, "credits", money(credit))
+    return totals.as_dict(names=("debits", "credits"), places=2)
 
 
 def run_lines(billing_engine: Engine, run_id: int, *, limit: int = 1000) -> list[dict[str, Any]]:
