@@ -64,7 +64,8 @@ def test_runs_through_redis_and_a_real_worker(
     with factory() as session:
         job = create_job(
             session=session, registry=registry, actor="test", clock=wall,
-            job_in=JobCreate(name="Residential dunning", job_type="dunning", properties={
+            # The previews below come after a run that applied everything: kept for review although empty
+            job_in=JobCreate(name="Residential dunning", job_type="dunning", review_empty_previews=True, properties={
                 "account_category": "RESIDENTIAL", "minimum_account_due": "10.00",
             }),
         )
