@@ -21,6 +21,8 @@ SERVICES = ("api", "beat", "worker")
 """Commands that need both a database and Redis."""
 ADMIN = ("jobs", "runs", "keys", "demo")
 """Commands that may use the embedded database of a ``scheduler up`` in the same data directory."""
+OFFLINE = ("job-types",)
+"""Commands that use no database."""
 
 
 class EmbeddedRedisMissing(SchedulerError):
@@ -99,27 +101,47 @@ def embedded_database(settings: Settings) -> Path:
     return (settings.data_dir / "scheduler.db").resolve()
 
 
+def find_data_dir(settings: Settings, start: Path | None = None) -> Settings | None:
+    """The settings with the data directory of a ``scheduler up`` here or in a parent directory (as git finds
+    ``.git``), or ``None``; only when ``SCHEDULER_DATA_DIR`` names none (a named one is the only place looked at)."""
+    if embedded_database(settings).exists():
+        return settings
+    if "data_dir" in settings.model_fields_set or settings.data_dir.is_absolute():
+        return None
+    here = (start or Path.cwd()).resolve()
+    for directory in (here, *here.parents):
+        candidate = directory / settings.data_dir
+        if (candidate / "scheduler.db").is_file():
+            return settings.model_copy(update={"data_dir": candidate})
+    return None
+
+
 def settings_for(command: str, settings: Settings) -> Settings:
     """The settings ``command`` runs with; :class:`MissingSetting` when it may not fall back to the embedded ones.
 
     ``up`` embeds; api, beat and worker need both URLs; ``migrate`` needs the database URL; the admin
-    commands use the embedded database (and Redis, when it runs) of a ``scheduler up`` in the data directory.
+    commands use the embedded database (and Redis, when it runs) of a ``scheduler up`` in the data directory,
+    looked for here and in the parent directories. Nothing is created when none is found.
     """
     process = f"`scheduler {command}`"
-    if command == "up":
+    if command == "up" or command in OFFLINE:
         return settings
     if command in SERVICES:
         settings.require("database_url", "redis_url", process=process)
         return settings
     if command in ADMIN and not settings.database_url:
-        found = embedded_database(settings)
-        if not found.exists():
-            hint = f"nor is there a `scheduler up` database at {found}"
-            raise MissingSetting("SCHEDULER_DATABASE_URL", process, hint)
-        update: dict[str, str] = {"database_url": f"sqlite:///{found}"}
-        embedded = EmbeddedRedis(settings.data_dir)
-        if not settings.redis_url and embedded.running():
+        found = find_data_dir(settings)
+        if found is None:
+            where = (f"nor is there a `scheduler up` database in {settings.data_dir.resolve()}"
+                     if "data_dir" in settings.model_fields_set else
+                     f"nor is there a `scheduler up` database in {settings.data_dir} here or in a parent directory")
+            raise MissingSetting("SCHEDULER_DATABASE_URL", process,
+                                 f"{where}; run it where `scheduler up` runs, or set SCHEDULER_DATA_DIR to its "
+                                 "data directory")
+        update: dict[str, str] = {"database_url": f"sqlite:///{embedded_database(found)}"}
+        embedded = EmbeddedRedis(found.data_dir)
+        if not found.redis_url and embedded.running():
             update["redis_url"] = embedded.url
-        return settings.model_copy(update=update)
+        return found.model_copy(update=update)
     settings.require("database_url", process=process)
     return settings

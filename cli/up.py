@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from typing import Any
@@ -14,6 +15,7 @@ from sqlmodel import col
 from cli.embedded import EmbeddedRedis
 from scheduler.clock import SystemClock
 from scheduler.db import make_engine, make_session_factory
+from scheduler.errors import SchedulerError
 from scheduler.settings import Settings
 
 
@@ -120,11 +122,39 @@ def _print_login(settings: Settings, url: str, token: str | None) -> None:
               flush=True)
 
 
+class PortInUse(SchedulerError):
+    """The API's port is taken: ``scheduler up`` says so before it starts, seeds or creates anything."""
+
+    code = "port_in_use"
+
+    def __init__(self, host: str, port: int, reason: str) -> None:
+        super().__init__(f"cannot listen on {host}:{port} ({reason}): stop what uses it, or choose another port "
+                         "with --port or SCHEDULER_API_PORT")
+
+
+def check_port(host: str, port: int) -> None:
+    """Bind the API's address once, as the server will (address reuse on), and let it go; :class:`PortInUse`."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise PortInUse(host, port, f"unknown host: {exc.strerror}") from exc
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise PortInUse(host, port, exc.strerror or str(exc)) from exc
+
+
 def run_all_in_one(settings: Settings, *, host: str | None, port: int | None, demo: bool) -> int:
     from cli.migrations import migrate_all
     from scheduler.api.app import create_app
     from scheduler.api.server import serve_api
 
+    host = host or settings.api_host
+    port = port or settings.api_port
+    check_port(host, port)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     embedded: EmbeddedRedis | None = None
     if not settings.redis_url:
@@ -142,8 +172,6 @@ def run_all_in_one(settings: Settings, *, host: str | None, port: int | None, de
             subprocess.Popen([sys.executable, "-m", "cli", *args], env=env)
             for args in (["beat"], ["worker", "--processes", "1", "--threads", "2"])
         )
-        host = host or settings.api_host
-        port = port or settings.api_port
         print(f"Billing Scheduler is up: http://{host}:{port}/  (API: http://{host}:{port}/api/v1, "
               f"docs: http://{host}:{port}/docs)", flush=True)
         _print_login(settings, f"http://{host}:{port}/", token)

@@ -112,7 +112,9 @@ def test_keys_have_unique_names_record_the_cli_and_revoking_ends_page_sessions(c
     code, out, _ = cli("keys", "revoke", str(created["id"]))
     assert code == 0 and out == f"key {created['id']} (ops) revoked; 1 page session(s) ended\n"
     listed = cli("keys", "list")[1]
-    assert "revoked" in listed and "created by cli" in listed
+    header, _, row = listed.splitlines()
+    assert header.split() == ["ID", "ROLE", "STATE", "CREATED", "(UTC)", "CREATED", "BY", "NAME"]
+    assert row.split()[2] == "revoked" and row.split()[5:] == ["cli", "ops"]
     with factory() as session:
         key = session.get(ApiKey, created["id"])
         assert key is not None and key.revoked_by == "cli"
