@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]  # thirty-odd processes on a busy machine
 
 SCHEDULER = [sys.executable, "-m", "cli"]
 LADDER = [{"code": 1, "name": "Reminder", "min_days_past_due": 1, "actions": ["notice"]}]
@@ -75,7 +75,7 @@ def laptop(tmp_path: Path, redis_url: str) -> Iterator[Cli]:
             os.killpg(pool.pid, signal.SIGKILL)
 
 
-def test_a_day_on_the_command_line(laptop: Cli, tmp_path: Path) -> None:
+def test_a_day_on_the_command_line(laptop: Cli) -> None:
     cli = laptop
     # From a subdirectory the embedded database is found; lists are tables with headers
     dunning = cli.json("jobs", "create", json.dumps(DUNNING))
@@ -128,13 +128,16 @@ def test_a_day_on_the_command_line(laptop: Cli, tmp_path: Path) -> None:
                            cwd=cli.cwd, env=cli.env, capture_output=True, text=True, timeout=HANG_GUARD)
     assert piped.stdout.startswith("KEY ") and piped.stderr == ""
 
-    # Job types and their fields, with no database at all
-    types = cli("job-types", cwd=tmp_path.parent)
+
+def test_job_types_and_their_fields_need_no_database(tmp_path: Path) -> None:
+    cli = Cli(tmp_path, {k: v for k, v in os.environ.items() if not k.startswith("SCHEDULER_")})
+    types = cli("job-types")
     assert types.stdout.splitlines()[0].split()[:3] == ["NAME", "LABEL", "QUEUE"] and "dunning" in types.stdout
-    fields = cli("job-types", "dunning", cwd=tmp_path.parent)
+    fields = cli("job-types", "dunning")
     assert "tiers[].min_days_past_due" in fields.stdout and "Run properties" in fields.stdout
     assert "installed types: dunning" in one_line_error(cli("job-types", "nope"))
     assert {t["name"] for t in cli.json("job-types")} >= {"dunning", "gl_collector"}
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_away_from_any_data_directory_one_line_says_how_to_point_to_it(tmp_path: Path) -> None:
