@@ -32,7 +32,7 @@ class NoRunProperties(BaseModel):
 
 @dataclass(frozen=True, kw_only=True)
 class RunContext:
-    """What a job type sees of the run it works on."""
+    """What a job type sees of the run it works on; its items are reached through ``scheduler.jobkit.RunItems``."""
 
     run_id: int
     job_id: int
@@ -47,8 +47,10 @@ class RunContext:
     requires_review: bool = False
     """The job stops every run at PREVIEW for a person to submit."""
     settings: Settings
-    engine: Engine
     billing_engine: Engine
+    """The database of the type's own tables (the scheduler's, or one of their own)."""
+    _core_engine: Engine
+    """The scheduler's database: :mod:`scheduler.jobkit` reads and writes the run's items there, job types never."""
     clock: Clock
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -185,7 +185,7 @@ class RunItems:
     def __init__(self, ctx: RunContext) -> None:
         self.run_id = ctx.run_id
         self.retry_of = ctx.retry_of
-        self._engine: Engine = ctx.engine
+        self._engine: Engine = ctx._core_engine
         self._billing: Engine = ctx.billing_engine
         self._clock = ctx.clock
 

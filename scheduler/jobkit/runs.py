@@ -16,7 +16,7 @@ from scheduler.models import RunStatus
 
 def chunk_specs(ctx: RunContext, *, run_id: int | None = None) -> list[dict[str, Any]]:
     """The chunk specs ``plan`` gave this run (or run ``run_id``), in chunk order."""
-    with ctx.engine.connect() as conn:
+    with ctx._core_engine.connect() as conn:
         specs = conn.execute(
             text("SELECT spec FROM run_chunk WHERE run_id = :run_id ORDER BY chunk_no"),
             {"run_id": run_id or ctx.run_id},
@@ -26,7 +26,7 @@ def chunk_specs(ctx: RunContext, *, run_id: int | None = None) -> list[dict[str,
 
 def chunk_spec(ctx: RunContext, chunk_no: int, *, run_id: int | None = None) -> dict[str, Any] | None:
     """The spec of one chunk of this run (or of run ``run_id``), ``None`` if it has no such chunk."""
-    with ctx.engine.connect() as conn:
+    with ctx._core_engine.connect() as conn:
         spec = conn.execute(
             text("SELECT spec FROM run_chunk WHERE run_id = :run_id AND chunk_no = :chunk_no"),
             {"run_id": run_id or ctx.run_id, "chunk_no": chunk_no},
@@ -40,7 +40,7 @@ def ended_runs(ctx: RunContext, run_ids: Iterable[int]) -> set[int]:
     live: set[int] = set()
     statement = text("SELECT id FROM job_run WHERE id IN :ids AND status NOT IN :ended").bindparams(
         bindparam("ids", expanding=True), bindparam("ended", expanding=True))
-    with ctx.engine.connect() as conn:
+    with ctx._core_engine.connect() as conn:
         for part in batched(wanted):
             live.update(conn.execute(statement, {"ids": list(part), "ended": sorted(TERMINAL)}).scalars())
     return set(wanted) - live
@@ -48,10 +48,10 @@ def ended_runs(ctx: RunContext, run_ids: Iterable[int]) -> set[int]:
 
 def latest_summary_value(ctx: RunContext, key: str, *, where: dict[str, str]) -> str | None:
     """The greatest ``summary[key]`` among the job's other completed runs whose summary matches ``where``."""
-    d = SqlDialect.of(ctx.engine)
+    d = SqlDialect.of(ctx._core_engine)
     conditions = "".join(f" AND {d.json_text('summary', name)} = :where_{n}" for n, name in enumerate(where))
     params = {f"where_{n}": value for n, value in enumerate(where.values())}
-    with ctx.engine.connect() as conn:
+    with ctx._core_engine.connect() as conn:
         value = conn.execute(
             text(f"SELECT MAX({d.json_text('summary', key)}) FROM job_run WHERE job_id = :job_id "
                  f"AND status = :completed AND id <> :run_id{conditions}"),

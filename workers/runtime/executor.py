@@ -89,7 +89,7 @@ def build_context(env: WorkerEnv, run: JobRun, job: Job) -> RunContext:
         retry_of=run.retry_of,
         requires_review=job.requires_review,
         settings=env.settings,
-        engine=env.engine,
+        _core_engine=env.engine,
         billing_engine=env.billing_engine,
         clock=env.clock,
         extra={"timezone": job.timezone, "preview": run.preview, "worker": env.worker_id},
