@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import os
 import subprocess
 import sys
 import time
@@ -125,7 +124,6 @@ def main(argv: list[str] | None = None) -> int:
     port = free_port()
     sink = subprocess.Popen([sys.executable, str(BENCH_DIR / "bench_erp_sink.py"), str(port)])
     url = f"http://127.0.0.1:{port}/erp/batches"
-    os.environ.setdefault("SCHEDULER_ERP_ALLOWED_HOSTS", "127.0.0.1")
     try:
         deadline = time.monotonic() + 20
         while True:
@@ -142,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
             migrate_billing_database(engine, load_registry(Settings()).all())
             report.versions = versions(engine)
             seed(engine, args.records)
-            settings = Settings(database_url=db_url, data_dir=Path(".scheduler"))
+            settings = Settings(database_url=db_url, data_dir=Path(".scheduler"),
+                                erp_allowed_hosts=[f"127.0.0.1:{port}"])
             dispatcher = QueueDispatcher()
             env = build_env(settings, dispatcher=dispatcher, registry=load_registry(settings), engine=engine,
                             billing_engine=engine, clock=SystemClock(), heartbeat=False)
