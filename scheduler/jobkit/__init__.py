@@ -18,6 +18,7 @@ from scheduler.jobkit.sql import (
     UTCDateTime,
     batched,
     insert_or_ignore,
+    insert_or_ignore_select,
     insert_or_ignore_statement,
     same_database,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "ended_runs",
     "explain",
     "insert_or_ignore",
+    "insert_or_ignore_select",
     "insert_or_ignore_statement",
     "latest_summary_value",
     "same_database",

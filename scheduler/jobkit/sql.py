@@ -11,16 +11,20 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, Table
+from sqlalchemy import Engine, Table, column
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import TextClause
 
 from scheduler.db import UTCDateTime
 
 T = TypeVar("T")
 
-__all__ = ["IN_LIST_BATCH", "SqlDialect", "UTCDateTime", "batched", "insert_or_ignore", "same_database"]
+__all__ = [
+    "IN_LIST_BATCH", "SqlDialect", "UTCDateTime", "batched", "insert_or_ignore", "insert_or_ignore_select",
+    "insert_or_ignore_statement", "same_database",
+]
 
 # Keep expanding IN lists well under SQLite's 32,766 bound parameters.
 IN_LIST_BATCH = 5_000
@@ -150,3 +154,15 @@ def insert_or_ignore(
     statement = insert_or_ignore_statement(bind, table, keys=keys)
     for part in batched(rows):
         bind.execute(statement, list(part))
+
+
+def insert_or_ignore_select(
+    conn: Connection, table: Table, columns: Sequence[str], select: TextClause, params: dict[str, Any], *,
+    keys: Sequence[str],
+) -> None:
+    """``INSERT INTO table (columns) <select> ON CONFLICT (keys) DO NOTHING``: one set-based statement.
+
+    ``select`` must end in a ``WHERE`` clause (SQLite would read the ``ON`` of ``ON CONFLICT`` as a join's).
+    """
+    picked = select.columns(*(column(name) for name in columns))
+    conn.execute(insert_or_ignore_statement(conn, table, keys=keys).from_select(list(columns), picked), params)

@@ -17,8 +17,8 @@ from typing import Any
 from sqlalchemy import Date, bindparam, text
 from sqlalchemy.engine import Connection
 
-from scheduler.jobkit import ItemOutcome, RunContext, RunItems, SqlDialect, insert_or_ignore
-from workers.billing.tables import AccountStatus, InvoiceKind, InvoiceStatus, dunning_actions
+from scheduler.jobkit import ItemOutcome, RunContext, RunItems, SqlDialect, insert_or_ignore, insert_or_ignore_select
+from workers.billing.tables import AccountStatus, InvoiceKind, InvoiceStatus, dunning_actions, invoices
 from workers.dunning.evaluate import as_of_date, due_subquery, properties
 from workers.dunning.properties import REINSTATE, DunningAction, DunningProperties
 
@@ -150,13 +150,12 @@ def _apply_effects(conn: Connection, bounds: dict[str, Any], as_of: Any) -> None
         {**bounds, "as_of": as_of},
     )
     number = "'LF-' || CAST(da.run_id AS text) || '-' || CAST(da.account_id AS text)"
-    conn.execute(
-        text(
-            "INSERT INTO invoices (account_id, number, issued_on, due_on, amount, balance, status, disputed, kind) "
-            f"SELECT da.account_id, {number}, {d.date_param('as_of')}, {d.date_param('fee_due')}, "
-            f"da.fee_amount, da.fee_amount, '{InvoiceStatus.OPEN}', false, '{InvoiceKind.LATE_FEE}' "
-            f"FROM dunning_actions da WHERE {mine} AND da.fee_amount IS NOT NULL "
-            "ON CONFLICT (number) DO NOTHING"
-        ).bindparams(bindparam("as_of", type_=Date()), bindparam("fee_due", type_=Date())),
-        {**bounds, "as_of": as_of, "fee_due": as_of + LATE_FEE_TERMS},
+    fees = text(
+        f"SELECT da.account_id, {number}, {d.date_param('as_of')}, {d.date_param('fee_due')}, "
+        f"da.fee_amount, da.fee_amount, '{InvoiceStatus.OPEN}', false, '{InvoiceKind.LATE_FEE}' "
+        f"FROM dunning_actions da WHERE {mine} AND da.fee_amount IS NOT NULL"
+    ).bindparams(bindparam("as_of", type_=Date()), bindparam("fee_due", type_=Date()))
+    insert_or_ignore_select(
+        conn, invoices, ["account_id", "number", "issued_on", "due_on", "amount", "balance", "status", "disputed",
+                         "kind"], fees, {**bounds, "as_of": as_of, "fee_due": as_of + LATE_FEE_TERMS}, keys=["number"],
     )
