@@ -401,6 +401,36 @@ def _checksum(folder: Path, stem: str) -> str:
     return marked[0].split(".")[1]
 
 
+def test_preview_rates_per_currency_exactly_what_applying_rates(
+    env: WorkerEnv, billing_engine: Engine, usage_accounts: dict[str, int], incoming: Path,
+    make_job: Callable[..., Job], run: Callable[..., JobRun], clock: FrozenClock, drain: Drain,
+) -> None:
+    # Given usage of two accounts, ACC-2 billing in euros
+    with billing_engine.begin() as conn:
+        conn.execute(text("UPDATE accounts SET currency = 'EUR' WHERE account_number = 'ACC-2'"))
+    (incoming / "a.csv").write_text(
+        "event_id,account_number,meter,quantity,occurred_at\n"
+        "M1,ACC-1,data_gb,3,2026-05-01T10:00:00Z\n"
+        "M2,ACC-2,data_gb,5,2026-05-01T11:00:00Z\n"
+        "M3,ACC-2,data_gb,2,2026-05-02T11:00:00Z\n"
+    )
+    # When a preview is made
+    preview = run(make_job(), preview=True)
+    assert preview.status == S.PREVIEW and preview.id is not None
+    # Then it shows the amount rated per currency
+    rated = preview.summary["money"]
+    assert rated == {"EUR": {"rated": "0.700000"}, "USD": {"rated": "0.300000"}}
+    assert sum(Decimal(m["rated"]) for m in rated.values()) == Decimal(preview.summary["rated_amount"])
+    # And submitted with nothing changed, the run rates exactly that
+    with env.factory() as session:
+        act_on_run(session=session, run_id=preview.id, action="submit", actor="test", clock=clock)
+    send_apply(factory=env.factory, dispatcher=env.dispatcher, registry=env.registry, run_id=preview.id)
+    drain()
+    done = fetch(env, preview.id)
+    assert done.status == S.COMPLETED, done.error
+    assert done.summary["money"] == rated
+
+
 def test_preview_stops_with_staged_items_and_completes_after_submit(
     env: WorkerEnv, billing_engine: Engine, usage_accounts: dict[str, int], incoming: Path,
     make_job: Callable[..., Job], run: Callable[..., JobRun], clock: FrozenClock, drain: Drain,

@@ -133,11 +133,14 @@ class Totals:
     amount: Decimal = Decimal("0.000000")
     by_meter: dict[str, dict[str, Any]] = field(default_factory=dict)
     by_reason: dict[str, int] = field(default_factory=dict)
+    by_currency: dict[str, str] = field(default_factory=dict)
+    """The rated amount per currency of the records' accounts."""
 
     def as_detail(self) -> dict[str, Any]:
         return {
             "records": self.records, "mediated": self.mediated, "filtered": self.filtered, "failed": self.failed,
             "amount": str(self.amount), "by_meter": self.by_meter, "by_reason": self.by_reason,
+            "by_currency": self.by_currency,
         }
 
 
@@ -154,11 +157,13 @@ def totals(conn: Connection, classified: str, units: dict[str, str]) -> Totals:
     """Count a classified file in one pass: records by reason, and per meter the events, quantity and amount."""
     by_reason: dict[str, int] = {}
     by_meter: dict[str, dict[str, Any]] = {}
+    by_currency: dict[str, Decimal] = {}
     mediated = 0
     amount = Decimal("0.000000")
     rows = conn.execute(text(
-        f"SELECT reason, meter, COUNT(*) AS n, SUM(quantity) AS quantity, SUM(amount) AS amount FROM {classified} "
-        "GROUP BY reason, meter ORDER BY meter"
+        "SELECT c.reason, c.meter, a.currency, COUNT(*) AS n, SUM(c.quantity) AS quantity, SUM(c.amount) AS amount "
+        f"FROM {classified} c LEFT JOIN accounts a ON a.id = c.account_id AND c.reason IS NULL "
+        "GROUP BY c.reason, c.meter, a.currency ORDER BY c.meter"
     ))
     for r in rows:
         if r.reason is not None:
@@ -167,9 +172,14 @@ def totals(conn: Connection, classified: str, units: dict[str, str]) -> Totals:
         meter_amount = decimal(r.amount)
         mediated += int(r.n)
         amount += meter_amount
-        by_meter[r.meter] = {"unit": units.get(r.meter, ""), "events": int(r.n),
-                             "quantity": str(decimal(r.quantity)), "amount": str(meter_amount)}
+        by_currency[r.currency] = by_currency.get(r.currency, Decimal("0.000000")) + meter_amount
+        meter = by_meter.setdefault(r.meter, {"unit": units.get(r.meter, ""), "events": 0,
+                                              "quantity": "0.000000", "amount": "0.000000"})
+        meter["events"] += int(r.n)
+        meter["quantity"] = str(Decimal(meter["quantity"]) + decimal(r.quantity))
+        meter["amount"] = str(Decimal(meter["amount"]) + meter_amount)
     failed = sum(n for reason, n in by_reason.items() if reason not in FILTERED_REASONS)
     filtered = sum(by_reason.values()) - failed
     return Totals(records=mediated + filtered + failed, mediated=mediated, filtered=filtered, failed=failed,
-                  amount=amount, by_meter=by_meter, by_reason=dict(sorted(by_reason.items())))
+                  amount=amount, by_meter=by_meter, by_reason=dict(sorted(by_reason.items())),
+                  by_currency={currency: str(total) for currency, total in sorted(by_currency.items())})

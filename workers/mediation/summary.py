@@ -1,5 +1,7 @@
 """The usage mediation run summary: files, records read, mediated, filtered, failed, rated amount.
 
+``money``: the rated amount per currency of the records' accounts (6 decimals, as rated).
+
 Counted from the file items, so a preview shows the staged figures and a finished run the applied ones.
 """
 
@@ -9,6 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 from scheduler.jobkit import ItemOutcome, RunContext, RunItems
+from scheduler.money import MoneyTotals
 from workers.mediation.items import FILE_PREFIX
 
 Out = ItemOutcome
@@ -21,6 +24,7 @@ def summarize(ctx: RunContext) -> dict[str, Any]:
     amount = Decimal("0.000000")
     by_file: dict[str, dict[str, Any]] = {}
     by_meter: dict[str, dict[str, Any]] = {}
+    money = MoneyTotals()
     files = skipped = errored = 0
     for row in rows:
         detail = row.detail
@@ -33,6 +37,8 @@ def summarize(ctx: RunContext) -> dict[str, Any]:
                 totals[key] += int(detail.get(key) or 0)
             amount += Decimal(str(detail.get("amount") or 0))
             _add_meters(by_meter, detail.get("by_meter") or {})
+            for currency, rated in (detail.get("by_currency") or {}).items():
+                money.add(currency, "rated", rated)
             by_file[name] = {key: detail.get(key, 0) for key in COUNTS} | {"amount": detail.get("amount", "0")}
         elif row.outcome == Out.SKIPPED:
             skipped += 1
@@ -51,6 +57,7 @@ def summarize(ctx: RunContext) -> dict[str, Any]:
         "rated_amount": str(amount.quantize(Decimal("0.000001"))),
         "by_meter": by_meter,
         "by_file": by_file,
+        "money": money.as_dict(names=("rated",), places=6),
     }
     if errored:
         summary["notify_events"] = ["source_error"]
