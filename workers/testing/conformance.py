@@ -10,7 +10,7 @@ The module needs an ``engine`` fixture: an empty scheduler database, migrated. T
 in-process through the worker's executor (the same steps a worker pool executes, in the order it would
 receive them) and checks:
 
-- bad properties are refused with errors naming the field;
+- bad job and run properties are refused with errors naming the field;
 - a preview changes nothing, and submitting it applies exactly the items it staged when nothing changed;
 - every step delivered twice (a worker that crashed after the job type's work committed) applies once;
 - a retry of a run whose apply failed in part redoes the failed items only;
@@ -76,6 +76,10 @@ class JobTypeCase(ABC):
     @abstractmethod
     def bad_properties(self) -> list[tuple[dict[str, Any], str]]:
         """Invalid job properties, each with the field its error must name (``""`` for the whole object)."""
+
+    def bad_run_properties(self) -> list[tuple[dict[str, Any], str]]:
+        """Invalid properties of a manual run, each with the field its error must name (none: the type takes none)."""
+        return []
 
     @abstractmethod
     def effects(self, engine: Engine) -> Any:
@@ -254,9 +258,11 @@ class JobTypeConformance:
         for properties, field in self.case.bad_properties():
             with pytest.raises(InvalidProperties) as refused:
                 job_type.validate_properties(properties, settings=harness.settings)
-            named = [".".join(str(part) for part in error["loc"]) for error in refused.value.details["errors"]]
-            assert any(name == field or name.startswith(f"{field}.") for name in named) if field else named, (
-                f"{properties} refused, but not naming {field!r}: {named}")
+            _names_field(refused.value, properties, field)
+        for properties, field in self.case.bad_run_properties():
+            with pytest.raises(InvalidProperties) as refused:
+                job_type.validate_run_properties(properties)
+            _names_field(refused.value, properties, field)
         with pytest.raises(InvalidProperties):
             job_type.validate_properties("not an object", settings=harness.settings)  # type: ignore[arg-type]
 
@@ -394,6 +400,14 @@ def _progress(run: JobRun) -> tuple[int, int]:
     """Where a run is: its stage, then its chunks done in that stage (never above its chunks)."""
     assert run.chunks_done <= run.chunks_total, f"{run.chunks_done} of {run.chunks_total} chunks done"
     return _STAGES[RunStatus(run.status)], run.chunks_done if run.status in (S.PROCESSING, S.SUBMITTED) else 0
+
+
+def _names_field(refused: InvalidProperties, properties: dict[str, Any], field: str) -> None:
+    named = [".".join(str(part) for part in error["loc"]) for error in refused.details["errors"]]
+    assert named, f"{properties} refused without naming a field"
+    if field:
+        assert any(name == field or name.startswith(f"{field}.") for name in named), (
+            f"{properties} refused, but not naming {field!r}: {named}")
 
 
 def _outcomes(items: dict[str, tuple[str, dict[str, Any]]]) -> dict[str, str]:

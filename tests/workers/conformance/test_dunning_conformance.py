@@ -42,6 +42,9 @@ class DunningCase(JobTypeCase):
             ({"colour": "red"}, "colour"),
         ]
 
+    def bad_run_properties(self) -> list[tuple[dict[str, Any], str]]:
+        return [({"as_of": "yesterday"}, "as_of"), ({"account_numbers": []}, "account_numbers"), ({"x": 1}, "x")]
+
     def effects(self, engine: Engine) -> Any:
         with engine.connect() as conn:
             tiers = conn.execute(select(accounts.c.account_number, accounts.c.dunning_tier, accounts.c.status)).all()

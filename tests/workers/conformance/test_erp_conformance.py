@@ -35,6 +35,10 @@ class ErpCase(JobTypeCase):
             ({"dataset": "invoices"}, "target"),
         ]
 
+    def bad_run_properties(self) -> list[tuple[dict[str, Any], str]]:
+        return [({"date_from": "2026-05-02", "date_to": "2026-05-01"}, ""), ({"bill_cycle_run_id": 0},
+                "bill_cycle_run_id")]
+
     def effects(self, engine: Engine) -> Any:
         with engine.connect() as conn:
             rows = conn.execute(select(erp_deliveries.c.dataset, erp_deliveries.c.record_id,

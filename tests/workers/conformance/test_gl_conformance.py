@@ -49,6 +49,9 @@ class GLCase(JobTypeCase):
             ({"ledger": "main"}, "ledger"),
         ]
 
+    def bad_run_properties(self) -> list[tuple[dict[str, Any], str]]:
+        return [({"as_of": "2026-06-01T12:00:00"}, "as_of"), ({"collectors": ["invoices"]}, "collectors")]
+
     def effects(self, engine: Engine) -> Any:
         with engine.connect() as conn:
             rows = conn.execute(select(gl_entries.c.source_type, gl_entries.c.source_id, gl_entries.c.line_no,

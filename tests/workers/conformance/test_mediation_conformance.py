@@ -47,6 +47,9 @@ class MediationCase(JobTypeCase):
             ({"meters": METERS}, "source_dir"),
         ]
 
+    def bad_run_properties(self) -> list[tuple[dict[str, Any], str]]:
+        return [({"files": []}, "files"), ({"files": ["../../etc/passwd"]}, "files")]
+
     def effects(self, engine: Engine) -> Any:
         with engine.connect() as conn:
             events = conn.execute(select(usage_events.c.event_id, usage_events.c.meter, usage_events.c.quantity,
