@@ -16,6 +16,7 @@ from sqlmodel import col
 from scheduler.jobs import NotifyEvent
 from scheduler.lifecycle import RETRYABLE
 from scheduler.models import Job, JobRun, RunItem, RunStatus
+from scheduler.outcomes import outcome_line
 from scheduler.redact import redact
 from scheduler.settings import Settings
 
@@ -81,6 +82,7 @@ def build_message(settings: Settings, job: Job, run: JobRun, events: list[str], 
         f"Job: {job.name} (id {job.id}, type {job.job_type})",
         f"Run: {run.id} ({run.trigger}), status {run.status}",
         f"Events: {', '.join(events)}",
+        f"Outcome: {outcome_line(run.status, run.summary, run.error)}",
     ]
     if run.scheduled_for:
         lines.append(f"Scheduled for: {run.scheduled_for.isoformat()}")

@@ -68,5 +68,5 @@ def test_ticks_skipped_while_a_preview_awaits_review_are_noted_counted_shown_and
     assert mail["To"] == "ar@example.com"
     assert mail["Subject"] == f"[Billing Scheduler] Nightly dunning: run {preview.id} PREVIEW"
     body = mail.get_payload(decode=True).decode()  # type: ignore[union-attr]
-    assert "Events: review_blocking" in body
+    assert "Events: review_blocking" in body and "Outcome: awaiting review: nothing to do" in body
     assert "the job skips its scheduled ticks until it is submitted or deleted" in body
