@@ -18,13 +18,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Table, insert, select, text
-from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from scheduler.db import UTCDateTime
 from scheduler.errors import IdempotencyMismatch
+from scheduler.jobkit.sql import insert_or_ignore_statement
 from scheduler.models import JobRun, RunEvent, RunStatus, RunTrigger
 
 JOB_RUNS: Table = JobRun.__table__  # type: ignore[attr-defined]
@@ -237,9 +237,8 @@ def _insert_sqlite(session: Session, runs: Sequence[NewRun], *, actor: str, at: 
     inserted: list[InsertedKey] = []
     for start in range(0, len(rows), SQLITE_ROWS_PER_STATEMENT):
         statement = (
-            sqlite.insert(JOB_RUNS)
+            insert_or_ignore_statement(session, JOB_RUNS, keys=["job_id", "scheduled_for"])
             .values(rows[start : start + SQLITE_ROWS_PER_STATEMENT])
-            .on_conflict_do_nothing(index_elements=["job_id", "scheduled_for"])
             .returning(*(JOB_RUNS.c[name.strip()] for name in RETURNED.split(",")))
         )
         inserted += [(int(row.id), _returned_key(row)) for row in session.execute(statement)]
