@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import bindparam, text
 from sqlalchemy.engine import Connection
 
-from scheduler.jobkit import ItemOutcome, RunContext, RunItems, batched, insert_or_ignore
+from scheduler.jobkit import ItemOutcome, RunContext, RunItems, UTCDateTime, batched, insert_or_ignore
 from workers.erp.datasets import SOURCES
 from workers.erp.policy import TargetPolicy
 from workers.erp.properties import HttpTarget, target_key
@@ -74,13 +74,19 @@ def apply_chunk(ctx: RunContext, chunk_no: int, spec: dict[str, Any], sender: Ht
 
 def _deliveries(conn: Connection, key: str, dataset: str, record_ids: list[int]) -> dict[int, int]:
     """Which of ``record_ids`` the target already has, and the run that delivered each."""
-    statement = text(
-        "SELECT record_id, run_id FROM erp_deliveries WHERE target_key = :target_key AND dataset = :dataset "
-        "AND record_id IN :record_ids"
-    ).bindparams(bindparam("record_ids", expanding=True))
+    where = "target_key = :target_key AND dataset = :dataset AND record_id"
+    params = {"target_key": key, "dataset": dataset}
+    if conn.dialect.name == "postgresql":
+        # The batch's ids as one array parameter: one statement, one plan, whatever the batch size.
+        rows = conn.execute(text(
+            f"SELECT record_id, run_id FROM erp_deliveries WHERE {where} = ANY(CAST(:ids AS bigint[]))"
+        ), {**params, "ids": record_ids})
+        return {int(row.record_id): int(row.run_id) for row in rows}
+    statement = text(f"SELECT record_id, run_id FROM erp_deliveries WHERE {where} IN :record_ids").bindparams(
+        bindparam("record_ids", expanding=True))
     found: dict[int, int] = {}
     for part in batched(record_ids):
-        for row in conn.execute(statement, {"target_key": key, "dataset": dataset, "record_ids": list(part)}):
+        for row in conn.execute(statement, {**params, "record_ids": list(part)}):
             found[int(row.record_id)] = int(row.run_id)
     return found
 
@@ -88,7 +94,18 @@ def _deliveries(conn: Connection, key: str, dataset: str, record_ids: list[int])
 def _record_deliveries(
     ctx: RunContext, key: str, dataset: str, record_ids: list[int], batch_no: int, now: datetime
 ) -> None:
-    rows = [{"target_key": key, "dataset": dataset, "record_id": record_id, "run_id": ctx.run_id,
-             "batch_no": batch_no, "delivered_at": now} for record_id in record_ids]
     with ctx.billing_engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # One INSERT … SELECT over the ids as an array, rather than a row of parameters per record.
+            conn.execute(text(
+                "INSERT INTO erp_deliveries (target_key, dataset, record_id, run_id, batch_no, delivered_at) "
+                "SELECT :target_key, :dataset, record_id, :run_id, :batch_no, :now "
+                "FROM unnest(CAST(:ids AS bigint[])) AS ids(record_id) "
+                "ON CONFLICT (target_key, dataset, record_id) DO NOTHING"
+            ).bindparams(bindparam("now", type_=UTCDateTime())), {
+                "target_key": key, "dataset": dataset, "ids": record_ids, "run_id": ctx.run_id,
+                "batch_no": batch_no, "now": now})
+            return
+        rows = [{"target_key": key, "dataset": dataset, "record_id": record_id, "run_id": ctx.run_id,
+                 "batch_no": batch_no, "delivered_at": now} for record_id in record_ids]
         insert_or_ignore(conn, erp_deliveries, rows)
