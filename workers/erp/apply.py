@@ -16,7 +16,15 @@ from typing import Any
 from sqlalchemy import bindparam, text
 from sqlalchemy.engine import Connection
 
-from scheduler.jobkit import ItemOutcome, RunContext, RunItems, UTCDateTime, batched, insert_or_ignore
+from scheduler.jobkit import (
+    ItemOutcome,
+    RunContext,
+    RunItems,
+    UTCDateTime,
+    batched,
+    insert_or_ignore,
+    insert_or_ignore_select,
+)
 from workers.erp.datasets import SOURCES
 from workers.erp.policy import TargetPolicy
 from workers.erp.properties import HttpTarget, target_key
@@ -97,14 +105,16 @@ def _record_deliveries(
     with ctx.billing_engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             # One INSERT … SELECT over the ids as an array, rather than a row of parameters per record.
-            conn.execute(text(
-                "INSERT INTO erp_deliveries (target_key, dataset, record_id, run_id, batch_no, delivered_at) "
+            ids = text(
                 "SELECT :target_key, :dataset, record_id, :run_id, :batch_no, :now "
-                "FROM unnest(CAST(:ids AS bigint[])) AS ids(record_id) "
-                "ON CONFLICT (target_key, dataset, record_id) DO NOTHING"
-            ).bindparams(bindparam("now", type_=UTCDateTime())), {
-                "target_key": key, "dataset": dataset, "ids": record_ids, "run_id": ctx.run_id,
-                "batch_no": batch_no, "now": now})
+                "FROM unnest(CAST(:ids AS bigint[])) AS ids(record_id)"
+            ).bindparams(bindparam("now", type_=UTCDateTime()))
+            insert_or_ignore_select(
+                conn, erp_deliveries, ["target_key", "dataset", "record_id", "run_id", "batch_no", "delivered_at"],
+                ids, {"target_key": key, "dataset": dataset, "ids": record_ids, "run_id": ctx.run_id,
+                      "batch_no": batch_no, "now": now},
+                keys=["target_key", "dataset", "record_id"],
+            )
             return
         rows = [{"target_key": key, "dataset": dataset, "record_id": record_id, "run_id": ctx.run_id,
                  "batch_no": batch_no, "delivered_at": now} for record_id in record_ids]
