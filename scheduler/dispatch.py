@@ -47,10 +47,12 @@ class RunStep:
 
 
 def _message(queue: str, step: RunStep) -> dramatiq.Message[Any]:
-    """The step as Dramatiq's message, with the Redis id :meth:`RedisBroker.enqueue` would give it."""
+    """The step as Dramatiq's message. A new message's own unique id is its Redis id too (the broker gives a
+    message another one when it enqueues it again, e.g. a retry)."""
+    message_id = str(uuid4())
     return dramatiq.Message(queue_name=queue, actor_name=step_actor_name(queue),
-                            args=(step.run_id, step.phase, step.chunk_no), kwargs={},
-                            options={"redis_message_id": str(uuid4())})
+                            args=(step.run_id, step.phase, step.chunk_no), kwargs={}, message_id=message_id,
+                            options={"redis_message_id": message_id})
 
 
 def redis_url(settings: Settings, *, process: str = "this process") -> str:

@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="small size for CI")
     args = parser.parse_args(argv)
     if args.smoke:
-        args.accounts, args.records, args.files, args.chunk_size = 20_000, 40_000, 4, 2_500
+        args.accounts, args.records, args.files, args.chunk_size = 10_000, 20_000, 4, 1_250
     report = Report(benchmark="scale_out", size=f"dunning {args.accounts:,} accounts, mediation "
                                                  f"{args.records:,} records in {args.files} files")
     log = REPO / "bench-results" / "scale_out.log"

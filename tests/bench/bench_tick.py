@@ -98,8 +98,10 @@ def queued(redis_url: str) -> int:
 
 
 def make_beat(url: str, engine: Engine, dispatcher: Dispatcher) -> Beat:
-    """A beat as ``scheduler beat`` makes it (its default batch size)."""
-    settings = Settings(database_url=url, redis_url=dispatcher.url)
+    """A beat as ``scheduler beat`` makes it (its default batch size). No worker takes the runs here, so the
+    outbox would send every run again after ``outbox_resend_after`` and overwrite the ``enqueued_at`` the
+    fire lag is measured by: it waits an hour instead."""
+    settings = Settings(database_url=url, redis_url=dispatcher.url, outbox_resend_after=3600)
     return Beat(settings, engine, REGISTRY, dispatcher, SystemClock())
 
 
