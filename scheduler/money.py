@@ -8,8 +8,8 @@ Shown to people (the API's ``amounts``, which the page prints as they come, and 
 has its currency, thousands separators and the currency's decimals: ``EUR 2,500.00``, ``JPY 1,251``. Besides
 ``money``, an amount may be written as ``{"amount": "2500.00", "currency": "EUR"}``, or as a bare decimal
 string under a money name (``late_fee``, ``fees_total``, ``rated_amount``, ``debit``…, see :func:`is_money_key`)
-in the currency of the mapping's own ``currency`` field, else ``SCHEDULER_CURRENCY``. When a summary has
-``money``, that is its statement of money: its bare amounts are not listed again.
+in the currency of the mapping's own ``currency`` field, else that of its ``money`` totals when they have one,
+else ``SCHEDULER_CURRENCY`` (totals in several currencies leave bare sums unformatted: they mix them).
 """
 
 from __future__ import annotations
@@ -137,13 +137,15 @@ def money_totals(value: Any) -> list[Money] | None:
 
 
 def amounts(values: dict[str, Any], currency: str) -> list[Amount]:
-    """Every amount of money in a summary or an item's detail, in order (see the module's note)."""
+    """Every amount of money in a summary or an item's detail: its ``money`` totals first, then the others."""
     totals = values.get("money")
+    found: list[Amount] = []
     if isinstance(totals, dict) and money_totals(totals) is not None:
-        return [Amount("money", name, Money(amount, code)) for code, named in totals.items()
-                for name, amount in ((n, _decimal(v)) for n, v in named.items()) if amount is not None]
+        found = [Amount("money", name, Money(amount, code)) for code, named in totals.items()
+                 for name, amount in ((n, _decimal(v)) for n, v in named.items()) if amount is not None]
     bare = bare_currency(values, currency)
-    return [Amount(key, key, money) for key, value in values.items() for money in as_money(key, value, bare) or []]
+    return found + [Amount(key, key, money) for key, value in values.items() if key != "money"
+                    for money in as_money(key, value, bare) or []]
 
 
 def as_money(key: str, value: Any, currency: str | None) -> list[Money] | None:

@@ -160,3 +160,13 @@ def test_money_totals_per_currency_are_listed_and_exported_per_currency(client: 
     [row] = _rows(client.get("/api/v1/runs?format=csv"))
     assert row["money.EUR.late_fees"] == "2500.00" and row["money.JPY.late_fees"] == "1251"
     assert row["write_offs"] == "2" and row["fees_total"] == "2500.5" and "fees_total_currency" not in row
+
+
+def test_bare_amounts_take_the_one_currency_of_the_money_totals(client: TestClient, engine: Engine) -> None:
+    run = create_run(client, create_job(client)["id"])
+    _finish(engine, run["id"], {"fees_total": "2500", "money": {"EUR": {"late_fees": "2500"}}}, [])
+    answer = client.get(f"/api/v1/runs/{run['id']}").json()
+    assert [(a["field"], a["name"], a["display"]) for a in answer["amounts"]] == [
+        ("money", "late_fees", "EUR 2,500.00"), ("fees_total", "fees_total", "EUR 2,500.00")]
+    [row] = _rows(client.get("/api/v1/runs?format=csv"))
+    assert row["fees_total"] == "2500.00" and row["fees_total_currency"] == "EUR"

@@ -76,6 +76,7 @@ def day_of_runs(web_sessions: sessionmaker[Session], make_job: MakeJob, make_run
         assert transition(session, finished, RunStatus.INCOMPLETE, actor="worker:test", values={
             "error": ERROR, "finished_at": MAY_1 + timedelta(minutes=4), "summary": {
                 "accounts_evaluated": 1204, "fees_total": "2500.000000", "written_off_total": "1234567.891",
+                "money": {"USD": {"late_fees": "2500.00", "write_offs": "1234567.891"}},
                 "by_tier": {"1": 900, "2": 301}, "items": {"ok": 1201, "error": 3}}})
         session.execute(update(JobRun).where(col(JobRun.id) == finished).values(created_at=MAY_1))
         items = [("ACC-0001", "ok", {"to_tier": 1, "fee_amount": "25.00"}),
@@ -103,7 +104,7 @@ def test_the_list_fits_1366_px_and_a_phone_filters_and_follows_a_run(
     row = row_text(browser, finished)
     assert LONG_NAME in row and "INCOMPLETE" in row and "Fake dunning" in row
     assert "1,201 ok" in row and "3 error" in row and "1,204 of 1,204 records" in row
-    assert "USD 2,500.00" in row and "USD 1,234,567.89" in row
+    assert "Late fees\nUSD 2,500.00" in row and "Write offs\nUSD 1,234,567.89" in row and "Fees total" not in row
     assert "applied 1,201 items, 3 failed" in row and "erp.example:8443: connection refused" in row
     assert "2026-05-01 09:30:00" in row
     shoot(browser, "run-manager")
@@ -139,7 +140,8 @@ def test_the_list_fits_1366_px_and_a_phone_filters_and_follows_a_run(
     for input_id in ("from-filter", "to-filter"):
         browser.execute_script("const i = document.getElementById(arguments[0]); i.value = '2026-05-01';"
                                "i.dispatchEvent(new Event('change'));", input_id)
-        wait(browser, lambda b, i=input_id: b.find_element(By.ID, i).get_attribute("value") == "2026-05-01")
+        wait(browser, lambda b, i=input_id: b.execute_script(
+            "return document.getElementById(arguments[0])?.value", i) == "2026-05-01")
     wait_runs(browser, [finished])
 
     # And on a phone the same list is a column of cards, still without sideways scrolling
@@ -171,7 +173,9 @@ def test_a_runs_items_filter_by_outcome_and_export_as_csv(
     wait(browser, lambda b: "ACC-0003" in main.text)
 
     # Then its summary and items show money with currency, separators and two decimals; no operator buttons
-    assert "USD 2,500.00" in main.text and "USD 1,234,567.89" in main.text
+    summary = browser.find_element(By.XPATH, "//section[h2='Summary']").text
+    assert "Fees total\nUSD 2,500.00" in summary and "Late fees USD 2,500.00" in summary
+    assert "Written off total\nUSD 1,234,567.89" in summary and "Accounts evaluated\n1,204" in summary
     assert "USD 1,250.50" in main.text and "USD 2,224.50" in main.text
     assert browser.find_elements(By.CSS_SELECTOR, "#run-actions [data-action]") == []
     assert not browser.find_elements(By.XPATH, "//main//a[normalize-space()='Create Job Run']")

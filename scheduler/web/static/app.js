@@ -1099,6 +1099,9 @@ function itemCounts(counts) {
     h("span", { class: `badge outcome-${o}`, dataset: { outcome: o } }, `${count(counts[o])} ${o}`)));
 }
 
+// The list shows a run's totals per currency (its summary's money) when it has them, else every amount.
+const keyAmounts = (list) => (list.some((a) => a.field === "money") ? list.filter((a) => a.field === "money") : list);
+
 // One line on how a run ended or what went wrong.
 const outcomeLine = (run) => (typeof run.outcome === "string" && run.outcome) || "";
 
@@ -1158,7 +1161,7 @@ async function viewRuns(root, { params, token }) {
       h("td", { dataset: { label: "Progress" } }, progressBar(run.progress)),
       h("td", { dataset: { label: "Items" } }, itemCounts(run.item_counts || (run.summary || {}).items)),
       h("td", { dataset: { label: "Amounts" }, class: "amounts" },
-        run.amounts?.length ? amountsOf(run.amounts) : h("span", { class: "muted" }, "—")),
+        run.amounts?.length ? amountsOf(keyAmounts(run.amounts)) : h("span", { class: "muted" }, "—")),
       h("td", { dataset: { label: "Outcome" }, class: "outcome-line" },
         line ? h("div", {}, line) : null,
         run.error && !line.includes(run.error) ? h("div", { class: "error-line", title: run.error }, run.error) : null,
