@@ -211,8 +211,10 @@ def test_scheduled_reviewed_deleted_and_retried_runs_end_to_end(stack: Stack) ->
     assert pool.total("scheduler_status_lag_seconds_count", job_type="dunning") >= 1  # earlier steps of the run
     assert pool.total("dramatiq_messages_total", queue_name="dunning") >= 3
 
-    # A review-required job's run stops at PREVIEW, is submitted, and completes
-    reviewed = client.post("/api/v1/jobs", json={**dunning, "name": "reviewed", "requires_review": True}).json()
+    # A review-required job's run stops at PREVIEW, is submitted, and completes (the scheduled runs left the
+    # ledger with nothing to do: the job asks to review empty previews too)
+    reviewed = client.post("/api/v1/jobs", json={**dunning, "name": "reviewed", "requires_review": True,
+                                                 "review_empty_previews": True}).json()
     run = client.post("/api/v1/runs", json={"job_id": reviewed["id"]}).json()
     staged = _wait(_run_in(client, run["id"], "PREVIEW", "FAILED"), "the preview", logs)
     assert staged["status"] == "PREVIEW" and staged["actions"] == ["submit", "delete"]
