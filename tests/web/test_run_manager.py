@@ -18,6 +18,7 @@ from sqlmodel import col
 
 from scheduler.lifecycle import transition
 from scheduler.models import JobRun, RunChunk, RunItem, RunStatus
+from scheduler.review_blocks import record_skipped_ticks
 
 if not os.environ.get("CI"):
     pytest.importorskip("selenium", reason="the page tests drive Chromium with selenium (pip install 'selenium>=4.20')")
@@ -77,13 +78,17 @@ def day_of_runs(web_sessions: sessionmaker[Session], make_job: MakeJob, make_run
             "error": ERROR, "finished_at": MAY_1 + timedelta(minutes=4), "summary": {
                 "accounts_evaluated": 1204, "fees_total": "2500.000000", "written_off_total": "1234567.891",
                 "money": {"USD": {"late_fees": "2500.00", "write_offs": "1234567.891"}},
-                "by_tier": {"1": 900, "2": 301}, "items": {"ok": 1201, "error": 3}}})
+                "by_tier": {"1": 900, "2": 301}, "items": {"ok": 1201, "error": 3},
+                "retry_unavailable": "its 3 failed items were refused for their data"}})
         session.execute(update(JobRun).where(col(JobRun.id) == finished).values(created_at=MAY_1))
         items = [("ACC-0001", "ok", {"to_tier": 1, "fee_amount": "25.00"}),
                  ("ACC-0002", "error", {"to_tier": 2, "fee_amount": "1250.5", "error": "=account locked"}),
                  ("ACC-0003", "ok", {"to_tier": 2, "fee_amount": "2224.50"})]
         session.add_all(RunItem(run_id=finished, item_key=k, outcome=o, detail=d) for k, o, d in items)
         session.add_all(RunChunk(run_id=staging, chunk_no=n, items=0) for n in range(2))
+        session.commit()
+        ticks = [datetime(2026, 6, 2, 2, tzinfo=UTC), datetime(2026, 6, 3, 2, tzinfo=UTC)]
+        assert record_skipped_ticks(session, dunning, count=2, ticks=ticks, at=ticks[-1], actor="beat:test")
         session.commit()
     return {"finished": finished, "staging": staging, "waiting": waiting, "dunning": dunning}
 
@@ -107,6 +112,7 @@ def test_the_list_fits_1366_px_and_a_phone_filters_and_follows_a_run(
     assert "Late fees\nUSD 2,500.00" in row and "Write offs\nUSD 1,234,567.89" in row and "Fees total" not in row
     assert "applied 1,201 items, 3 failed" in row and "erp.example:8443: connection refused" in row
     assert "2026-05-01 09:30:00" in row
+    assert "holding up its job: 2 scheduled ticks skipped" in row_text(browser, waiting)
     shoot(browser, "run-manager")
 
     # And it follows the staging run by itself, in records
@@ -178,6 +184,7 @@ def test_a_runs_items_filter_by_outcome_and_export_as_csv(
     assert "Written off total\nUSD 1,234,567.89" in summary and "Accounts evaluated\n1,204" in summary
     assert "USD 1,250.50" in main.text and "USD 2,224.50" in main.text
     assert browser.find_elements(By.CSS_SELECTOR, "#run-actions [data-action]") == []
+    assert "No retry is offered: its 3 failed items were refused for their data" in main.text
     assert not browser.find_elements(By.XPATH, "//main//a[normalize-space()='Create Job Run']")
 
     # When the items are filtered to errors, the table and the export follow
@@ -195,3 +202,14 @@ def test_a_runs_items_filter_by_outcome_and_export_as_csv(
     assert row["key"] == "ACC-0002" and row["outcome"] == "error"
     assert row["fee_amount"] == "1250.50" and row["fee_amount_currency"] == "USD"
     assert row["error"] == "'=account locked"
+
+
+def test_a_job_held_up_by_a_preview_says_which_and_how_many_ticks_it_skipped(
+    browser: Any, live_url: str, day_of_runs: dict[str, int], sign_in: SignIn,
+) -> None:
+    sign_in("viewer")
+    browser.get(f"{live_url}/#/jobs/{day_of_runs['dunning']}")
+    heading(browser, LONG_NAME)
+    note = wait(browser, lambda b: b.find_element(By.ID, "awaiting-review")).text
+    assert f"Run {day_of_runs['waiting']} awaits review since" in note
+    assert "skip 2 scheduled ticks (2026-06-02 02:00:00 UTC to 2026-06-03 02:00:00 UTC)" in note

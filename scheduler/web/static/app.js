@@ -998,6 +998,7 @@ async function viewJob(root, { id, token }) {
           ? h("a", { class: "button", href: `#/runs/new?job=${job.id}` }, "Create Job Run") : null,
         h("a", { class: "button secondary", href: `#/runs?job=${job.id}` }, "View runs"))),
     confirmSlot, box,
+    awaitingReview(job.awaiting_review),
     h("p", { class: "lead" }, "A job cannot be edited once created. To change it, use “Create from this job” and " +
       "archive this one."),
     h("div", { class: "columns halves" },
@@ -1041,6 +1042,18 @@ function moneyOr(amounts, field, value, show = propertiesView) {
 }
 
 const summaryValue = (v) => (Number.isInteger(v) ? count(v) : propertiesView(v));
+
+// A preview of the job waiting for review holds up its scheduled ticks: say which run and how many.
+function awaitingReview(block) {
+  if (!block) return null;
+  const skipped = block.skipped_ticks
+    ? [` It has made this job skip ${count(block.skipped_ticks)} scheduled tick${block.skipped_ticks === 1 ? "" : "s"}`,
+      block.first_skipped ? [" (", fmtTime(block.first_skipped), " to ", fmtTime(block.last_skipped), ")"] : null, "."]
+    : " No scheduled tick has been skipped yet.";
+  return h("div", { class: "notice", role: "status", id: "awaiting-review" },
+    h("a", { href: `#/runs/${block.run_id}` }, `Run ${block.run_id}`), " awaits review",
+    block.awaiting_since ? [" since ", fmtTime(block.awaiting_since)] : null, ": submit or delete it.", skipped);
+}
 
 // Job or run properties as a readable nested list (arrays of objects become small tables).
 function propertiesView(value) {
@@ -1164,6 +1177,8 @@ async function viewRuns(root, { params, token }) {
         run.amounts?.length ? amountsOf(keyAmounts(run.amounts)) : h("span", { class: "muted" }, "—")),
       h("td", { dataset: { label: "Outcome" }, class: "outcome-line" },
         line ? h("div", {}, line) : null,
+        run.summary?.review_blocked?.ticks ? h("div", { class: "error-line" },
+          `holding up its job: ${count(run.summary.review_blocked.ticks)} scheduled ticks skipped`) : null,
         run.error && !line.includes(run.error) ? h("div", { class: "error-line", title: run.error }, run.error) : null,
         line || run.error ? null : h("span", { class: "muted" }, "—")));
   };
@@ -1397,6 +1412,7 @@ async function viewRun(root, { id, token }) {
         actions.length ? "" : (run.actions || []).length ? ` Your role (${me.role}) cannot act on runs.`
           : " No actions are available at this status."),
       run.error ? notice(`Error: ${run.error}`, "error") : null,
+      run.retry_unavailable ? notice(`No retry is offered: ${run.retry_unavailable}`) : null,
       h("div", { class: "columns" },
         h("section", { class: "card", "aria-labelledby": "run-h" }, h("h2", { id: "run-h" }, "Run"),
           definitionList([
