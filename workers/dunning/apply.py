@@ -8,16 +8,26 @@ idempotent, so applying a chunk twice changes nothing the second time.
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Date, bindparam, text
 from sqlalchemy.engine import Connection
 
-from scheduler.jobkit import ItemOutcome, RunContext, RunItems, SqlDialect, insert_or_ignore, insert_or_ignore_select
+from scheduler.jobkit import (
+    ItemOutcome,
+    ItemWriter,
+    RunContext,
+    RunItems,
+    SqlDialect,
+    UTCDateTime,
+    insert_or_ignore,
+    insert_or_ignore_select,
+)
 from workers.billing.tables import AccountStatus, InvoiceKind, InvoiceStatus, dunning_actions, invoices
 from workers.dunning.evaluate import as_of_date, due_subquery, properties
 from workers.dunning.properties import REINSTATE, DunningAction, DunningProperties
@@ -84,7 +94,6 @@ def apply_chunk(ctx: RunContext, chunk_no: int, spec: dict[str, Any]) -> None:
     if not items:
         return
     as_of = as_of_date(ctx)
-    now = ctx.clock.now()
     bounds = {"run_id": ctx.run_id, "first_id": spec["first_id"], "last_id": spec["last_id"]}
     with run_items.billing_transaction() as (billing, outcomes):
         current = _current_state(billing, bounds, as_of)
@@ -95,15 +104,47 @@ def apply_chunk(ctx: RunContext, chunk_no: int, spec: dict[str, Any]) -> None:
             if decision.skip_reason is not None:
                 skipped[decision.skip_reason].append(key)
             elif decision.action is not None:
-                rows.append({**decision.action, "run_id": ctx.run_id, "applied_at": now})
-        insert_or_ignore(billing, dunning_actions, rows)
+                rows.append({**decision.action, "run_id": ctx.run_id})
+        # Stamped with the instant the items' outcomes get: an action and its item are applied together.
+        _insert_actions(billing, rows, outcomes.now)
         _apply_effects(billing, bounds, as_of)
-        # Skipped items with their reason, webhook items marked queued, every other planned item ok.
-        for reason, keys in skipped.items():
-            outcomes.record(chunk_no, keys, ItemOutcome.SKIPPED, {"reason": reason})
-        webhooks = [k for k, item in items.items() if DunningAction.WEBHOOK in (item.get("actions") or [])]
-        outcomes.record(chunk_no, webhooks, None, {"webhook": "queued"})
-        outcomes.settle(chunk_no, ItemOutcome.OK)
+        _record_outcomes(outcomes, chunk_no, items, skipped)
+
+
+def _record_outcomes(outcomes: ItemWriter, chunk_no: int, items: dict[str, dict[str, Any]],
+                     skipped: dict[str, list[str]]) -> None:
+    """In the apply's transaction: skipped items with their reason, webhook items marked queued, every other
+    planned item ok."""
+    for reason, keys in skipped.items():
+        outcomes.record(chunk_no, keys, ItemOutcome.SKIPPED, {"reason": reason})
+    webhooks = [k for k, item in items.items() if DunningAction.WEBHOOK in (item.get("actions") or [])]
+    outcomes.record(chunk_no, webhooks, None, {"webhook": "queued"})
+    outcomes.settle(chunk_no, ItemOutcome.OK)
+
+
+def _insert_actions(conn: Connection, rows: list[dict[str, Any]], applied_at: datetime) -> None:
+    """The chunk's ``dunning_actions`` rows; one already there (a re-delivered apply) stays as it is."""
+    if conn.dialect.name != "postgresql":
+        insert_or_ignore(conn, dunning_actions, [{**row, "applied_at": applied_at} for row in rows])
+        return
+    if not rows:
+        return
+    # One statement for the chunk: its rows as one JSON parameter (money as decimal strings, exact).
+    records = [{**row, "fee_amount": _text(row["fee_amount"]), "write_off_amount": _text(row["write_off_amount"])}
+               for row in rows]
+    conn.execute(text(
+        "INSERT INTO dunning_actions (run_id, account_id, from_tier, to_tier, actions, new_status, fee_amount, "
+        "write_off_amount, applied_at) SELECT r.run_id, r.account_id, r.from_tier, r.to_tier, r.actions, "
+        "r.new_status, r.fee_amount, r.write_off_amount, :applied_at "
+        "FROM json_to_recordset(CAST(:rows AS json)) AS r(run_id integer, account_id integer, from_tier integer, "
+        "to_tier integer, actions json, new_status text, fee_amount numeric, write_off_amount numeric) "
+        "ON CONFLICT (run_id, account_id) DO NOTHING"
+    ).bindparams(bindparam("applied_at", type_=UTCDateTime())),
+        {"rows": json.dumps(records), "applied_at": applied_at})
+
+
+def _text(value: Decimal | None) -> str | None:
+    return None if value is None else str(value)
 
 
 def _current_state(conn: Connection, bounds: dict[str, Any], as_of: Any) -> dict[int, AccountNow]:
