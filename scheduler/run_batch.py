@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from scheduler.clock import Clock
+from scheduler.db import one_of
 from scheduler.errors import (
     IdempotencyMismatch,
     InvalidInput,
@@ -107,7 +108,7 @@ def _create(
         select(Job).where(col(Job.id).in_({entry.job_id for entry in entries})))}
     asked = [_idempotency(index, entry, jobs, registry, max_bytes) for index, entry in enumerate(entries)]
     earlier = {run.idempotency_key: run for run in session.scalars(
-        select(JobRun).where(col(JobRun.idempotency_key).in_([entry.idempotency_key for entry in entries])))}
+        select(JobRun).where(one_of(session, col(JobRun.idempotency_key), [e.idempotency_key for e in entries])))}
     answers: list[BatchRun | None] = []
     wanted: list[NewRun] = []
     for index, (entry, idempotency) in enumerate(zip(entries, asked, strict=True)):

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlmodel import col
 
 from scheduler.clock import Clock
+from scheduler.db import one_of
 from scheduler.dispatch import Dispatcher, Phase, RunStep
 from scheduler.errors import (
     BrokerUnavailable,
@@ -358,7 +359,7 @@ def send_runs(
         return []
     ids = [run_id for run_id, _ in runs]
     with factory() as session:
-        session.execute(update(JobRun).where(col(JobRun.id).in_(ids)).values(enqueued_at=clock.now()))
+        session.execute(update(JobRun).where(one_of(session, col(JobRun.id), ids)).values(enqueued_at=clock.now()))
         session.commit()
     return ids
 
