@@ -65,16 +65,17 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.action == "list":
         with db.session() as session:
             rows, _ = R.list_runs(session, R.RunFilter(status=args.status, job_id=args.job), limit=args.limit)
-        emit(args, [r.model_dump() for r in rows], lambda: table(
-            ["ID", "STATUS", "TYPE", "TRIGGER", "CREATED (UTC)", "FINISHED (UTC)", "ERROR"],
-            [[r.id, r.status, r.job_type, r.trigger, r.created_at, r.finished_at, (r.error or "").splitlines()[0]
-              if r.error else ""] for r in rows], empty="no runs match"))
+        emit(args, [{**r.model_dump(), "outcome": _outcome(r)} for r in rows], lambda: table(
+            ["ID", "STATUS", "TYPE", "TRIGGER", "CREATED (UTC)", "FINISHED (UTC)", "OUTCOME"],
+            [[r.id, r.status, r.job_type, r.trigger, r.created_at, r.finished_at, _outcome(r)] for r in rows],
+            empty="no runs match"))
     elif args.action == "show":
         with db.session() as session:
             found = R.get_run(session, args.id)
             events = R.run_events(session, args.id)
-            data = {**found.model_dump(), "progress": R.progress(found, R.chunk_records(session, [args.id]).get(
-                args.id)), "item_counts": item_counts(session, args.id), "events": [e.model_dump() for e in events]}
+            records = R.chunk_records(session, [args.id]).get(args.id)
+            data = {**found.model_dump(), "outcome": _outcome(found), "progress": R.progress(found, records),
+                    "item_counts": item_counts(session, args.id), "events": [e.model_dump() for e in events]}
         emit(args, data, lambda: show_lines(data, events))
     elif args.action == "items":
         with db.session() as session:
@@ -117,6 +118,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _outcome(run: Any) -> str:
+    """The run's one-line outcome (as the API and the page say it)."""
+    from scheduler.outcomes import outcome_line
+
+    return outcome_line(run.status, run.summary or {}, run.error)
+
+
 def _send(settings: Settings, send: Any) -> bool:
     """Send through Redis when configured (or a `scheduler up` runs here); without it beat's outbox sends later."""
     from scheduler.dispatch import make_dispatcher
@@ -128,7 +136,8 @@ def show_lines(data: dict[str, Any], events: list[Any]) -> list[str]:
     p = data["progress"]
     counts = ", ".join(f"{n} {o}" for o, n in sorted(data["item_counts"].items())) or "none"
     rows = [("Job", f"{data['job_id']} ({data['job_type']})"), ("Status", data["status"]),
-            ("Trigger", data["trigger"]), ("Progress", progress_text(p)), ("Items", counts),
+            ("Trigger", data["trigger"]), ("Outcome", data["outcome"]), ("Progress", progress_text(p)),
+            ("Items", counts),
             ("Created", f"{when(data['created_at'])} UTC by {data['created_by']}"),
             ("Started", when(data["started_at"])), ("Finished", when(data["finished_at"])),
             ("Error", data["error"] or "-")]

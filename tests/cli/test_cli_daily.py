@@ -114,6 +114,8 @@ def test_a_day_on_the_command_line(laptop: Cli) -> None:
     done = cli("runs", "list", "--status", "completed")
     assert done.returncode == 0 and done.stdout.splitlines()[0].startswith("ID  STATUS")
     assert [line.split()[1] for line in done.stdout.splitlines()[2:]] == ["COMPLETED"]
+    assert done.stdout.splitlines()[0].endswith("OUTCOME") and "applied" in done.stdout.splitlines()[2]
+    assert "  Outcome " in cli("runs", "show", str(run_id)).stdout
     assert [r["status"] for r in cli.json("runs", "list", "--status", "cancelled,Completed")] == [
         "CANCELLED", "COMPLETED"]
     assert "'BOGUS' is not one of CREATED" in one_line_error(cli("runs", "list", "--status", "BOGUS"))
