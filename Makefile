@@ -23,8 +23,11 @@ lint: $(STAMP)
 	@ranked="$$($(VENV)/bin/radon cc --min D --show-complexity cli scheduler beat workers deploy)"; \
 	if [ -n "$$ranked" ]; then echo "functions ranked above C (split them):"; echo "$$ranked"; exit 1; fi
 
+# Most tests wait on real processes, so they run in TEST_WORKERS processes (one per core is too few);
+# each worker has its own PostgreSQL database and its own Redis.
+TEST_WORKERS ?= 4
 test: lint
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # The fault-injection suite's long variant: hundreds of worker kills, repeated leader kills, Redis losses
 # and database outages (needs SCHEDULER_TEST_POSTGRES_URL; `make test` runs the short CI variant).
