@@ -25,7 +25,7 @@ from scheduler.models import ItemOutcome, Job, JobRun, RunItem, RunStatus
 if not os.environ.get("CI"):  # in CI a missing selenium fails at the import below instead
     pytest.importorskip("selenium", reason="the page tests drive Chromium with selenium (pip install 'selenium>=4.20')")
 
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support import expected_conditions as ec
@@ -46,7 +46,8 @@ WAIT = 10
 
 def wait(browser: Any, condition: Any, timeout: float = WAIT) -> Any:
     try:
-        return WebDriverWait(browser, timeout).until(condition)
+        # The Run Manager re-renders its list when runs change: an element found a moment ago may be gone.
+        return WebDriverWait(browser, timeout, ignored_exceptions=(StaleElementReferenceException,)).until(condition)
     except TimeoutException:
         text = browser.find_element(By.TAG_NAME, "main").text
         raise AssertionError(f"timed out; the page shows:\n{text}") from None
@@ -143,6 +144,7 @@ def test_create_job_see_fires_create_run_and_read_its_audit_trail(
     fill_job_form(browser, name="Nightly dunning", cron="0 2 * * *", timezone="Europe/London")
     fill(field(browser, "Email recipients"), "ops@example.com, billing@example.com")
     field(browser, "Preview ready").click()
+    field(browser, "Review empty previews").click()
     shoot(browser, "create-job")
     click_button(browser, "Create")
 
@@ -165,6 +167,7 @@ def test_create_job_see_fires_create_run_and_read_its_audit_trail(
                                               "actions": ["notice"], "late_fee": None}
         assert job.notify_emails == ["ops@example.com", "billing@example.com"]
         assert job.notify_on == ["preview_ready"]
+        assert job.review_empty_previews and not job.requires_review
 
     # And "Create from this job" prefills the create form
     click_button(browser, "Create from this job")

@@ -791,6 +791,8 @@ async function viewCreateJob(root, { params, token }) {
     name: "notify_on", value: e, checked: (source?.notify_on || []).includes(e) }));
   const manual = h("input", { type: "checkbox", id: "can_run_manual", name: "can_run_manual", checked: source ? source.can_run_manual : true });
   const review = h("input", { type: "checkbox", id: "requires_review", name: "requires_review", checked: Boolean(source?.requires_review) });
+  const reviewEmpty = h("input", { type: "checkbox", id: "review_empty_previews", name: "review_empty_previews",
+    checked: Boolean(source?.review_empty_previews) });
   const misfire = select("misfire_policy", CONFIG.misfire_policies, source?.misfire_policy || "ONCE");
   const misfireHelp = policyHint(misfire, CONFIG.misfire_policies);
   const overlap = select("overlap_policy", CONFIG.overlap_policies, source?.overlap_policy || "SKIP");
@@ -815,6 +817,7 @@ async function viewCreateJob(root, { params, token }) {
     }
     typeHint.textContent = plain(t.description || "");
     review.disabled = !t.supports_preview;
+    reviewEmpty.disabled = !t.supports_preview;
     const schema = t.job_properties || {};
     custom = objectFields(schema, schema, { path: "properties", values: values || {} });
     replace(customSlot, h("fieldset", { class: "group" },
@@ -859,6 +862,7 @@ async function viewCreateJob(root, { params, token }) {
         notify_on: notifyBoxes.filter((b) => b.checked).map((b) => b.value),
         can_run_manual: manual.checked,
         requires_review: review.checked && !review.disabled,
+        review_empty_previews: reviewEmpty.checked && !reviewEmpty.disabled,
         misfire_policy: misfire.value,
         catchup_window: Number(catchup.value || 0),
         max_catchup_runs: Number(maxCatchup.value || 1),
@@ -903,6 +907,9 @@ async function viewCreateJob(root, { params, token }) {
       "Allow manual runs (Create Job Run)"))),
     h("div", { class: "field" }, h("div", { class: "check" }, review, h("label", { for: "requires_review" },
       "Requires review: every run stops at Preview until submitted"))),
+    h("div", { class: "field" }, h("div", { class: "check" }, reviewEmpty, h("label", { for: "review_empty_previews" },
+      "Review empty previews")), h("p", { class: "hint" }, "Otherwise a preview with nothing to apply completes at " +
+      "once as “nothing to do”.")),
     h("div", { class: "field" }, h("label", { for: "misfire_policy" }, "Missed ticks"), misfire, misfireHelp.hint),
     labelled("catchup_window", "Catch-up window (seconds)", catchup),
     labelled("max_catchup_runs", "Most catch-up runs", maxCatchup),
@@ -1013,6 +1020,7 @@ async function viewJob(root, { id, token }) {
           ["Properties", propsTable],
           ["Manual runs", job.can_run_manual ? "Allowed" : "Not allowed"],
           ["Requires review", fmtValue(job.requires_review)],
+          ["Review empty previews", fmtValue(job.review_empty_previews)],
           ["Missed ticks", `${job.misfire_policy} (window ${job.catchup_window} s, at most ${job.max_catchup_runs} runs)`],
           ["Overlapping runs", job.overlap_policy],
           ["Maximum run time", job.max_runtime ? `${job.max_runtime} s` : "—"],
@@ -1183,6 +1191,12 @@ async function viewRuns(root, { params, token }) {
         line || run.error ? null : h("span", { class: "muted" }, "—")));
   };
 
+  // The list follows new and progressing runs; a hidden tab asks again once it is shown.
+  let lastShown = null;
+  const follow = () => schedule(token, function poll() {
+    if (document.hidden) schedule(token, poll);
+    else load(true);
+  });
   const load = async (quiet) => {
     if (!quiet) tableSlot.setAttribute("aria-busy", "true");
     let data;
@@ -1197,6 +1211,13 @@ async function viewRuns(root, { params, token }) {
     clearError(box);
     const runs = itemsOf(data);
     cursors[page + 1] = data.next_cursor || null;
+    // A refresh that brings nothing new leaves the table as it is (a selection, focus and screen readers stay put).
+    const shown = JSON.stringify([page, data]);
+    if (quiet && shown === lastShown) {
+      follow();
+      return;
+    }
+    lastShown = shown;
     replace(tableSlot, table("!Job runs (times in UTC)", ["Run", "Status", "Times (UTC)", "Progress", "Items",
       "Amounts", "Outcome"], runs.map(row), { empty: "No runs match these filters." }));
     tableSlot.querySelector("table")?.classList.add("runs");
@@ -1210,11 +1231,7 @@ async function viewRuns(root, { params, token }) {
     const active = runs.some((r) => IN_PROGRESS.has(r.status));
     refreshNote.textContent = active ? "Runs are in progress: this list updates itself every few seconds." :
       "This list updates itself every few seconds.";
-    // The list follows new and progressing runs; a hidden tab asks again once it is shown.
-    schedule(token, function poll() {
-      if (document.hidden) schedule(token, poll);
-      else load(true);
-    });
+    follow();
   };
   await load();
 
