@@ -1,5 +1,5 @@
 """Redis killed and restarted empty while runs are queued and running: every run still completes, within
-30 s of Redis being back, with the default timeouts, and no effect is applied twice.
+45 s of Redis being back, with the default timeouts, and no effect is applied twice.
 
 The queues live only in Redis; the database knows which runs are active. Beat notices that Redis lost
 its data and re-sends what the lost messages carried; workers reconnect by themselves.
@@ -29,7 +29,9 @@ from sqlalchemy import Engine
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.faults, time_limit(300)]
 
-RECOVERY_LIMIT = 30.0
+# Beat re-sends at once what it sees Redis lost (about 10 s end to end on an idle machine); a run whose loss it
+# misses on a busy one is reclaimed by the 30 s heartbeat timeout, then redone: 30 s plus the work.
+RECOVERY_LIMIT = 45.0
 
 
 def queued(url: str) -> int:
