@@ -127,6 +127,16 @@ def audit_note(run: NewRun) -> str:
     return words
 
 
+def creation_event(run: JobRun) -> RunEvent:
+    """The ``None → CREATED`` event a run was created with, as :func:`create_runs` wrote it (for an answer
+    built without reading it back; a manual or retry run's note has no context)."""
+    new = NewRun(job_id=run.job_id, job_type=run.job_type, trigger=RunTrigger(run.trigger),
+                 scheduled_for=run.scheduled_for, retry_of=run.retry_of)
+    assert run.id is not None
+    return RunEvent(run_id=run.id, from_status=None, to_status=RunStatus.CREATED, at=run.created_at,
+                    actor=run.created_by, note=audit_note(new))
+
+
 def replay(session: Session, idempotency: Idempotency) -> JobRun | None:
     """The run an earlier request with this key created, or ``None``.
 
@@ -145,13 +155,12 @@ def create_run(
     """Create one run (``CREATED``) with its audit event; returns ``(run, created)``.
 
     ``created`` is ``False`` when the run already existed: an earlier request with the same
-    idempotency key (its run is returned), or a tick that already has its run. The caller commits.
+    idempotency key (its run is returned), or a tick that already has its run. The caller has looked
+    for the key's earlier run (:func:`replay`) before; a request racing it with the same key is
+    answered here with the winner's run. The caller commits.
     """
     if idempotency is not None:
         run = replace(run, idempotency_key=idempotency.key, idempotency_fingerprint=idempotency.fingerprint)
-        earlier = replay(session, idempotency)
-        if earlier is not None:
-            return earlier, False
     try:
         with session.begin_nested():
             created = create_runs(session=session, runs=[run], actor=actor, at=at)

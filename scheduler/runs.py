@@ -342,9 +342,11 @@ def send_runs(
     registry: JobTypeRegistry,
     runs: Sequence[tuple[int, str]],
     clock: Clock,
+    at: datetime | None = None,
 ) -> list[int]:
     """Send the plan step of each ``(run_id, job_type)`` just created, in one Redis round trip, then stamp
-    their ``enqueued_at`` in one statement; returns the ids sent (none when Redis is down).
+    their ``enqueued_at`` (``at``, or the clock's time once sent) in one statement; returns the ids sent
+    (none when Redis is down).
 
     The runs are already committed, so a failed send loses nothing: beat's outbox sends them later.
     """
@@ -359,7 +361,8 @@ def send_runs(
         return []
     ids = [run_id for run_id, _ in runs]
     with factory() as session:
-        session.execute(update(JobRun).where(one_of(session, col(JobRun.id), ids)).values(enqueued_at=clock.now()))
+        stamp = at or clock.now()
+        session.execute(update(JobRun).where(one_of(session, col(JobRun.id), ids)).values(enqueued_at=stamp))
         session.commit()
     return ids
 

@@ -29,6 +29,7 @@ from scheduler.models import (
 from scheduler.money import amounts
 from scheduler.outcomes import outcome_line
 from scheduler.review_blocks import review_block
+from scheduler.run_creation import creation_event
 from scheduler.runs import ChunkRecords, chunk_records, progress, run_events
 
 T = TypeVar("T")
@@ -227,6 +228,14 @@ class RunDetail(RunPublic):
         public = RunPublic.of(run, names.get(run.job_id, ""), currency=currency, counts=item_counts(session, run.id),
                               records=records)
         return cls(**public.model_dump(), events=[run_event(e) for e in run_events(session, run.id)])
+
+    @classmethod
+    def created(cls, run: JobRun, job_name: str, *, enqueued_at: datetime | None, currency: str) -> RunDetail:
+        """A run just created and sent at ``enqueued_at``, from its row and nothing read again: no items,
+        no chunks, one event."""
+        public = RunPublic.of(run, job_name, currency=currency, counts={})
+        return cls(**public.model_dump(exclude={"enqueued_at"}), enqueued_at=enqueued_at,
+                   events=[run_event(creation_event(run))])
 
 
 class BatchRunPublic(BaseModel):

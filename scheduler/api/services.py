@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from datetime import datetime
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -119,11 +120,17 @@ class Services:
             send_run(factory=self.session_factory, dispatcher=dispatcher, registry=self.registry, run_id=run_id,
                      clock=self.clock)
 
-    def send_runs(self, runs: list[tuple[int, str]]) -> None:
-        """Send committed runs ``(run_id, job_type)`` in one Redis round trip; with Redis down the outbox sends them."""
+    def send_runs(self, runs: list[tuple[int, str]]) -> datetime | None:
+        """Send committed runs ``(run_id, job_type)`` in one Redis round trip; with Redis down the outbox sends them.
+
+        Returns their ``enqueued_at`` once sent, ``None`` when not sent.
+        """
         if runs and (dispatcher := self._available_dispatcher(runs[0][0])) is not None:
-            send_runs(factory=self.session_factory, dispatcher=dispatcher, registry=self.registry, runs=runs,
-                      clock=self.clock)
+            at = self.clock.now()
+            if send_runs(factory=self.session_factory, dispatcher=dispatcher, registry=self.registry, runs=runs,
+                         clock=self.clock, at=at):
+                return at
+        return None
 
     def send_apply(self, run_id: int) -> None:
         """Send a submitted run's apply steps; with Redis down beat reclaims the run later."""

@@ -62,6 +62,8 @@ def test_manual_run_is_recorded_and_sent_to_its_queue(
     assert messages[0]["actor_name"] == "run_step__fake_q"
     assert messages[0]["args"] == [run["id"], "plan", 0]
     assert _run_row(engine, run["id"]).enqueued_at is not None
+    # The answer, built from the row just written, is the run as it is read back.
+    assert client.get(f"/api/v1/runs/{run['id']}").json() == run
 
 
 def test_idempotency_key_returns_the_same_run(client: TestClient, engine: Engine, redis_client: redis.Redis) -> None:

@@ -39,7 +39,7 @@ from scheduler.api.schemas import (
 from scheduler.api.services import Services
 from scheduler.auth import Principal
 from scheduler.limits import IDEMPOTENCY_KEY_PATTERN, MAX_DB_INT, MAX_NAME_LENGTH, QueryDatetime, Text
-from scheduler.models import RunStatus
+from scheduler.models import Job, RunStatus
 from scheduler.run_batch import RunBatchCreate, create_manual_runs
 from scheduler.runs import (
     RunCreate,
@@ -97,16 +97,20 @@ def post_run(
     ] = None,
 ) -> RunDetail:
     """Record the run (`CREATED`) and send it to its job type's queue."""
+    job = session.get(Job, run_in.job_id)  # held for the answer's job name: create_manual_run reads it once
     run, created = create_manual_run(session=session, registry=services.registry, run_in=run_in,
                                      actor=principal.actor, clock=services.clock,
                                      idempotency_key=idempotency_key, request_id=request_id(),
                                      settings=services.settings)
     assert run.id is not None
-    if created:
-        services.send_runs([(run.id, run.job_type)])  # just created: no need to read it again before sending
-    else:
+    if not created:
         response.status_code = 200
-    return RunDetail.build(session, get_run(session, run.id), currency=services.settings.currency)
+        return RunDetail.build(session, get_run(session, run.id), currency=services.settings.currency)
+    # Just created: sent and answered from the row in hand, nothing read again.
+    enqueued_at = services.send_runs([(run.id, run.job_type)])
+    assert job is not None
+    return RunDetail.created(run, job.name, enqueued_at=enqueued_at,
+                             currency=services.settings.currency)
 
 
 @router.post(
