@@ -5,7 +5,8 @@
 multi-row insert of their ``None → CREATED`` events, never a statement per run. The unique ledger
 ``(job_id, scheduled_for)`` makes a second attempt at a tick (another beat, a replayed tick, a
 backfill) insert nothing. :func:`create_run` writes one run (a manual request, a retry) through the
-same statement and answers a repeated idempotency key with the run it created first.
+same statement, skipping it too when its idempotency key is taken, and answers a repeated key with the
+run it created first.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Table, insert, select, text
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
@@ -155,21 +155,17 @@ def create_run(
     """Create one run (``CREATED``) with its audit event; returns ``(run, created)``.
 
     ``created`` is ``False`` when the run already existed: an earlier request with the same
-    idempotency key (its run is returned), or a tick that already has its run. The caller has looked
-    for the key's earlier run (:func:`replay`) before; a request racing it with the same key is
-    answered here with the winner's run. The caller commits.
+    idempotency key (its run is returned, or :class:`IdempotencyMismatch` raised), or a tick that
+    already has its run. The insert comes first and skips a taken key, so a new run costs no lookup and
+    a request racing another with the same key waits for it and answers with its run. The caller commits.
     """
     if idempotency is not None:
         run = replace(run, idempotency_key=idempotency.key, idempotency_fingerprint=idempotency.fingerprint)
-    try:
-        with session.begin_nested():
-            created = create_runs(session=session, runs=[run], actor=actor, at=at)
-    except IntegrityError:
-        # Another request with the same key won the race: answer with its run.
-        winner = replay(session, idempotency) if idempotency is not None else None
-        if winner is None:
-            raise
-        return winner, False
+    created = create_runs(session=session, runs=[run], actor=actor, at=at, skip_taken_keys=True)
+    if not created and idempotency is not None:
+        earlier = replay(session, idempotency)
+        assert earlier is not None
+        return earlier, False
     if not created:
         existing = session.scalar(
             select(JobRun).where(col(JobRun.job_id) == run.job_id, col(JobRun.scheduled_for) == run.scheduled_for)
@@ -181,17 +177,20 @@ def create_run(
     return new, True
 
 
-def create_runs(*, session: Session, runs: Sequence[NewRun], actor: str, at: datetime) -> list[CreatedRun]:
+def create_runs(
+    *, session: Session, runs: Sequence[NewRun], actor: str, at: datetime, skip_taken_keys: bool = False
+) -> list[CreatedRun]:
     """Create the ``runs`` whose tick has no run yet, each with its ``None → CREATED`` event, set-based.
 
-    Returns the runs inserted, in the order asked. The caller commits.
+    Returns the runs inserted, in the order asked. A run whose idempotency key is taken raises
+    :class:`IntegrityError`, or with ``skip_taken_keys`` is skipped too. The caller commits.
     """
     if not runs:
         return []
     if session.get_bind().dialect.name == "postgresql":
-        inserted = _insert_postgres(session, runs, actor=actor, at=at)
+        inserted = _insert_postgres(session, runs, actor=actor, at=at, any_conflict=skip_taken_keys)
     else:
-        inserted = _insert_sqlite(session, runs, actor=actor, at=at)
+        inserted = _insert_sqlite(session, runs, actor=actor, at=at, any_conflict=skip_taken_keys)
     ids: dict[LedgerKey, list[int]] = {}
     for run_id, key in sorted(inserted):
         ids.setdefault(key, []).append(run_id)
@@ -225,7 +224,9 @@ def _returned_key(row: Any) -> LedgerKey:
 RETURNED = "id, job_id, scheduled_for, retry_of, idempotency_key"
 
 
-def _insert_postgres(session: Session, runs: Sequence[NewRun], *, actor: str, at: datetime) -> list[InsertedKey]:
+def _insert_postgres(
+    session: Session, runs: Sequence[NewRun], *, actor: str, at: datetime, any_conflict: bool
+) -> list[InsertedKey]:
     """One ``INSERT … SELECT FROM json_to_recordset(…)``: however many runs, they travel as one JSON parameter."""
     rows = [_row(run, actor=actor, at=at) for run in runs]
     dialect = session.get_bind().dialect
@@ -234,19 +235,21 @@ def _insert_postgres(session: Session, runs: Sequence[NewRun], *, actor: str, at
     statement = text(
         f"INSERT INTO job_run ({columns}) SELECT {columns} "
         f"FROM json_to_recordset(CAST(:runs AS json)) AS u({typed}) "
-        f"ON CONFLICT (job_id, scheduled_for) DO NOTHING RETURNING {RETURNED}"
+        f"ON CONFLICT {'' if any_conflict else '(job_id, scheduled_for)'} DO NOTHING RETURNING {RETURNED}"
     ).columns(scheduled_for=UTCDateTime())
     runs_json = json.dumps(rows, default=lambda value: value.isoformat())
     return [(int(row.id), _returned_key(row)) for row in session.execute(statement, {"runs": runs_json})]
 
 
-def _insert_sqlite(session: Session, runs: Sequence[NewRun], *, actor: str, at: datetime) -> list[InsertedKey]:
+def _insert_sqlite(
+    session: Session, runs: Sequence[NewRun], *, actor: str, at: datetime, any_conflict: bool
+) -> list[InsertedKey]:
     """Multi-row ``INSERT … VALUES`` of at most :data:`SQLITE_ROWS_PER_STATEMENT` runs each."""
     rows = [_row(run, actor=actor, at=at) for run in runs]
     inserted: list[InsertedKey] = []
     for start in range(0, len(rows), SQLITE_ROWS_PER_STATEMENT):
         statement = (
-            insert_or_ignore_statement(session, JOB_RUNS, keys=["job_id", "scheduled_for"])
+            insert_or_ignore_statement(session, JOB_RUNS, keys=None if any_conflict else ["job_id", "scheduled_for"])
             .values(rows[start : start + SQLITE_ROWS_PER_STATEMENT])
             .returning(*(JOB_RUNS.c[name.strip()] for name in RETURNED.split(",")))
         )

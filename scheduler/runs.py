@@ -29,6 +29,7 @@ from scheduler.errors import (
     JobNotRunnable,
     RetryUnavailable,
     RunNotFound,
+    SchedulerError,
 )
 from scheduler.jobs import check_json_field, get_job
 from scheduler.jobtypes import JobTypeRegistry
@@ -102,18 +103,22 @@ def create_manual_run(
     run_properties = job_type.validate_run_properties(run_in.run_properties).model_dump(mode="json")
     idempotency = Idempotency(key=idempotency_key, job_id=run_in.job_id, preview=run_in.preview,
                               run_properties=run_properties) if idempotency_key else None
-    if idempotency is not None and (earlier := replay(session, idempotency)) is not None:
-        return earlier, False
+    refusal: SchedulerError | None = None
     if job.status != JobStatus.ACTIVE:
-        raise JobNotRunnable(run_in.job_id, f"the job is {job.status}")
-    if not job.can_run_manual:
-        raise JobNotRunnable(run_in.job_id, "manual runs are disabled for this job")
-    if run_in.preview and not job_type.supports_preview:
-        raise InvalidInput(f"job type {job.job_type} does not support preview", details={"field": "preview"})
+        refusal = JobNotRunnable(run_in.job_id, f"the job is {job.status}")
+    elif not job.can_run_manual:
+        refusal = JobNotRunnable(run_in.job_id, "manual runs are disabled for this job")
+    elif run_in.preview and not job_type.supports_preview:
+        refusal = InvalidInput(f"job type {job.job_type} does not support preview", details={"field": "preview"})
+    if refusal is not None:
+        if idempotency is not None and (earlier := replay(session, idempotency)) is not None:
+            return earlier, False
+        raise refusal
     new = NewRun(job_id=run_in.job_id, job_type=job.job_type, trigger=RunTrigger.MANUAL, preview=run_in.preview,
                  run_properties=run_properties, request_id=request_id)
     run, created = create_run(session=session, run=new, actor=actor, at=clock.now(), idempotency=idempotency)
-    session.commit()
+    if created:
+        session.commit()
     return run, created
 
 
