@@ -70,6 +70,8 @@ RUN_LINKS = links(
     DeleteRun=("delete_run", "delete it once it waits at PREVIEW"),
     RetryRun=("retry", "retry it once it FAILED or is INCOMPLETE"),
 )
+
+
 @router.post(
     "",
     status_code=201,
