@@ -1,8 +1,10 @@
 """What each dataset exports: its table, the day a record belongs to, and the fields sent for it.
 
 Every statement reads a record set (a keyset range or a list of ids) in one query; money is formatted
-by the database (two decimals), dates and instants by Python from typed columns, so both databases
-produce the same strings.
+by the database (two decimals). On SQLite dates and instants are formatted by Python from typed
+columns (:func:`record_fields`); on PostgreSQL the database builds each whole record as JSON
+(:meth:`Source.record_json`) with the same strings, so a batch's records never pass through Python
+until they are sent.
 """
 
 from __future__ import annotations
@@ -39,6 +41,12 @@ class Source:
 
     def typed_columns(self) -> dict[str, Any]:
         return {name: _TYPES[name] for name in self.fields if name in _TYPES}
+
+    def record_json(self, alias: str) -> str:
+        """PostgreSQL: the record of row ``alias`` (a subquery of :meth:`select`) as a JSON object of strings,
+        the same strings :func:`record_fields` makes (``2026-05-01``, ``2026-05-01T00:00:00Z``, ``120.50``)."""
+        pairs = ", ".join(f"'{name}', {_pg_text(f'{alias}.{name}', _TYPES.get(name))}" for name in self.fields)
+        return f"json_build_object({pairs})"
 
 
 _TYPES: dict[str, Any] = {
@@ -102,6 +110,17 @@ SOURCES: dict[ErpDataset, Source] = {
         money=("debit", "credit"),
     ),
 }
+
+
+def _pg_text(expr: str, sql_type: Any) -> str:
+    """``expr`` as :func:`as_text` writes it: ISO dates; UTC instants with ``Z``, microseconds only when not 0."""
+    if isinstance(sql_type, Date):
+        return f"to_char({expr}, 'YYYY-MM-DD')"
+    if isinstance(sql_type, UTCDateTime):
+        utc = f"({expr} AT TIME ZONE 'UTC')"
+        fraction = f"CASE WHEN to_char({utc}, 'US') = '000000' THEN '' ELSE to_char({utc}, '.US') END"
+        return f"to_char({utc}, 'YYYY-MM-DD\"T\"HH24:MI:SS') || {fraction} || 'Z'"
+    return f"CAST({expr} AS text)"
 
 
 def as_text(value: Any) -> str | None:
