@@ -68,7 +68,8 @@ class Timings:
 
 
 class StatementTimes:
-    """Wall time per SQL statement shape (``--trace``): where a run spends its time."""
+    """Wall and PostgreSQL backend CPU time per SQL statement shape (``--trace``): where a run spends its
+    time, and what it costs the database whatever else loads the machine (CPU from ``/proc``, local server)."""
 
     def __init__(self, engine: Engine) -> None:
         self.totals: dict[str, list[float]] = {}
@@ -76,19 +77,32 @@ class StatementTimes:
         event.listen(engine, "before_cursor_execute", self._before)
         event.listen(engine, "after_cursor_execute", self._after)
 
+    @staticmethod
+    def _backend_cpu(conn: Any, cursor: Any) -> float:
+        if "backend_pid" not in conn.info:
+            conn.info["backend_pid"] = cursor.connection.info.backend_pid
+        try:
+            with open(f"/proc/{conn.info['backend_pid']}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def _before(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        conn.info.setdefault("started", []).append(time.perf_counter())
+        conn.info.setdefault("started", []).append((time.perf_counter(), self._backend_cpu(conn, cursor)))
 
     def _after(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        elapsed = time.perf_counter() - conn.info["started"].pop()
+        wall, cpu = conn.info["started"].pop()
+        elapsed, used = time.perf_counter() - wall, self._backend_cpu(conn, cursor) - cpu
         shape = " ".join(statement.split())[:110]
         with self.lock:
-            entry = self.totals.setdefault(shape, [0, 0.0])
+            entry = self.totals.setdefault(shape, [0, 0.0, 0.0])
             entry[0] += 1
             entry[1] += elapsed
+            entry[2] += used
 
-    def top(self, n: int = 12) -> list[tuple[str, int, float]]:
-        rows = sorted(((k, int(v[0]), v[1]) for k, v in self.totals.items()), key=lambda r: -r[2])
+    def top(self, n: int = 12) -> list[tuple[str, int, float, float]]:
+        rows = sorted(((k, int(v[0]), v[1], v[2]) for k, v in self.totals.items()), key=lambda r: -r[3])
         return rows[:n]
 
 
@@ -198,6 +212,41 @@ def baseline(engine: Engine, sample: int, now: datetime) -> float:
     return done / elapsed
 
 
+def sql_floor(engine: Engine, sample: int, now: datetime) -> tuple[int, float, float | None]:
+    """The raw SQL floor of posting: ``sample`` documents (invoices, then payments) written as two lines each
+    by one plain ``INSERT … SELECT`` per document table into a copy of ``gl_entries`` with its indexes (no
+    uncollected check, no totals, no chunks, no run). Returns lines, seconds and PostgreSQL CPU seconds."""
+    lines = "(VALUES (1, '1200', 1), (2, '4000', 2)) l(line_no, gl_account, side)"
+    insert = (
+        "INSERT INTO gl_floor (run_id, source_type, source_id, line_no, account_id, gl_account, debit, credit, "
+        "entry_date, posted_at) SELECT 0, :st, d.id, l.line_no, d.account_id, l.gl_account, "
+        "CASE l.side WHEN 1 THEN d.amount ELSE 0 END, CASE l.side WHEN 2 THEN d.amount ELSE 0 END, d.day, :now "
+        "FROM ({docs}) d CROSS JOIN {lines} ORDER BY d.id, l.line_no"
+    )
+    documents = {
+        "INVOICE": "SELECT id, account_id, amount, issued_on AS day FROM invoices WHERE kind = 'INVOICE' "
+                   "ORDER BY id LIMIT :n",
+        "PAYMENT": "SELECT id, account_id, amount, CAST(received_at AT TIME ZONE 'UTC' AS date) AS day FROM payments "
+                   "ORDER BY id LIMIT :n",
+    }
+    cpu = BackendCpu(engine)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE gl_floor (LIKE gl_entries INCLUDING ALL)"))
+    try:
+        start, started, written = cpu.sample(), time.perf_counter(), 0
+        for source_type, docs in documents.items():
+            with engine.begin() as conn:
+                n = sample // 2 if source_type == "INVOICE" else sample - sample // 2
+                written += conn.execute(text(insert.format(docs=docs, lines=lines)),
+                                        {"st": source_type, "n": n, "now": now}).rowcount
+        elapsed, used = time.perf_counter() - started, cpu.since(start)
+    finally:
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text("DROP TABLE IF EXISTS gl_floor"))
+            conn.execute(text("CHECKPOINT"))
+    return written, elapsed, used
+
+
 def run_collector(env: WorkerEnv, dispatcher: StepQueue, run_id: int, workers: int, timings: Timings) -> float:
     """Drain the run's steps with ``workers`` threads; returns the wall time until the run is final."""
     stop = threading.Event()
@@ -246,12 +295,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunk-size", type=int, default=100_000)
     parser.add_argument("--workers", type=int, default=2, help="worker threads sharing the run's steps")
     parser.add_argument("--baseline-sample", type=int, default=5_000)
+    parser.add_argument("--floor-sample", type=int, default=200_000, help="documents the raw SQL floor writes")
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
     parser.add_argument("--trace", action="store_true", help="print the statements the run spent most time in")
     parser.add_argument("--smoke", action="store_true", help="small size for CI")
     args = parser.parse_args(argv)
     if args.smoke:
-        args.documents, args.chunk_size, args.baseline_sample = 50_000, 10_000, 1_000
+        args.documents, args.chunk_size, args.baseline_sample, args.floor_sample = 50_000, 10_000, 1_000, 50_000
     with scratch_database(server_url(), "bench_gl", keep=args.keep) as url:
         try:
             return bench(url, args)
@@ -272,6 +322,7 @@ def bench(url: str, args: argparse.Namespace) -> int:
     expected = expected_totals(engine)
 
     baseline_rate = baseline(engine, args.baseline_sample, now)
+    floor_lines, floor_seconds, floor_cpu = sql_floor(engine, min(args.floor_sample, args.documents), now)
 
     settings = Settings(database_url=url, chunk_size=args.chunk_size)
     dispatcher = StepQueue()
@@ -313,6 +364,9 @@ def bench(url: str, args: argparse.Namespace) -> int:
         == sum(v for k, v in totals.items() if k.endswith("credit")),
     }
     rate = args.documents / elapsed
+    floor_rate = floor_lines / floor_seconds
+    per_cpu = lines / cpu_seconds if cpu_seconds else None
+    floor_per_cpu = floor_lines / floor_cpu if floor_cpu else None
     result = {
         "benchmark": "gl_collector",
         "documents": args.documents,
@@ -327,6 +381,11 @@ def bench(url: str, args: argparse.Namespace) -> int:
         "next_run_seconds": round(again, 2),
         "postgres_cpu_seconds": round(cpu_seconds, 2) if cpu_seconds is not None else None,
         "docs_per_postgres_cpu_second": round(args.documents / cpu_seconds) if cpu_seconds else None,
+        "lines_per_postgres_cpu_second": round(per_cpu) if per_cpu else None,
+        "floor_lines": floor_lines,
+        "floor_seconds": round(floor_seconds, 2),
+        "floor_lines_per_second": round(floor_rate),
+        "floor_lines_per_postgres_cpu_second": round(floor_per_cpu) if floor_per_cpu else None,
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "baseline_sample": args.baseline_sample,
         "baseline_docs_per_second": round(baseline_rate),
@@ -339,15 +398,19 @@ def bench(url: str, args: argparse.Namespace) -> int:
     print(f"{'method':<34} {'documents':>10} {'seconds':>9} {'docs/s':>10}")
     print(f"{'row at a time (baseline, sample)':<34} {args.baseline_sample:>10} "
           f"{args.baseline_sample / baseline_rate:>9.2f} {baseline_rate:>10.0f}")
+    print(f"{'raw SQL floor (INSERT … SELECT)':<34} {floor_lines // 2:>10} {floor_seconds:>9.2f} "
+          f"{floor_rate / 2:>10.0f}")
     print(f"{'gl_collector run (set-based)':<34} {args.documents:>10} {elapsed:>9.2f} {rate:>10.0f}")
     print(f"{'next run (nothing new)':<34} {0:>10} {again:>9.2f} {'':>10}")
     print(f"speed-up {result['speedup']}x; target 50,000 docs/s: {'met' if result['meets_target'] else 'NOT met'}")
     if cpu_seconds:
-        print(f"PostgreSQL CPU {cpu_seconds:.2f}s ({args.documents / cpu_seconds:.0f} docs per CPU-second); "
+        print(f"PostgreSQL CPU {cpu_seconds:.2f}s ({args.documents / cpu_seconds:.0f} docs, {per_cpu:.0f} lines per "
+              f"CPU-second; raw SQL floor {floor_per_cpu or 0:.0f} lines per CPU-second); "
               f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     if traced is not None:
-        for shape, calls, seconds in traced.top():
-            print(f"{seconds:8.2f}s {calls:6d}x  {shape}", file=sys.stderr)
+        print(f"{'wall':>8} {'db cpu':>8} {'calls':>6}  statement (by database CPU)", file=sys.stderr)
+        for shape, calls, seconds, used in traced.top():
+            print(f"{seconds:7.2f}s {used:7.2f}s {calls:6d}x  {shape}", file=sys.stderr)
     ok = done.status == RunStatus.COMPLETED and checks["totals_match"] and lines == 2 * args.documents
     report = Report(benchmark="gl_collector", size=f"{args.documents:,} documents, {args.workers} threads",
                     versions=versions(engine), details=result)
@@ -357,7 +420,10 @@ def bench(url: str, args: argparse.Namespace) -> int:
                       note=f"{args.documents:,} documents in {elapsed:.2f} s ({rate:,.0f}/s), {lines:,} lines, "
                            f"{'balanced' if checks['balanced'] else 'NOT balanced'}, totals "
                            f"{'match' if checks['totals_match'] else 'DO NOT match'}; next run (nothing new) "
-                           f"{again:.2f} s"))
+                           f"{again:.2f} s; raw SQL floor {floor_rate:,.0f} lines/s on {floor_lines:,} lines "
+                           f"(one plain INSERT … SELECT per table) = {lines / elapsed / floor_rate:.2f}x of it"
+                           + (f"; PostgreSQL CPU {per_cpu:,.0f} lines/s (floor {floor_per_cpu:,.0f})"
+                              if per_cpu and floor_per_cpu else "")))
     report.emit()
     return 0 if ok else 1
 
