@@ -41,6 +41,8 @@ BLOCK = 1 << 20
 MAX_LINE_BYTES = BLOCK
 TOO_LONG = "line longer than 1 MiB"
 MALFORMED = RejectReason.MALFORMED_LINE
+_json_object = json.JSONDecoder(parse_float=Decimal).decode
+"""``json.loads(text, parse_float=Decimal)`` without building a decoder per line (half the cost of a line)."""
 
 
 @dataclass
@@ -231,7 +233,7 @@ def _csv_rows(blocks: Iterator[Lines], normalizer: Normalizer, write: Sink) -> i
 def _jsonl_rows(blocks: Iterator[Lines], normalizer: Normalizer, write: Sink) -> int:
     """Stage one record per JSON line; returns the number of lines read."""
     failed = normalizer.failed
-    loads: Callable[..., Any] = json.loads
+    decode = _json_object
     n = 0
     for lines, problems in blocks:
         for text in lines:
@@ -240,7 +242,7 @@ def _jsonl_rows(blocks: Iterator[Lines], normalizer: Normalizer, write: Sink) ->
                 write(failed(n, MALFORMED, problems[n]))
                 continue
             try:
-                obj = loads(text, parse_float=Decimal)
+                obj = decode(text)
             except (ValueError, RecursionError):
                 if text.strip():
                     write(failed(n, MALFORMED, "not valid JSON"))
