@@ -343,6 +343,46 @@ def test_preview_stops_with_the_staged_journal_and_posts_it_after_submit(
     assert staged_count(billing_engine) == 0
 
 
+
+def money_of_lines(engine: Engine, table: Any, run_id: int) -> dict[str, dict[str, str]]:
+    """Debits and credits per currency of the accounts, summed from the run's lines themselves."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(accounts.c.currency, func.sum(table.c.debit), func.sum(table.c.credit))
+            .join_from(table, accounts, accounts.c.id == table.c.account_id)
+            .where(table.c.run_id == run_id).group_by(accounts.c.currency)
+        ).all()
+    return {c: {"debits": str(D(d).quantize(D("0.01"))), "credits": str(D(k).quantize(D("0.01")))} for c, d, k in rows}
+
+
+@pytest.mark.parametrize("review", [True, False], ids=["reviewed", "unattended"])
+def test_money_in_one_currency_is_the_sum_of_the_runs_lines(
+    env: WorkerEnv, billing_engine: Engine, ledger: dict[str, int], gl_job: Callable[..., Job],
+    gl_run: Callable[..., int], drain: Drain, clock: FrozenClock, review: bool,
+) -> None:
+    # Given every account billing in euros, and a document already collected by an earlier run
+    with billing_engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE accounts SET currency = 'EUR'")
+    first = gl_run(gl_job(collectors=["invoices"]))
+    drain()
+    assert run_of(env, first).status == S.COMPLETED
+    # When a run of every collector is evaluated (staged for review, or not) and applied
+    run_id = gl_run(gl_job(name="GL all"), preview=review)
+    drain()
+    run = run_of(env, run_id)
+    if review:
+        # Then the preview's money is what its staged lines sum to
+        assert run.summary["money"] == money_of_lines(billing_engine, gl_staged, run_id)
+        assert run.summary["money"]["EUR"]["debits"] == run.summary["debit_total"]
+        submit(env, clock, run_id)
+        drain()
+        run = run_of(env, run_id)
+    # And the run's money is what it posted, in the one currency, without the earlier run's lines
+    assert run.status == S.COMPLETED, run.error
+    assert run.summary["money"] == money_of_lines(billing_engine, gl_entries, run_id)
+    assert set(run.summary["money"]) == {"EUR"}
+    assert run.summary["money"]["EUR"]["debits"] == run.summary["debit_total"] != "0.00"
+
 @pytest.mark.parametrize("review", [True, False], ids=["reviewed", "unattended"])
 def test_a_duplicated_apply_message_posts_nothing_twice(
     env: WorkerEnv, billing_engine: Engine, ledger: dict[str, int], gl_job: Callable[..., Job],

@@ -18,6 +18,7 @@ from scheduler.jobkit import ItemOutcome, RunContext, RunItems
 from scheduler.money import MoneyTotals
 from workers.billing import accounts
 from workers.billing.gl_tables import gl_entries
+from workers.gl.evaluate import needs_review
 from workers.gl.journal import money
 from workers.gl.sources import as_of, properties
 from workers.gl.tables import gl_staged
@@ -49,9 +50,16 @@ class _Journal:
     def documents(self) -> int:
         return sum(self.documents_by_chunk.values())
 
+    @property
+    def debit(self) -> Decimal:
+        return sum((t["debit"] for t in self.accounts.values()), ZERO)
+
+    @property
+    def credit(self) -> Decimal:
+        return sum((t["credit"] for t in self.accounts.values()), ZERO)
+
     def as_dict(self) -> dict[str, Any]:
-        debit = sum((t["debit"] for t in self.accounts.values()), ZERO)
-        credit = sum((t["credit"] for t in self.accounts.values()), ZERO)
+        debit, credit = self.debit, self.credit
         return {
             "documents": self.documents,
             "lines": self.lines,
@@ -89,7 +97,9 @@ def summarize(ctx: RunContext) -> dict[str, Any]:
         "staged_documents": staged.documents,
         "staged_lines": staged.lines,
     }
-    if by_currency := _money(ctx, gl_entries if applied else gl_staged):
+    # The journal's lines are in gl_entries once applied, in gl_staged before only if the run stages them.
+    lines_in_table = posted if applied else staged if needs_review(ctx) else None
+    if by_currency := _money(ctx, gl_entries if applied else gl_staged, lines_in_table):
         summary["money"] = by_currency
     if applied:
         summary["skipped_documents"] = max(0, staged.documents - posted.documents)
@@ -99,18 +109,28 @@ def summarize(ctx: RunContext) -> dict[str, Any]:
     return summary
 
 
-def _money(ctx: RunContext, table: Table) -> dict[str, dict[str, str]]:
-    """The run's journal debits and credits per currency of the documents' accounts, from one aggregate:
-    staged (a preview shows what submit posts) or posted."""
-    query = (
-        select(accounts.c.currency, func.sum(table.c.debit), func.sum(table.c.credit))
-        .select_from(table.outerjoin(accounts, accounts.c.id == table.c.account_id))
-        .where(table.c.run_id == ctx.run_id)
-        .group_by(accounts.c.currency)
-    )
+def _money(ctx: RunContext, table: Table, journal: _Journal | None) -> dict[str, dict[str, str]]:
+    """The run's journal debits and credits per currency of the documents' accounts: staged (a preview shows
+    what submit posts) or posted.
+
+    ``journal`` totals the run's lines in ``table`` (from its items). When every account bills in one
+    currency they are that currency's, with no pass over the lines (0.7 s of database CPU for two million
+    lines, at the end of the run); else one aggregate over them, joined to the accounts.
+    """
     totals = MoneyTotals()
     with ctx.billing_engine.connect() as conn:
-        for currency, debit, credit in conn.execute(query):
+        lowest, highest = conn.execute(select(func.min(accounts.c.currency), func.max(accounts.c.currency))).one()
+        if journal is not None and lowest == highest:
+            # Documents reference their account, so every line's account exists and bills in this currency.
+            rows: Any = [(lowest, journal.debit, journal.credit)] if journal.lines else []
+        else:
+            rows = conn.execute(
+                select(accounts.c.currency, func.sum(table.c.debit), func.sum(table.c.credit))
+                .select_from(table.outerjoin(accounts, accounts.c.id == table.c.account_id))
+                .where(table.c.run_id == ctx.run_id)
+                .group_by(accounts.c.currency)
+            )
+        for currency, debit, credit in rows:
             totals.add(currency, "debits", money(debit))
             totals.add(currency, "credits", money(credit))
     return totals.as_dict(names=("debits", "credits"), places=2)
