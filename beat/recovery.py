@@ -66,7 +66,7 @@ def resend_outbox(ctx: Repairs, now: datetime, *, lost_at: datetime | None = Non
     running = RUNS.alias("running")
     job_has_running = exists().where(running.c.job_id == RUNS.c.job_id, running.c.status.in_(RUNNING))
     stmt = (
-        select(RUNS.c.id, RUNS.c.enqueued_at)
+        select(RUNS.c.id, RUNS.c.created_at, RUNS.c.enqueued_at)
         .join(JOBS, JOBS.c.id == RUNS.c.job_id)
         .where(
             RUNS.c.status == RunStatus.CREATED,
@@ -84,17 +84,27 @@ def resend_outbox(ctx: Repairs, now: datetime, *, lost_at: datetime | None = Non
     with ctx.factory() as session:
         pending = session.execute(stmt).all()
     sent = 0
-    for run_id, enqueued_at in pending:
+    for run_id, created_at, enqueued_at in pending:
         if not send_run(
             factory=ctx.factory, dispatcher=ctx.dispatcher, registry=ctx.registry, run_id=run_id, clock=ctx.clock
         ):
             break  # Redis is down (send_run said so) or the run just started: try again next tick
         sent += 1
         RESENT_RUNS.inc()
-        why = "never sent" if enqueued_at is None else "sent at " + enqueued_at.isoformat() + " but not started"
+        why = _why_resent(created_at, enqueued_at)
         _audit(ctx, run_id, RunStatus.CREATED, "re-sent from the outbox: " + why, now)
         log.info("run %s re-sent from the outbox (%s)", run_id, why, extra={"run_id": run_id})
     return sent
+
+
+def _why_resent(created_at: datetime, enqueued_at: datetime | None) -> str:
+    """The audit note's reason. A run stamped sent when it was recorded (the API, ``request_run``) was sent
+    right after its commit, unless its sender stopped in between: its note says it was due then."""
+    if enqueued_at is None:
+        return "never sent"
+    if enqueued_at == created_at:
+        return f"recorded at {enqueued_at.isoformat()} to be sent at once, but not started"
+    return f"sent at {enqueued_at.isoformat()} but not started"
 
 
 def fail_overrunning(ctx: Repairs, now: datetime) -> int:

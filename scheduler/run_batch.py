@@ -83,7 +83,8 @@ def create_manual_runs(
     request_id: str | None = None,
     settings: Settings | None = None,
 ) -> list[BatchRun]:
-    """Record the batch's runs (``CREATED``) in one transaction and commit; returns every entry's run.
+    """Record the batch's runs (``CREATED``, recorded as sent: the caller sends the new ones with
+    :func:`~scheduler.runs.send_created`) in one transaction and commit; returns every entry's run.
 
     A refused entry refuses the whole batch (its error names it: ``details.index``). A concurrent request
     that wins the race for a key makes this one start over once, then answer that key's run.
@@ -127,7 +128,7 @@ def _create(
                              preview=entry.preview, run_properties=idempotency.run_properties,
                              idempotency_key=idempotency.key, idempotency_fingerprint=idempotency.fingerprint,
                              request_id=request_id))
-    created = iter(create_runs(session=session, runs=wanted, actor=actor, at=clock.now()))
+    created = iter(create_runs(session=session, runs=wanted, actor=actor, at=clock.now(), sending=True))
     session.commit()
     result: list[BatchRun] = []
     keys = iter(wanted)

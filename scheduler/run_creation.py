@@ -1,8 +1,9 @@
 """Creating runs: one place for what a new run is — its defaults and its audit note — whoever asks for it.
 
-:func:`create_runs` writes a batch set-based (a tick's runs, a backfill): one multi-row
-``INSERT … ON CONFLICT (job_id, scheduled_for) DO NOTHING … RETURNING`` for all of them, then one
-multi-row insert of their ``None → CREATED`` events, never a statement per run. The unique ledger
+:func:`create_runs` writes a batch set-based (a tick's runs, a backfill): on PostgreSQL one statement
+for all of them and their ``None → CREATED`` events (``INSERT … ON CONFLICT (job_id, scheduled_for) DO
+NOTHING`` and the events' insert in one ``WITH``), elsewhere a multi-row insert of the runs and one of
+their events, never a statement per run. The unique ledger
 ``(job_id, scheduled_for)`` makes a second attempt at a tick (another beat, a replayed tick, a
 backfill) insert nothing. :func:`create_run` writes one run (a manual request, a retry) through the
 same statement, skipping it too when its idempotency key is taken, and answers a repeated key with the
@@ -22,7 +23,6 @@ from sqlalchemy import Table, insert, select, text
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
-from scheduler.db import UTCDateTime
 from scheduler.errors import IdempotencyMismatch
 from scheduler.jobkit.sql import insert_or_ignore_statement
 from scheduler.models import JobRun, RunEvent, RunStatus, RunTrigger
@@ -33,7 +33,6 @@ SQLITE_ROWS_PER_STATEMENT = 1_000
 
 LedgerKey = tuple[int, datetime | None, int | None, str | None]
 """What tells the runs of one batch apart: job, tick, the run retried, the idempotency key."""
-InsertedKey = tuple[int, LedgerKey]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -150,18 +149,20 @@ def replay(session: Session, idempotency: Idempotency) -> JobRun | None:
 
 
 def create_run(
-    *, session: Session, run: NewRun, actor: str, at: datetime, idempotency: Idempotency | None = None
+    *, session: Session, run: NewRun, actor: str, at: datetime, idempotency: Idempotency | None = None,
+    sending: bool = False,
 ) -> tuple[JobRun, bool]:
     """Create one run (``CREATED``) with its audit event; returns ``(run, created)``.
 
     ``created`` is ``False`` when the run already existed: an earlier request with the same
     idempotency key (its run is returned, or :class:`IdempotencyMismatch` raised), or a tick that
     already has its run. The insert comes first and skips a taken key, so a new run costs no lookup and
-    a request racing another with the same key waits for it and answers with its run. The caller commits.
+    a request racing another with the same key waits for it and answers with its run. ``sending``: as for
+    :func:`create_runs`. The caller commits.
     """
     if idempotency is not None:
         run = replace(run, idempotency_key=idempotency.key, idempotency_fingerprint=idempotency.fingerprint)
-    created = create_runs(session=session, runs=[run], actor=actor, at=at, skip_taken_keys=True)
+    created = create_runs(session=session, runs=[run], actor=actor, at=at, skip_taken_keys=True, sending=sending)
     if not created and idempotency is not None:
         earlier = replay(session, idempotency)
         assert earlier is not None
@@ -172,108 +173,93 @@ def create_run(
         )
         assert existing is not None
         return existing, False
-    new = session.get(JobRun, created[0].run_id)
-    assert new is not None
-    return new, True
+    # Everything the row holds but its id was written from here: the run is built, not read back.
+    return JobRun(id=created[0].run_id, **_row(run, actor=actor, at=at, sending=sending)), True
 
 
 def create_runs(
-    *, session: Session, runs: Sequence[NewRun], actor: str, at: datetime, skip_taken_keys: bool = False
+    *, session: Session, runs: Sequence[NewRun], actor: str, at: datetime, skip_taken_keys: bool = False,
+    sending: bool = False,
 ) -> list[CreatedRun]:
     """Create the ``runs`` whose tick has no run yet, each with its ``None → CREATED`` event, set-based.
 
     Returns the runs inserted, in the order asked. A run whose idempotency key is taken raises
-    :class:`IntegrityError`, or with ``skip_taken_keys`` is skipped too. The caller commits.
+    :class:`IntegrityError`, or with ``skip_taken_keys`` is skipped too. ``sending``: the caller sends the
+    runs right after committing, so they are stamped sent (``enqueued_at`` = ``at``) here rather than by a
+    second transaction after the send; a send that fails takes the stamp back
+    (:func:`scheduler.runs.send_created`). The caller commits.
     """
     if not runs:
         return []
-    if session.get_bind().dialect.name == "postgresql":
-        inserted = _insert_postgres(session, runs, actor=actor, at=at, any_conflict=skip_taken_keys)
-    else:
-        inserted = _insert_sqlite(session, runs, actor=actor, at=at, any_conflict=skip_taken_keys)
-    ids: dict[LedgerKey, list[int]] = {}
-    for run_id, key in sorted(inserted):
-        ids.setdefault(key, []).append(run_id)
-    created: list[tuple[CreatedRun, str]] = []
-    for run in runs:
-        if ids.get(run.ledger_key):
-            run_id = ids[run.ledger_key].pop(0)
-            created.append((CreatedRun(run_id=run_id, job_id=run.job_id, job_type=run.job_type,
-                                       scheduled_for=run.scheduled_for), audit_note(run)))
-    _insert_events(session, [(c.run_id, note) for c, note in created], actor=actor, at=at)
-    return [c for c, _ in created]
+    insert = _insert_postgres if session.get_bind().dialect.name == "postgresql" else _insert_sqlite
+    inserted = insert(session, runs, actor=actor, at=at, any_conflict=skip_taken_keys, sending=sending)
+    return [CreatedRun(run_id=run_id, job_id=runs[n].job_id, job_type=runs[n].job_type,
+                       scheduled_for=runs[n].scheduled_for) for n, run_id in sorted(inserted)]
 
 
-def _row(run: NewRun, *, actor: str, at: datetime) -> dict[str, Any]:
+def _row(run: NewRun, *, actor: str, at: datetime, sending: bool) -> dict[str, Any]:
     """Every column of a new run: what it was asked for, and the same defaults for every run."""
     return {
         "job_id": run.job_id, "job_type": run.job_type, "trigger": str(run.trigger),
         "scheduled_for": run.scheduled_for, "idempotency_key": run.idempotency_key,
         "idempotency_fingerprint": run.idempotency_fingerprint, "status": RunStatus.CREATED,
         "preview": run.preview, "run_properties": dict(run.run_properties), "created_by": actor, "created_at": at,
-        "attempt": 0, "chunks_total": 0, "chunks_done": 0, "summary": {}, "retry_of": run.retry_of,
-        "request_id": run.request_id,
+        "enqueued_at": at if sending else None, "attempt": 0, "chunks_total": 0, "chunks_done": 0, "summary": {},
+        "retry_of": run.retry_of, "request_id": run.request_id,
     }
 
 
-def _returned_key(row: Any) -> LedgerKey:
-    tick = row.scheduled_for.astimezone(UTC) if row.scheduled_for is not None else None
-    return int(row.job_id), tick, row.retry_of, row.idempotency_key
-
-
-RETURNED = "id, job_id, scheduled_for, retry_of, idempotency_key"
+Inserted = list[tuple[int, int]]
+"""``(n, id)``: the id of ``runs[n]``, for each run inserted."""
 
 
 def _insert_postgres(
-    session: Session, runs: Sequence[NewRun], *, actor: str, at: datetime, any_conflict: bool
-) -> list[InsertedKey]:
-    """One ``INSERT … SELECT FROM json_to_recordset(…)``: however many runs, they travel as one JSON parameter."""
-    rows = [_row(run, actor=actor, at=at) for run in runs]
+    session: Session, runs: Sequence[NewRun], *, actor: str, at: datetime, any_conflict: bool, sending: bool
+) -> Inserted:
+    """One statement for the runs and their events: the runs travel as one JSON parameter, each with its id
+    drawn from the sequence first, so that the events of the runs inserted join them by id."""
+    rows = [{**_row(run, actor=actor, at=at, sending=sending), "n": n, "note": audit_note(run)}
+            for n, run in enumerate(runs)]
     dialect = session.get_bind().dialect
-    columns = ", ".join(rows[0])
-    typed = ", ".join(f"{name} {JOB_RUNS.c[name].type.compile(dialect=dialect)}" for name in rows[0])
+    names = [name for name in rows[0] if name in JOB_RUNS.c]
+    columns = ", ".join(names)
+    typed = ", ".join(f"{name} {JOB_RUNS.c[name].type.compile(dialect=dialect)}" for name in names)
     statement = text(
-        f"INSERT INTO job_run ({columns}) SELECT {columns} "
-        f"FROM json_to_recordset(CAST(:runs AS json)) AS u({typed}) "
-        f"ON CONFLICT {'' if any_conflict else '(job_id, scheduled_for)'} DO NOTHING RETURNING {RETURNED}"
-    ).columns(scheduled_for=UTCDateTime())
+        "WITH u AS MATERIALIZED (SELECT nextval(pg_get_serial_sequence('job_run', 'id')) AS id, r.* "
+        f"FROM json_to_recordset(CAST(:runs AS json)) AS r({typed}, n integer, note text)), "
+        f"run AS (INSERT INTO job_run (id, {columns}) SELECT id, {columns} FROM u "
+        f"ON CONFLICT {'' if any_conflict else '(job_id, scheduled_for)'} DO NOTHING RETURNING id), "
+        "event AS (INSERT INTO run_event (run_id, from_status, to_status, at, actor, note) "
+        "SELECT u.id, NULL, :created, :at, :actor, u.note FROM run JOIN u ON u.id = run.id) "
+        "SELECT u.n, u.id FROM run JOIN u ON u.id = run.id"
+    )
     runs_json = json.dumps(rows, default=lambda value: value.isoformat())
-    return [(int(row.id), _returned_key(row)) for row in session.execute(statement, {"runs": runs_json})]
+    params = {"runs": runs_json, "created": RunStatus.CREATED, "at": at, "actor": actor}
+    return [(int(n), int(run_id)) for n, run_id in session.execute(statement, params)]
 
 
 def _insert_sqlite(
-    session: Session, runs: Sequence[NewRun], *, actor: str, at: datetime, any_conflict: bool
-) -> list[InsertedKey]:
-    """Multi-row ``INSERT … VALUES`` of at most :data:`SQLITE_ROWS_PER_STATEMENT` runs each."""
-    rows = [_row(run, actor=actor, at=at) for run in runs]
-    inserted: list[InsertedKey] = []
+    session: Session, runs: Sequence[NewRun], *, actor: str, at: datetime, any_conflict: bool, sending: bool
+) -> Inserted:
+    """Multi-row ``INSERT … VALUES`` of at most :data:`SQLITE_ROWS_PER_STATEMENT` runs each, the inserted ones
+    told apart by their ledger key; then their events in one statement."""
+    rows = [_row(run, actor=actor, at=at, sending=sending) for run in runs]
+    ledger = [JOB_RUNS.c[name] for name in ("job_id", "scheduled_for", "retry_of", "idempotency_key")]
+    ids: dict[LedgerKey, list[int]] = {}
     for start in range(0, len(rows), SQLITE_ROWS_PER_STATEMENT):
         statement = (
             insert_or_ignore_statement(session, JOB_RUNS, keys=None if any_conflict else ["job_id", "scheduled_for"])
             .values(rows[start : start + SQLITE_ROWS_PER_STATEMENT])
-            .returning(*(JOB_RUNS.c[name.strip()] for name in RETURNED.split(",")))
+            .returning(JOB_RUNS.c.id, *ledger)
         )
-        inserted += [(int(row.id), _returned_key(row)) for row in session.execute(statement)]
+        for row in session.execute(statement):
+            tick = row.scheduled_for.astimezone(UTC) if row.scheduled_for is not None else None
+            ids.setdefault((int(row.job_id), tick, row.retry_of, row.idempotency_key), []).append(int(row.id))
+    for taken in ids.values():
+        taken.sort()
+    inserted = [(n, ids[run.ledger_key].pop(0)) for n, run in enumerate(runs) if ids.get(run.ledger_key)]
+    if inserted:
+        session.execute(insert(RunEvent), [
+            {"run_id": run_id, "from_status": None, "to_status": RunStatus.CREATED, "at": at, "actor": actor,
+             "note": audit_note(runs[n])} for n, run_id in inserted])
     return inserted
-
-
-def _insert_events(session: Session, events: list[tuple[int, str]], *, actor: str, at: datetime) -> None:
-    """The ``None → CREATED`` event of each new run, with its note, in one statement."""
-    if not events:
-        return
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(
-            text(
-                "INSERT INTO run_event (run_id, from_status, to_status, at, actor, note) "
-                "SELECT u.run_id, NULL, :created, :at, :actor, u.note "
-                "FROM json_to_recordset(CAST(:events AS json)) AS u(run_id integer, note text)"
-            ),
-            {"events": json.dumps([{"run_id": run_id, "note": note} for run_id, note in events]),
-             "created": RunStatus.CREATED, "at": at, "actor": actor},
-        )
-        return
-    session.execute(
-        insert(RunEvent),
-        [{"run_id": run_id, "from_status": None, "to_status": RunStatus.CREATED, "at": at, "actor": actor,
-          "note": note} for run_id, note in events],
-    )

@@ -27,7 +27,7 @@ from scheduler.errors import InvalidMessage, JobNotFound, SchedulerError
 from scheduler.jobtypes import JobTypeRegistry
 from scheduler.models import Job, JobStatus
 from scheduler.refused_requests import Refusal, record_refusal
-from scheduler.runs import RunCreate, create_manual_run, send_run
+from scheduler.runs import RunCreate, create_manual_run, send_created
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ class RequestDesk:
                     session=session, registry=self.registry, actor=ACTOR, clock=self.clock,
                     run_in=RunCreate(job_id=job_id_of(session, request.job), preview=request.preview,
                                      run_properties=request.run_properties or {}),
-                    idempotency_key=request.idempotency_key,
+                    idempotency_key=request.idempotency_key, sending=True,
                 )
                 assert run.id is not None
                 run_id = run.id
@@ -100,8 +100,8 @@ class RequestDesk:
             self.refuse(exc, args, kwargs, message_id)
             return None
         if created:
-            send_run(factory=self.factory, dispatcher=self.dispatcher, registry=self.registry, run_id=run_id,
-                     clock=self.clock)
+            send_created(factory=self.factory, dispatcher=self.dispatcher, registry=self.registry,
+                         runs=[(run_id, run.job_type)])
         log.info("request_run: job %r → run %s (%s)", kwargs.get("job", args[0] if args else None), run_id,
                  "new" if created else "existing", extra={"run_id": run_id})
         return run_id

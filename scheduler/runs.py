@@ -85,6 +85,7 @@ def create_manual_run(
     idempotency_key: str | None = None,
     request_id: str | None = None,
     settings: Settings | None = None,
+    sending: bool = False,
 ) -> tuple[JobRun, bool]:
     """Record a manual run (``CREATED``); returns ``(run, created)``.
 
@@ -92,7 +93,8 @@ def create_manual_run(
     returns the first run (``created`` false), even once the job is paused; with a different request
     it is refused with :class:`IdempotencyMismatch`, naming what differs. ``request_id`` (the API
     request's) is kept with the run so the worker's log lines show it. ``settings`` bound the run
-    properties' size (``max_properties_bytes``).
+    properties' size (``max_properties_bytes``). ``sending``: the caller sends a new run with
+    :func:`send_created` right after, so it is recorded as sent.
     """
     if idempotency_key is not None and not re.fullmatch(IDEMPOTENCY_KEY_PATTERN, idempotency_key):
         raise InvalidValue("idempotency_key", "must be 1 to 200 visible ASCII characters (no spaces)")
@@ -116,7 +118,8 @@ def create_manual_run(
         raise refusal
     new = NewRun(job_id=run_in.job_id, job_type=job.job_type, trigger=RunTrigger.MANUAL, preview=run_in.preview,
                  run_properties=run_properties, request_id=request_id)
-    run, created = create_run(session=session, run=new, actor=actor, at=clock.now(), idempotency=idempotency)
+    run, created = create_run(session=session, run=new, actor=actor, at=clock.now(), idempotency=idempotency,
+                              sending=sending)
     if created:
         session.commit()
     return run, created
@@ -370,6 +373,38 @@ def send_runs(
         session.execute(update(JobRun).where(one_of(session, col(JobRun.id), ids)).values(enqueued_at=stamp))
         session.commit()
     return ids
+
+
+def send_created(
+    *,
+    factory: sessionmaker[Session],
+    dispatcher: Dispatcher | None,
+    registry: JobTypeRegistry,
+    runs: Sequence[tuple[int, str]],
+) -> bool:
+    """Send the plan step of each ``(run_id, job_type)`` just committed already stamped sent
+    (``create_runs(sending=True)``), in one Redis round trip; ``False`` when not sent (``dispatcher`` is
+    ``None``: no broker).
+
+    A send that fails takes the stamp back (``enqueued_at`` null), so beat's outbox sends the runs within
+    seconds. Should the process die between its commit and the send, the runs look sent: the outbox sends
+    them again once they are :attr:`~scheduler.settings.Settings.outbox_resend_after` old and not started.
+    """
+    if not runs:
+        return False
+    if dispatcher is not None:
+        try:
+            dispatcher.send_steps([(registry.get(job_type).queue, RunStep(run_id=run_id, phase=Phase.PLAN))
+                                   for run_id, job_type in runs])
+            return True
+        except BrokerUnavailable as exc:
+            log.warning("%d run(s) recorded but not sent (will be re-sent): %s", len(runs), exc.message,
+                        extra={"run_id": runs[0][0]})
+    with factory() as session:
+        session.execute(update(JobRun).where(one_of(session, col(JobRun.id), [run_id for run_id, _ in runs]),
+                                             col(JobRun.status) == RunStatus.CREATED).values(enqueued_at=None))
+        session.commit()
+    return False
 
 
 def send_apply(

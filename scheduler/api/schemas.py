@@ -230,12 +230,10 @@ class RunDetail(RunPublic):
         return cls(**public.model_dump(), events=[run_event(e) for e in run_events(session, run.id)])
 
     @classmethod
-    def created(cls, run: JobRun, job_name: str, *, enqueued_at: datetime | None, currency: str) -> RunDetail:
-        """A run just created and sent at ``enqueued_at``, from its row and nothing read again: no items,
-        no chunks, one event."""
+    def created(cls, run: JobRun, job_name: str, *, currency: str) -> RunDetail:
+        """A run just created, from its row and nothing read again: no items, no chunks, one event."""
         public = RunPublic.of(run, job_name, currency=currency, counts={})
-        return cls(**public.model_dump(exclude={"enqueued_at"}), enqueued_at=enqueued_at,
-                   events=[run_event(creation_event(run))])
+        return cls(**public.model_dump(), events=[run_event(creation_event(run))])
 
 
 class BatchRunPublic(BaseModel):

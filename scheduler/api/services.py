@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from datetime import datetime
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -17,7 +16,7 @@ from scheduler.dispatch import Dispatcher, make_dispatcher
 from scheduler.errors import SchedulerError
 from scheduler.health import Readiness, broker, database, database_probe, redis_probe
 from scheduler.jobtypes import JobTypeRegistry, load_registry
-from scheduler.runs import send_apply, send_run, send_runs
+from scheduler.runs import send_apply, send_created, send_run
 from scheduler.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -120,17 +119,13 @@ class Services:
             send_run(factory=self.session_factory, dispatcher=dispatcher, registry=self.registry, run_id=run_id,
                      clock=self.clock)
 
-    def send_runs(self, runs: list[tuple[int, str]]) -> datetime | None:
-        """Send committed runs ``(run_id, job_type)`` in one Redis round trip; with Redis down the outbox sends them.
-
-        Returns their ``enqueued_at`` once sent, ``None`` when not sent.
-        """
-        if runs and (dispatcher := self._available_dispatcher(runs[0][0])) is not None:
-            at = self.clock.now()
-            if send_runs(factory=self.session_factory, dispatcher=dispatcher, registry=self.registry, runs=runs,
-                         clock=self.clock, at=at):
-                return at
-        return None
+    def send_created(self, runs: list[tuple[int, str]]) -> bool:
+        """Send runs ``(run_id, job_type)`` committed as sent, in one Redis round trip; ``False`` when not sent
+        (their stamp taken back: the outbox sends them)."""
+        if not runs:
+            return False
+        return send_created(factory=self.session_factory, dispatcher=self._available_dispatcher(runs[0][0]),
+                            registry=self.registry, runs=runs)
 
     def send_apply(self, run_id: int) -> None:
         """Send a submitted run's apply steps; with Redis down beat reclaims the run later."""

@@ -94,6 +94,30 @@ def test_outbox_resends_a_run_sent_but_not_started(
     assert run_row(factory, sent_recently.id or 0).enqueued_at == clock.now() - 10 * SECOND
 
 
+def test_run_stamped_sent_when_recorded_whose_sender_stopped_is_re_sent_saying_so(
+    beat: Beat,
+    add_job: Callable[..., Job],
+    add_run: Callable[..., JobRun],
+    factory: sessionmaker[Session],
+    clock: FrozenClock,
+    dispatcher: SwitchableDispatcher,
+    job_type: FakeJobType,
+) -> None:
+    # Given a run the API recorded as sent, whose process stopped before it sent it
+    job = add_job(next_fire_at=NOON + timedelta(hours=1))
+    recorded = clock.now() - 31 * SECOND
+    orphan = add_run(job, status=RunStatus.CREATED, created_at=recorded, enqueued_at=recorded)
+
+    # When beat ticks past the outbox's resend time
+    assert beat.tick().resent == 1
+
+    # Then it is sent, and its audit note says it was due to be sent when recorded
+    assert dispatcher.drain(job_type.queue) == [(orphan.id, Phase.PLAN, 0)]
+    notes = [e.note for e in events_of(factory, orphan.id or 0)]
+    assert notes == [f"re-sent from the outbox: recorded at {recorded.isoformat()} to be sent at once, "
+                     "but not started"]
+
+
 def test_stale_processing_run_gets_only_its_unevaluated_chunks(
     beat: Beat,
     add_job: Callable[..., Job],

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event
 from sqlmodel import Session, col, select
 from test_api_support import (  # noqa: F401  (fixtures are used by name)
     TestClient,
@@ -64,6 +64,33 @@ def test_manual_run_is_recorded_and_sent_to_its_queue(
     assert _run_row(engine, run["id"]).enqueued_at is not None
     # The answer, built from the row just written, is the run as it is read back.
     assert client.get(f"/api/v1/runs/{run['id']}").json() == run
+
+
+def test_a_new_manual_run_is_one_transaction_of_a_read_and_one_write(client: TestClient, engine: Engine) -> None:
+    # Given a job (and the caller's key known to the API)
+    job = create_job(client)
+    statements: list[str] = []
+
+    def record(conn: object, cursor: object, statement: str, *args: object) -> None:
+        statements.append(statement.lstrip().split(None, 1)[0].upper())
+
+    def commit(conn: object) -> None:
+        statements.append("COMMIT")
+
+    event.listen(engine, "before_cursor_execute", record)
+    event.listen(engine, "commit", commit)
+    try:
+        # When a run is asked for
+        response = client.post("/api/v1/runs", json={"job_id": job["id"]})
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+        event.remove(engine, "commit", commit)
+    # Then the job is read and the run written with its event and sent stamp: one statement on PostgreSQL
+    # (SQLite: the run, then its event), in one transaction
+    assert response.status_code == 201, response.text
+    writes = ["WITH"] if engine.dialect.name == "postgresql" else ["INSERT", "INSERT"]
+    assert [s for s in statements if s != "BEGIN"] == ["SELECT", *writes, "COMMIT"], statements
+    assert _run_row(engine, response.json()["id"]).enqueued_at is not None
 
 
 def test_idempotency_key_returns_the_same_run(client: TestClient, engine: Engine, redis_client: redis.Redis) -> None:

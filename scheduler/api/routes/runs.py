@@ -103,16 +103,16 @@ def post_run(
     run, created = create_manual_run(session=session, registry=services.registry, run_in=run_in,
                                      actor=principal.actor, clock=services.clock,
                                      idempotency_key=idempotency_key, request_id=request_id(),
-                                     settings=services.settings)
+                                     settings=services.settings, sending=True)
     assert run.id is not None
     if not created:
         response.status_code = 200
         return RunDetail.build(session, get_run(session, run.id), currency=services.settings.currency)
-    # Just created: sent and answered from the row in hand, nothing read again.
-    enqueued_at = services.send_runs([(run.id, run.job_type)])
+    # Just created (and committed as sent): sent and answered from the row in hand, nothing read again.
+    if not services.send_created([(run.id, run.job_type)]):
+        run.enqueued_at = None
     assert job is not None
-    return RunDetail.created(run, job.name, enqueued_at=enqueued_at,
-                             currency=services.settings.currency)
+    return RunDetail.created(run, job.name, currency=services.settings.currency)
 
 
 @router.post(
@@ -137,7 +137,7 @@ def post_run_batch(batch: RunBatchCreate, response: Response, session: SessionDe
     runs = create_manual_runs(session=session, registry=services.registry, batch=batch, actor=principal.actor,
                               clock=services.clock, request_id=request_id(), settings=services.settings)
     new = [(run.run_id, run.job_type) for run in runs if run.created]
-    services.send_runs(new)
+    services.send_created(new)
     if not new:
         response.status_code = 200
     return RunBatchPublic(created=len(new), runs=[BatchRunPublic(
