@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import ColumnElement, func, insert, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
@@ -129,9 +130,8 @@ def transition(
     changes: dict[str, Any] = {"status": to, **(values or {})}
     if to in TERMINAL:
         changes.setdefault("finished_at", at)
-    current = session.execute(select(col(JobRun.status)).where(col(JobRun.id) == run_id)).scalar_one_or_none()
-    if current is None:
-        raise RunNotFound(run_id)
+    # With one possible source the compare-and-set needs no read first; the status is read only when it fails.
+    current = next(iter(sources)) if len(sources) == 1 else _status(session, run_id)
     changed = False
     if current in sources:
         # Compare-and-set on the status just read: a concurrent change makes this a no-op.
@@ -143,14 +143,69 @@ def transition(
         )
         changed = result.rowcount == 1  # type: ignore[attr-defined]
     if not changed:
+        latest = _status(session, run_id)
         if action is not None:
-            latest = session.execute(select(col(JobRun.status)).where(col(JobRun.id) == run_id)).scalar_one()
             raise InvalidTransition(f"run {run_id}", latest, action, allowed_actions(latest))
         return False
     session.execute(
         insert(RunEvent).values(run_id=run_id, from_status=current, to_status=to, at=at, actor=actor, note=note)
     )
     return True
+
+
+def _status(session: Session, run_id: int) -> str:
+    """The run's status; :class:`RunNotFound` when there is no such run."""
+    current = session.execute(select(col(JobRun.status)).where(col(JobRun.id) == run_id)).scalar_one_or_none()
+    if current is None:
+        raise RunNotFound(run_id)
+    return str(current)
+
+
+_RUN = JobRun.__table__  # type: ignore[attr-defined]
+_JOB = Job.__table__  # type: ignore[attr-defined]
+_EVENT = RunEvent.__table__  # type: ignore[attr-defined]
+
+
+def advance(
+    conn: Connection,
+    run_id: int,
+    path: Sequence[tuple[RunStatus, str]],
+    *,
+    source: RunStatus,
+    actor: str,
+    at: datetime,
+    values: Mapping[str, Any] | None = None,
+    where: Sequence[ColumnElement[bool]] = (),
+) -> JobRun | None:
+    """:func:`transition` for the worker's hot path: move run ``run_id`` from ``source`` through ``path``
+    (each ``(status, note)`` one allowed step, with its own audit row) in one compare-and-set that also
+    returns the run as it now is; ``None`` when it was not at ``source`` (someone else got there first, or
+    there is no such run). ``where``: further conditions on ``job_run`` the change needs.
+
+    Core statements on a connection, not the ORM: the run comes back from ``UPDATE … RETURNING``, so no
+    read precedes or follows the change. The caller commits, and calls :func:`run_ended` after a terminal one.
+    """
+    hops = list(zip([source, *(status for status, _ in path)], path, strict=False))
+    for before, (after, _) in hops:
+        if after not in ALLOWED[before]:
+            raise ValueError(f"run {run_id}: {before} → {after} is not a transition")
+    to = path[-1][0]
+    changes: dict[str, Any] = {"status": to, **(values or {})}
+    if to in TERMINAL:
+        changes.setdefault("finished_at", at)
+    row = conn.execute(
+        update(_RUN).where(_RUN.c.id == run_id, _RUN.c.status == source, *where).values(**changes).returning(*_RUN.c)
+    ).first()
+    if row is None:
+        return None
+    conn.execute(insert(_EVENT), [{"run_id": run_id, "from_status": before, "to_status": after, "at": at,
+                                   "actor": actor, "note": note} for before, (after, note) in hops])
+    return JobRun(**row._mapping)
+
+
+def job_of(conn: Connection, run: JobRun) -> Job:
+    """The run's job as a plain object (read with Core, no session)."""
+    return Job(**conn.execute(select(_JOB).where(_JOB.c.id == run.job_id)).one()._mapping)
 
 
 # -- what follows ----------------------------------------------------------------------------------
@@ -185,8 +240,20 @@ def run_ended(
     run, job = found
     counts = item_counts(session, run_id) if counts is None else counts
     session.rollback()  # the reads are done: on SQLite an open transaction holds the one write lock
+    announce(session, run, job, hooks=hooks, counts=counts)
+
+
+def announce(
+    session: Session, run: JobRun, job: Job, *, hooks: Sequence[RunHook], counts: Mapping[str, int] | None = None
+) -> None:
+    """:func:`run_ended` (or :func:`run_awaits_review`) for a caller that has the run as it just wrote it, its
+    job and its item counts in hand: nothing is read again. ``session`` is free for the hooks' own transactions."""
+    assert run.id is not None
     for hook in hooks:
-        _call(hook.on_end, run_id, session, run, job, counts)
+        if run.status in TERMINAL:
+            _call(hook.on_end, run.id, session, run, job, counts or {})
+        elif run.status in REVIEWABLE:
+            _call(hook.on_review, run.id, session, run, job)
 
 
 def run_awaits_review(session: Session, run_id: int, *, hooks: Sequence[RunHook]) -> None:

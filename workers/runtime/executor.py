@@ -16,10 +16,10 @@ from sqlmodel import col
 
 from scheduler.dispatch import Phase, RunStep
 from scheduler.error_text import explain
-from scheduler.errors import BrokerUnavailable, RunNotFound
+from scheduler.errors import BrokerUnavailable
 from scheduler.jobkit import insert_or_ignore
 from scheduler.jobtypes import JobType, RunContext
-from scheduler.lifecycle import transition
+from scheduler.lifecycle import advance, job_of
 from scheduler.logs import add_run_fields, run_fields
 from scheduler.metrics import START_LAG
 from scheduler.models import Job, JobRun, RunChunk, RunStatus
@@ -29,6 +29,7 @@ from workers.runtime.env import WorkerEnv
 from workers.runtime.finalize import (
     error_planned_items,
     fail_run,
+    finish_empty,
     finish_evaluation,
     finish_if_applied,
     runtime_exceeded,
@@ -105,54 +106,74 @@ def describe(exc: BaseException) -> str:
 
 
 def plan_run(env: WorkerEnv, run_id: int) -> None:
-    """Take a ``CREATED`` run, split it into chunks and send one ``evaluate`` step per chunk."""
-    now = env.clock.now()
-    with env.factory() as session:
-        try:
-            took = transition(
-                session, run_id, S.PROCESSING, actor=env.worker_id, expected=[S.CREATED], at=now,
-                note="planning", values={"started_at": now, "heartbeat_at": now, "worker": env.worker_id,
-                                         "attempt": col(JobRun.attempt) + 1},
-            )
-        except RunNotFound:
-            log.warning("run %s does not exist; plan step ignored", run_id)
+    """Take a ``CREATED`` run, split it into chunks and send one ``evaluate`` step per chunk.
+
+    A run whose plan yields no chunk has nothing to evaluate or apply: it is finished in this step.
+    """
+    taken = _take_run(env, run_id)
+    if taken is None:
+        taken = _reclaimed_run(env, run_id)
+        if taken is None:
             return
-        session.commit()
-    loaded = load_run(env, run_id)
-    if loaded is None:
-        return
-    run, job = loaded
-    if not took:
-        if run.status != S.PROCESSING or _has_chunks(env, run_id):
-            log.info("run %s: plan step ignored, run is %s", run_id, run.status)
-            return
-        log.info("run %s: re-planning a reclaimed run", run_id)
-        _stamp_worker(env, run_id)
-    elif run.scheduled_for is not None:
-        START_LAG.labels(job_type=run.job_type).observe(max(0.0, (now - run.scheduled_for).total_seconds()))
+    run, job = taken
     if _stop_if_over_runtime(env, run, job):
         return
     job_type = env.registry.get(run.job_type)
     try:
-        specs = job_type.plan(build_context(env, run, job))
+        ctx = build_context(env, run, job)
+        specs = job_type.plan(ctx)
     except Exception as exc:
         if is_database_outage(exc):
             raise  # not the run's fault: the step runs again once the database is back
         log.exception("run %s: plan failed", run_id)
         fail_run(env, run, job, f"planning failed: {describe(exc)}")
         return
+    if not specs:
+        log.info("run %s: planned 0 chunk(s)", run_id)
+        if finish_empty(env, run, job, ctx) is None:
+            log.info("run %s: another worker planned it first", run_id)
+        return
     if not _record_chunks(env, run_id, specs):
         log.info("run %s: another worker planned it first", run_id)
         return
     log.info("run %s: planned %d chunk(s)", run_id, len(specs))
-    if not specs:
-        _after_evaluation(env, run_id)
-        return
     try:
         env.dispatcher.send_steps([(job_type.queue, RunStep(run_id=run_id, phase=Phase.EVALUATE, chunk_no=chunk_no))
                                    for chunk_no in range(len(specs))])
     except BrokerUnavailable as exc:
         log.warning("run %s: evaluate steps not all sent (beat re-sends them): %s", run_id, exc.message)
+
+
+def _take_run(env: WorkerEnv, run_id: int) -> tuple[JobRun, Job] | None:
+    """Claim and start a ``CREATED`` run in one transaction (CREATED → PROCESSING and its audit row): the run
+    as written and its job, or ``None`` when it was not ``CREATED`` (taken already, or no such run)."""
+    now = env.clock.now()
+    with env.engine.begin() as conn:
+        run = advance(conn, run_id, [(S.PROCESSING, "planning")], source=S.CREATED, actor=env.worker_id, at=now,
+                      values={"started_at": now, "heartbeat_at": now, "worker": env.worker_id,
+                              "attempt": col(JobRun.attempt) + 1})
+        if run is None:
+            return None
+        job = job_of(conn, run)
+    add_run_fields(job_id=run.job_id, job_type=run.job_type, request_id=run.request_id)
+    if run.scheduled_for is not None:
+        START_LAG.labels(job_type=run.job_type).observe(max(0.0, (now - run.scheduled_for).total_seconds()))
+    return run, job
+
+
+def _reclaimed_run(env: WorkerEnv, run_id: int) -> tuple[JobRun, Job] | None:
+    """A run another worker took but never planned (beat reclaimed it): the run and its job, stamped as this
+    worker's; ``None`` (logged) for a run that is gone, planned or past ``PROCESSING`` — a duplicate step."""
+    loaded = load_run(env, run_id)
+    if loaded is None:
+        return None
+    run, _ = loaded
+    if run.status != S.PROCESSING or _has_chunks(env, run_id):
+        log.info("run %s: plan step ignored, run is %s", run_id, run.status)
+        return None
+    log.info("run %s: re-planning a reclaimed run", run_id)
+    _stamp_worker(env, run_id)
+    return loaded
 
 
 def _has_chunks(env: WorkerEnv, run_id: int) -> bool:

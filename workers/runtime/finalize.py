@@ -17,7 +17,16 @@ from sqlmodel import col
 from scheduler.error_text import explain
 from scheduler.jobkit.sql import SqlDialect
 from scheduler.jobtypes import RunContext
-from scheduler.lifecycle import final_status, item_counts, run_awaits_review, run_ended, stops_for_review, transition
+from scheduler.lifecycle import (
+    advance,
+    announce,
+    final_status,
+    item_counts,
+    run_awaits_review,
+    run_ended,
+    stops_for_review,
+    transition,
+)
 from scheduler.models import ItemOutcome, Job, JobRun, RunEvent, RunItem, RunStatus
 from scheduler.notify import item_error_text
 from scheduler.outcomes import item_reasons, retry_refusal
@@ -46,13 +55,22 @@ def error_planned_items(session: Session, run_id: int, message: str, *, chunk_no
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
-def run_summary(env: WorkerEnv, run: JobRun, ctx: RunContext | None) -> tuple[dict[str, Any], dict[str, int]]:
-    """The job type's summary plus item counts by outcome; a failing ``summarize`` is noted, not raised."""
+def run_summary(
+    env: WorkerEnv, run: JobRun, ctx: RunContext | None, *, has_items: bool = True
+) -> tuple[dict[str, Any], dict[str, int]]:
+    """The job type's summary plus item counts by outcome; a failing ``summarize`` is noted, not raised.
+
+    ``has_items=False``: the caller knows the run has no items (it planned no chunk), so none are counted.
+    """
     assert run.id is not None
-    with env.factory() as session:
-        counts = item_counts(session, run.id)
-        reasons = item_reasons(session, run.id)
-        refusal = retry_refusal(session, run) if counts.get(ItemOutcome.ERROR) else None
+    counts: dict[str, int] = {}
+    reasons: dict[str, dict[str, int]] = {}
+    refusal = None
+    if has_items:
+        with env.factory() as session:
+            counts = item_counts(session, run.id)
+            reasons = item_reasons(session, run.id)
+            refusal = retry_refusal(session, run) if counts.get(ItemOutcome.ERROR) else None
     summary: dict[str, Any] = {}
     if ctx is not None:
         try:
@@ -118,6 +136,35 @@ def finish_evaluation(env: WorkerEnv, run: JobRun, job: Job, ctx: RunContext | N
         with env.factory() as session:
             run_awaits_review(session, run.id, hooks=env.run_hooks)
     return target
+
+
+def finish_empty(env: WorkerEnv, run: JobRun, job: Job, ctx: RunContext) -> RunStatus | None:
+    """A ``PROCESSING`` run whose plan yielded no chunk: nothing to evaluate or apply, so it goes on at once,
+    in one transaction — to ``PREVIEW`` when its job reviews empty previews, else through ``SUBMITTED`` to
+    ``COMPLETED`` (an audit row for each step). It has no items, so none are counted.
+
+    Returns the status this call moved the run to, ``None`` when another worker planned it first.
+    """
+    assert run.id is not None
+    summary, counts = run_summary(env, run, ctx, has_items=False)
+    now = env.clock.now()
+    review = stops_for_review(
+        requires_review=job.requires_review, preview=run.preview,
+        held_by_type=env.registry.get(run.job_type).holds_for_review(ctx.properties),
+        nothing_to_apply=True, review_empty=job.review_empty_previews,
+    )
+    path = [(S.PREVIEW, "staged for review")] if review else [(S.SUBMITTED, "evaluated: nothing to apply"),
+                                                              (S.COMPLETED, "")]
+    with env.engine.begin() as conn:
+        ended = advance(conn, run.id, path, source=S.PROCESSING, actor=env.worker_id, at=now,
+                        where=[col(JobRun.chunks_total) == 0],
+                        values={"summary": summary, "error": None, "heartbeat_at": now, "chunks_done": 0})
+    if ended is None:
+        return None
+    log.info("run %s: %s %s", run.id, ended.status, counts)
+    with env.factory() as session:
+        announce(session, ended, job, hooks=env.run_hooks, counts=counts)
+    return RunStatus(ended.status)
 
 
 def finish_if_applied(env: WorkerEnv, run_id: int, ctx: RunContext | None, *, error: str | None = None) -> bool:
