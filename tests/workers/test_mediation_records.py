@@ -116,6 +116,33 @@ def test_plain_and_careful_csv_paths_agree(exact: bool) -> None:
     assert [r[1:] for r in reordered] == [plain[0][1:]]
 
 
+@pytest.mark.parametrize("exact", [True, False], ids=["sqlite", "postgres"])
+def test_ids_beyond_plain_ascii_take_the_careful_path_and_come_out_the_same(exact: bool) -> None:
+    # Non-ASCII ids, a backslash (which COPY text would escape), a tab and an account longer than 64 characters
+    rows = csv_rows("Évé-1,ACC-ü,data_gb,1,2026-05-01T10:00:00Z\n"
+                    "E\\2,ACC\\1,data_gb,2,2026-05-01T10:00:00Z\n"
+                    "E3\t,ACC-1,data_gb,3,2026-05-01T10:00:00Z\n"
+                    f"E4,{'A' * 70},data_gb,4,2026-05-01T10:00:00Z\n", exact=exact)
+    assert [(r[0], r[1], r[2], r[8]) for r in rows] == [
+        (2, "Évé-1", "ACC-ü", None), (3, "E\\2", "ACC\\1", None), (4, "E3", "ACC-1", None), (5, "E4", "A" * 64, None),
+    ]
+
+
+@pytest.mark.parametrize("exact", [True, False], ids=["sqlite", "postgres"])
+def test_line_numbers_hold_across_blocks_with_bad_and_blank_lines_between(exact: bool) -> None:
+    # Given a file of several read blocks with a bad line, a blank line and a CRLF line in later blocks
+    lines = [f"ev-{n:06d},ACC-{n % 97},sms,{n % 50}.25,2026-05-{1 + n % 31:02d}T10:00:00Z" for n in range(40_000)]
+    lines[20_000] = "ev-bad,ACC-1,sms,abc,2026-05-01T10:00:00Z"
+    lines[25_000] = ""
+    lines[30_000] += "\r"
+    rows = csv_rows("\n".join(lines) + "\n", exact=exact)
+    # Then every record keeps its own line number (the header is line 1) and only the bad one fails
+    assert len(rows) == 39_999 and [r[0] for r in rows] == [n + 2 for n in range(40_000) if n != 25_000]
+    assert [(r[0], r[1], r[8]) for r in rows if r[8] is not None] == [(20_002, "ev-bad", R.BAD_QUANTITY)]
+    assert rows[30_000 - 1][1:5] == ("ev-030000", "ACC-27", "sms", "0.25" if not exact else "0.250000")
+    assert (rows[30][1], rows[30][8]) == ("ev-000030", None)  # 31 May: a day past the 28th, checked and kept
+
+
 def test_malformed_lines_fail_one_by_one_and_blank_lines_are_not_records() -> None:
     rows = csv_rows(
         b"E1,ACC-1,data_gb,1\n"  # 2: a field short

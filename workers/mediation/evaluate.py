@@ -94,8 +94,8 @@ def _stage(ctx: RunContext, props: MediationProperties, raw: str, path: Any) -> 
     exact = ctx.billing_engine.dialect.name != "postgresql"
     normalizer = Normalizer(props.prices, exact=exact)
     with path.open("rb") as handle:
-        staging.load(ctx.billing_engine, raw, lambda write: read_records(handle, props.format, normalizer, stats,
-                                                                         write))
+        staging.load(ctx.billing_engine, raw, lambda write, write_text: read_records(
+            handle, props.format, normalizer, stats, write, write_text))
     return stats
 
 

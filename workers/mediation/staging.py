@@ -1,12 +1,12 @@
 """The run-scoped staging tables of one file: filled at evaluate, read at apply, then dropped.
 
 Evaluate streams the file into ``usage_stage_r<run>_c<chunk>_in`` — ``COPY … FROM STDIN`` through
-psycopg's ``cursor.copy()`` on PostgreSQL, ``executemany`` in batches on SQLite; rows come from the
-reader one at a time, so memory stays flat — then classifies it into ``usage_stage_r<run>_c<chunk>``
-and drops the first. On PostgreSQL both are ``UNLOGGED`` (no WAL for data that is re-read from the
-file if lost; apply checks the row count before posting anything). A preview may wait days, so the
-tables live until the file is applied; those of runs that ended otherwise are dropped by the next
-run's plan (:func:`sweep`).
+psycopg's ``cursor.copy()`` on PostgreSQL (rows one at a time, or a block of rows the reader already
+formatted as ``COPY`` text), ``executemany`` in batches on SQLite; memory stays flat — then classifies it
+into ``usage_stage_r<run>_c<chunk>`` and drops the first. On PostgreSQL both are ``UNLOGGED`` (no WAL for
+data that is re-read from the file if lost; apply checks the row count before posting anything). A preview
+may wait days, so the tables live until the file is applied; those of runs that ended otherwise are
+dropped by the next run's plan (:func:`sweep`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from sqlalchemy import Engine, inspect
 from sqlalchemy.engine import Connection
 
 from scheduler.jobkit import RunContext, ended_runs
-from workers.mediation.reader import Sink
+from workers.mediation.reader import Sink, TextSink
 from workers.mediation.records import StagedRow
 
 log = logging.getLogger(__name__)
@@ -56,8 +56,9 @@ def create(conn: Connection, name: str) -> None:
         )
 
 
-def load(engine: Engine, name: str, fill: Callable[[Sink], None]) -> None:
-    """Create ``name`` and stream rows into it: ``fill`` hands each row to the sink it is given.
+def load(engine: Engine, name: str, fill: Callable[[Sink, TextSink | None], None]) -> None:
+    """Create ``name`` and stream rows into it: ``fill`` hands each row to the sinks it is given (the second,
+    for rows in ``COPY`` text format, only on PostgreSQL).
 
     PostgreSQL: one ``COPY`` in one transaction. SQLite: a transaction per batch, so the one writer
     the database allows is free between batches for the scheduler's own writes; a half-loaded table
@@ -70,7 +71,7 @@ def load(engine: Engine, name: str, fill: Callable[[Sink], None]) -> None:
             assert driver is not None
             with driver.cursor() as cursor, cursor.copy(f"COPY {name} ({', '.join(COLUMNS)}) FROM STDIN") as copy:
                 # No ANALYZE afterwards: the planner sizes a never-analyzed table from its pages, enough here.
-                fill(copy.write_row)
+                fill(copy.write_row, copy.write)
         return
     with engine.begin() as conn:
         create(conn, name)
@@ -88,7 +89,7 @@ def load(engine: Engine, name: str, fill: Callable[[Sink], None]) -> None:
             if len(batch) >= BATCH:
                 flush()
 
-        fill(write)
+        fill(write, None)
         if batch:
             flush()
 
