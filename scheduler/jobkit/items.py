@@ -217,13 +217,25 @@ class RunItems:
 
     def planned(self, chunk_no: int) -> dict[str, dict[str, Any]]:
         """The chunk's items still to apply: ``{item key: detail}``."""
+        return {key: detail_of(detail) for key, detail in self._planned(chunk_no, "detail")}
+
+    def planned_json(self, chunk_no: int, field: str) -> dict[str, str]:
+        """The chunk's items still to apply: ``{item key: their detail's object field ``field`` as JSON text}``.
+
+        The text as the database keeps it, never parsed: what a job type sends on as it was staged (a
+        batch of records) need not be decoded and encoded again.
+        """
+        return dict(self._planned(chunk_no, SqlDialect.of(self._engine).json_text("detail", field)))
+
+    def _planned(self, chunk_no: int, value: str) -> list[tuple[str, Any]]:
+        """``(item key, value)`` of the chunk's planned items, by key; ``value`` is a SQL expression."""
         with self._engine.connect() as conn:
             rows = conn.execute(
-                text("SELECT item_key, detail FROM run_item WHERE run_id = :run_id AND chunk_no = :chunk_no "
-                     "AND outcome = :planned ORDER BY item_key"),
+                text(f"SELECT item_key, {value} AS value FROM run_item WHERE run_id = :run_id "
+                     "AND chunk_no = :chunk_no AND outcome = :planned ORDER BY item_key"),
                 {"run_id": self.run_id, "chunk_no": chunk_no, "planned": PLANNED},
             ).all()
-        return {r.item_key: detail_of(r.detail) for r in rows}
+        return [(r.item_key, r.value) for r in rows]
 
     def get(self, key: str) -> Item | None:
         with self._engine.connect() as conn:

@@ -1,10 +1,11 @@
 """ERP transfer apply: send a chunk's staged records as one batch, then record who has what.
 
-Per chunk: one query reads the planned items, one checks the delivery ledger for them (a record
-delivered since the preview is ``skipped``; one this run already recorded — a step delivered again
-after a crash — is ``ok`` without sending). The rest go out as one batch; once the target accepted
-it, the delivery rows are written (insert-or-ignore on the unique key) *before* the items are marked,
-so a crash in between re-sends the same batch under the same ``Idempotency-Key`` and records nothing twice.
+Per chunk: one query reads the planned items' records (as the JSON text staged, not decoded), one
+checks the delivery ledger for them (a record delivered since the preview is ``skipped``; one this run
+already recorded — a step delivered again after a crash — is ``ok`` without sending). The rest go out
+as one batch; once the target accepted it, the delivery rows are written (insert-or-ignore on the unique
+key) *before* the items are marked, so a crash in between re-sends the same batch under the same
+``Idempotency-Key`` and records nothing twice. The batch's items get its outcome in one statement.
 """
 
 from __future__ import annotations
@@ -37,11 +38,11 @@ from workers.erp.tables import erp_deliveries
 def apply_chunk(ctx: RunContext, chunk_no: int, spec: dict[str, Any], sender: HttpSender) -> None:
     props, _ = properties(ctx)
     run_items = RunItems(ctx)
-    items = run_items.planned(chunk_no)
-    if not items:
+    records = run_items.planned_json(chunk_no, "record")
+    if not records:
         return
     key = target_key(props.target)
-    ids = {record_id_of(k): k for k in items}
+    ids = {record_id_of(k): k for k in records}
     with ctx.billing_engine.connect() as conn:
         delivered = _deliveries(conn, key, str(props.dataset), sorted(ids))
     ok: list[str] = []
@@ -61,7 +62,7 @@ def apply_chunk(ctx: RunContext, chunk_no: int, spec: dict[str, Any], sender: Ht
     if to_send:
         batch = Batch(
             run_id=ctx.run_id, batch_no=batch_no, dataset=str(props.dataset), fields=SOURCES[props.dataset].fields,
-            records=[items[ids[i]]["record"] for i in to_send], format=props.format,
+            records=[records[ids[i]] for i in to_send], format=props.format,
             idempotency_key=str(spec.get("idempotency_key") or f"{ctx.run_id}:{batch_no}"),
         )
         if isinstance(props.target, HttpTarget):
@@ -76,8 +77,8 @@ def apply_chunk(ctx: RunContext, chunk_no: int, spec: dict[str, Any], sender: Ht
             outcomes.record(chunk_no, keys, ItemOutcome.SKIPPED, {"reason": reason})
         outcomes.record(chunk_no, ok, ItemOutcome.OK)
         if outcome is not None:
-            sent = [ids[i] for i in to_send]
-            outcomes.record(chunk_no, sent, ItemOutcome.OK if outcome.delivered else ItemOutcome.ERROR, outcome_detail)
+            # The items still planned are the batch's: the others were recorded just above.
+            outcomes.settle(chunk_no, ItemOutcome.OK if outcome.delivered else ItemOutcome.ERROR, outcome_detail)
 
 
 def _deliveries(conn: Connection, key: str, dataset: str, record_ids: list[int]) -> dict[int, int]:
