@@ -223,6 +223,39 @@ def test_jsonl_types_and_lines() -> None:
     ]
 
 
+def jsonl_rows(body: str, *, exact: bool) -> list[tuple[object, ...]]:
+    return list(records(io.BytesIO(body.encode()), FileFormat.JSONL, Normalizer(PRICES, exact=exact)))
+
+
+def json_line(quantity: str = "2.50", *, event_id: str = '"J1"', occurred: str = "2026-05-01T10:00:00Z") -> str:
+    return (f'{{"event_id": {event_id}, "account_number": "ACC-1", "meter": "sms", "quantity": {quantity}, '
+            f'"occurred_at": "{occurred}"}}\n')
+
+
+@pytest.mark.parametrize("exact", [True, False], ids=["sqlite", "postgres"])
+def test_plain_and_careful_json_paths_agree(exact: bool) -> None:
+    # The same records in the plain form (contract order, no escapes) and in forms only json reads
+    plain = jsonl_rows(json_line() + '{"event_id":"J2","account_number":"ACC-2","meter":"data_gb","quantity":7,'
+                                     '"occurred_at":"2026-05-31T23:00:00+02:00"} \r\n', exact=exact)
+    careful = jsonl_rows('{"account_number": "ACC-1", "event_id": "J1", "meter": "sms", "quantity": 2.50, '
+                         '"occurred_at": "2026-05-01T10:00:00Z"}\n'
+                         '{"event_id":"J\\u0032","account_number":"ACC-2","meter":"data_gb","quantity":"7",'
+                         '"occurred_at":"2026-05-31T23:00:00+02:00", "note": null}\n', exact=exact)
+    assert [r[8] for r in plain] == [None, None]
+    assert [r[1:] for r in careful] == [r[1:] for r in plain]
+
+
+@pytest.mark.parametrize("exact", [True, False], ids=["sqlite", "postgres"])
+@pytest.mark.parametrize(("quantity", "reason"), [
+    ("0", None), ("0.5", None), ("1E3", None), ("01.5", R.MALFORMED_LINE), (".5", R.MALFORMED_LINE),
+    ("5.", R.MALFORMED_LINE), ("-1", R.NEGATIVE_QUANTITY), ("1.2345678", R.QUANTITY_OUT_OF_RANGE),
+    ("1000000000000", R.QUANTITY_OUT_OF_RANGE), ('"1.5"', None), ("true", R.BAD_QUANTITY),
+])
+def test_json_quantities_are_what_json_reads(quantity: str, reason: str | None, exact: bool) -> None:
+    (row,) = jsonl_rows(json_line(quantity), exact=exact)
+    assert row[8] == reason
+
+
 def test_the_checksum_covers_every_byte(tmp_path: Path) -> None:
     path = tmp_path / "u.csv"
     path.write_text(HEADER + "E1,ACC-1,data_gb,1,2026-05-01T10:00:00Z\n" * 3)

@@ -94,13 +94,11 @@ TextSink = Callable[[str], Any]
 def read_records(handle: BinaryIO, fmt: FileFormat, normalizer: Normalizer, stats: ReadStats, write: Sink,
                  write_text: TextSink | None = None) -> None:
     """Hand every record of an open binary file to ``write`` as a staging row; with ``write_text`` (and a
-    normalizer for PostgreSQL), plain CSV records go to it instead, a block of ``COPY`` text at a time."""
+    normalizer for PostgreSQL), records in the plain form go to it instead, a block of ``COPY`` text at a time."""
     buffered = io.BufferedReader(_HashingReader(handle, stats), buffer_size=BLOCK)
     blocks = _line_blocks(buffered)
-    if fmt == FileFormat.CSV:
-        stats.lines = _CsvReader(normalizer, write, write_text if not normalizer.exact else None).read(blocks)
-    else:
-        stats.lines = _jsonl_rows(blocks, normalizer, write)
+    lines = _CsvLines if fmt == FileFormat.CSV else _JsonLines
+    stats.lines = lines(normalizer, write, write_text if not normalizer.exact else None).read(blocks)
     while buffered.read(BLOCK):  # what the parser left unread still counts for the checksum
         pass
     stats.checksum = stats._hash.hexdigest()
@@ -185,9 +183,13 @@ _PLAIN_TEXT = r"[!#-+\--\[\]-~]"
 """A character of a plain id: printable ASCII but space, ``"``, ``,`` and ``\\`` (nothing ``COPY`` text escapes)."""
 
 
-def _plain_lines(header: list[str]) -> Callable[[str], list[tuple[str, ...]]]:
-    """Finds every line of a block of text (each ending in a newline), in order: for a line in the plain form
-    the groups ``e a m q t day`` of its record fields, for any other line empty strings."""
+Scan = Callable[[str], list[tuple[str, ...]]]
+"""Finds every line of a block of text (each ending in a newline), in order: for a line in the plain form
+the groups ``e a m q t day`` of its record fields, for any other line empty strings."""
+
+
+def _plain_lines(header: list[str]) -> Scan:
+    """The plain form of a CSV line under this header."""
     groups = {"event_id": rf"(?P<e>{_PLAIN_TEXT}{{1,100}})", "account_number": rf"(?P<a>{_PLAIN_TEXT}+)",
               "meter": rf"(?P<m>{_PLAIN_TEXT}+)", "quantity": rf"(?P<q>{QUANTITY_PATTERN})",
               "occurred_at": rf"(?P<t>{INSTANT_PATTERN})"}
@@ -198,6 +200,19 @@ def _plain_lines(header: list[str]) -> Callable[[str], list[tuple[str, ...]]]:
         return pattern.findall
     fields = itemgetter(*order)
     return lambda text: list(map(fields, pattern.findall(text)))
+
+
+_JSON_GAP = r"[ \t]*"
+_plain_json: Scan = re.compile(
+    "(?:" + _JSON_GAP + r"\{" + rf"{_JSON_GAP},{_JSON_GAP}".join(
+        rf'"{name}"{_JSON_GAP}:{_JSON_GAP}{value}' for name, value in (
+            ("event_id", rf'"(?P<e>{_PLAIN_TEXT}{{1,100}})"'), ("account_number", rf'"(?P<a>{_PLAIN_TEXT}+)"'),
+            ("meter", rf'"(?P<m>{_PLAIN_TEXT}+)"'), ("quantity", r"(?P<q>(?:0|[1-9]\d{0,11})(?:\.\d{1,6})?)"),
+            ("occurred_at", rf'"(?P<t>{INSTANT_PATTERN})"'))
+    ) + _JSON_GAP + r"\}" + r"[ \t\r]*|[^\n]*)\n"
+).findall
+"""The plain form of a JSON line: the five fields in the contract's order, strings without escapes and a JSON
+number as the quantity (what ``json`` decodes to the same values); spaces and tabs between tokens."""
 
 
 def _header(fields: list[str]) -> tuple[list[str], tuple[int, ...]]:
@@ -211,21 +226,19 @@ def _header(fields: list[str]) -> tuple[list[str], tuple[int, ...]]:
     return names, tuple(names.index(f) for f in FIELDS)
 
 
-class _CsvReader:
-    """Stages the records after the header: plain lines a block at a time, the others one by one."""
+class _Lines:
+    """Stages a file's records: lines in the plain form a block at a time, the others one by one (``careful``)."""
 
-    def __init__(self, normalizer: Normalizer, write: Sink, write_text: TextSink | None) -> None:
+    def __init__(self, normalizer: Normalizer, write: Sink, write_text: TextSink | None, plain: Scan | None) -> None:
         self.normalizer, self.write, self.write_text = normalizer, write, write_text
-        self.plain: Callable[[str], list[tuple[str, ...]]] | None = None  # known once the header is read
-        self.columns: tuple[int, ...] = ()
-        self.width = 0
+        self.plain = plain  # a CSV file's is known once its header is read
         self.n = 0  # the line number reached
 
     def read(self, blocks: Iterator[Lines]) -> int:
         """Stage every block's records; returns the number of lines read."""
         for lines, problems in blocks:
             first = 0
-            while self.plain is None and first < len(lines):  # up to the header, line by line
+            while self.plain is None and first < len(lines):  # up to a CSV header, line by line
                 self.n += 1
                 self.careful(lines[first], problems)
                 first += 1
@@ -253,7 +266,20 @@ class _CsvReader:
             self.write_text("".join(copy_rows))
 
     def careful(self, text: str, problems: dict[int, str]) -> None:
-        """Line ``self.n`` (the header, or a line not in the plain form) through the ``csv`` module."""
+        """Line ``self.n``, not in the plain form (or a CSV header)."""
+        raise NotImplementedError
+
+
+class _CsvLines(_Lines):
+    """The records after the header; the plain form follows the header's columns."""
+
+    def __init__(self, normalizer: Normalizer, write: Sink, write_text: TextSink | None) -> None:
+        super().__init__(normalizer, write, write_text, None)
+        self.columns: tuple[int, ...] = ()
+        self.width = 0
+
+    def careful(self, text: str, problems: dict[int, str]) -> None:
+        """Through the ``csv`` module."""
         n, failed = self.n, self.normalizer.failed
         if problems and n in problems:
             if self.plain is None:
@@ -279,28 +305,28 @@ class _CsvReader:
             self.write(self.normalizer.row(n, fields[e_], fields[a_], fields[m_], fields[q_], fields[t_]))
 
 
-def _jsonl_rows(blocks: Iterator[Lines], normalizer: Normalizer, write: Sink) -> int:
-    """Stage one record per JSON line; returns the number of lines read."""
-    failed = normalizer.failed
-    decode = _json_object
-    n = 0
-    for lines, problems in blocks:
-        for text in lines:
-            n += 1
-            if problems and n in problems:
-                write(failed(n, MALFORMED, problems[n]))
-                continue
-            try:
-                obj = decode(text)
-            except (ValueError, RecursionError):
-                if text.strip():
-                    write(failed(n, MALFORMED, "not valid JSON"))
-                continue  # a blank line is not a record
-            if isinstance(obj, dict):
-                write(_json_record(n, obj, normalizer))
-            else:
-                write(failed(n, MALFORMED, "not a JSON object"))
-    return n
+class _JsonLines(_Lines):
+    """One record per JSON line; the plain form is an object of the five fields in the contract's order."""
+
+    def __init__(self, normalizer: Normalizer, write: Sink, write_text: TextSink | None) -> None:
+        super().__init__(normalizer, write, write_text, _plain_json)
+
+    def careful(self, text: str, problems: dict[int, str]) -> None:
+        """Through the ``json`` module."""
+        n, failed = self.n, self.normalizer.failed
+        if problems and n in problems:
+            self.write(failed(n, MALFORMED, problems[n]))
+            return
+        try:
+            obj = _json_object(text)
+        except (ValueError, RecursionError):
+            if text.strip():  # a blank line is not a record
+                self.write(failed(n, MALFORMED, "not valid JSON"))
+            return
+        if isinstance(obj, dict):
+            self.write(_json_record(n, obj, self.normalizer))
+        else:
+            self.write(failed(n, MALFORMED, "not a JSON object"))
 
 
 def _json_record(line_no: int, obj: dict[str, Any], normalizer: Normalizer) -> StagedRow:
