@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy import Engine, func, insert, select, text, update
 from workers_testkit import Drain, RecordingDispatcher
 
 from cli.migrations import migrate_billing_database
@@ -529,6 +529,57 @@ def test_two_runs_applying_at_the_same_time_post_each_document_once(
     assert sum(s["documents"] for s in summaries) == 8
     assert sum(s["lines"] for s in summaries) == 16
     assert sum(s["skipped_lines"] for s in summaries) == 16
+
+
+def test_an_unattended_apply_skips_a_document_another_transaction_posts_meanwhile(
+    env: WorkerEnv, billing_engine: Engine, ledger: dict[str, int], gl_job: Callable[..., Job],
+    gl_run: Callable[..., int], dispatcher: RecordingDispatcher, drain: Drain,
+) -> None:
+    if billing_engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has one writer at a time: no posting can happen meanwhile")
+    # Given an unattended run evaluated, its apply steps not yet run
+    run_id = gl_run(gl_job())
+    while dispatcher.steps and dispatcher.steps[0][1].phase != "apply":
+        _, step = dispatcher.steps.popleft()
+        execute_step(env, step.run_id, step.phase, step.chunk_no)
+    _, first_apply = dispatcher.steps.popleft()
+    # And another transaction posting INV-1 (its first chunk's first document), not yet committed
+    holder = billing_engine.connect()
+    holder.begin()
+    holder.execute(insert(gl_entries), [
+        {"run_id": 0, "source_type": "INVOICE", "source_id": ledger["INV-1"], "line_no": n, "account_id": 1,
+         "gl_account": account, "debit": debit, "credit": credit, "entry_date": date(2026, 5, 1), "posted_at": AS_OF}
+        for n, account, debit, credit in ((1, "1200", D("100.00"), D(0)), (2, "4000", D(0), D("100.00")))
+    ])
+    # When the run applies that chunk (its insert waits on INV-1's key) and the other transaction commits
+    failures: list[BaseException] = []
+
+    def apply() -> None:
+        try:
+            execute_step(env, first_apply.run_id, first_apply.phase, first_apply.chunk_no)
+        except BaseException as exc:
+            failures.append(exc)
+
+    worker = threading.Thread(target=apply)
+    worker.start()
+    with billing_engine.connect() as conn:
+        while worker.is_alive() and not conn.execute(select(func.count()).select_from(
+                text("pg_locks")).where(text("NOT granted"))).scalar_one():
+            threading.Event().wait(0.05)
+    holder.commit()
+    holder.close()
+    worker.join(60)
+    drain()
+    # Then INV-1 is posted once (by the other transaction) and the run posted everything else
+    assert not failures
+    run = run_of(env, run_id)
+    assert run.status == S.COMPLETED, run.error
+    assert sorted(posted(billing_engine)) == sorted(expected_lines(ledger))
+    with billing_engine.connect() as conn:
+        by_run = dict(conn.execute(select(gl_entries.c.run_id, func.count()).group_by(gl_entries.c.run_id)).all())
+    assert by_run == {0: 2, run_id: 14}
+    assert (run.summary["lines"], run.summary["skipped_lines"]) == (14, 2)
+    assert run.summary["accounts"]["4000"] == {"debit": "0.00", "credit": "325.75", "lines": 2}
 
 
 def test_documents_voided_after_posting_are_reversed_once_on_the_run_date(

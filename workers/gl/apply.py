@@ -1,11 +1,13 @@
 """GL apply: post a chunk's lines into ``gl_entries``, each document once across all runs.
 
-Per chunk, in one transaction: one ``INSERT … SELECT … ON CONFLICT DO NOTHING`` posts the lines — the
-reviewed ones from ``gl_staged`` (checked to still balance; documents voided since the preview are
-left out), or, for a run without review, straight from the documents. Lines another run posted first
-are left out by the unique key. The lines this run owns in the range are then read back, checked to
-balance and recorded on the chunk's items, and the chunk's staged lines are dropped (the posted ones
-stay queryable by ``run_id``). Applying a chunk twice posts nothing more and records the same outcomes.
+Per chunk, in one transaction: one ``INSERT … SELECT`` posts the lines — the reviewed ones from
+``gl_staged`` (checked to still balance; documents voided since the preview are left out), or, for a
+run without review, straight from the documents, totalled in the same statement on PostgreSQL. Lines
+another run posted first are left out by the unique key (the insert runs again with ``ON CONFLICT DO
+NOTHING`` when it meets one). When the insert did not post everything planned, the lines this run owns
+in the range are read back. They are checked to balance and recorded on the chunk's items, and the
+chunk's staged lines are dropped (the posted ones stay queryable by ``run_id``). Applying a chunk twice
+posts nothing more and records the same outcomes.
 """
 
 from __future__ import annotations
@@ -15,11 +17,29 @@ from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
 
-from scheduler.jobkit import ItemOutcome, ItemWriter, RunContext, RunItems
-from workers.gl.evaluate import chunk_lines
-from workers.gl.journal import AccountTotal, batch_totals, check_balanced, insert_lines, large_batch
-from workers.gl.sources import LINE_COLUMNS, POSTED_KEY, Chunk, Source, direct_posting, stored_lines
+from scheduler.jobkit import ItemOutcome, ItemWriter, RunContext, RunItems, SqlDialect
+from workers.gl.evaluate import ChunkLines, chunk_lines
+from workers.gl.journal import (
+    AccountTotal,
+    batch_totals,
+    check_balanced,
+    document_totals,
+    insert_lines,
+    large_batch,
+)
+from workers.gl.sources import (
+    LINE_COLUMNS,
+    POSTED_KEY,
+    Chunk,
+    Source,
+    direct_posting,
+    document_sums,
+    line_select,
+    posting_with_sums,
+    stored_lines,
+)
 
 RANGE = "run_id = :run_id AND source_type = :source_type AND source_id BETWEEN :first_id AND :last_id"
 IN_CHUNK = "s.run_id = :run_id AND s.source_type = :source_type AND s.source_id BETWEEN :first_id AND :last_id"
@@ -54,8 +74,7 @@ def apply_chunk(ctx: RunContext, chunk_no: int, spec: dict[str, Any]) -> None:
             staged_sql = stored_lines("gl_staged")
             staged = batch_totals(conn, staged_sql, params, one_line_per_account=one)
             check_balanced(conn, staged_sql, params, staged, chunk=chunk, where=f"chunk {chunk_no} ({chunk.label})")
-        insert_sql = posting_insert(chunk.source) if chunk.staged else direct_posting(lines.sql)
-        inserted = insert_lines(conn, insert_sql, POSTED_KEY, params, totals=True, one_line_per_account=one)
+        inserted = _post(conn, chunk, lines, params)
         posted_sql = stored_lines("gl_entries")
         expected = sum(int(detail.get("lines", 0)) for detail in planned.values())
         if inserted is not None and sum(t.lines for t in inserted.values()) == expected:
@@ -70,6 +89,28 @@ def apply_chunk(ctx: RunContext, chunk_no: int, spec: dict[str, Any]) -> None:
                 reasons = _skip_reasons(conn, params, chunk.source)
             conn.execute(text(f"DELETE FROM gl_staged WHERE {RANGE}"), params)
         _record_outcomes(outcomes, planned, posted, reasons)
+
+
+def _post(conn: Connection, chunk: Chunk, lines: ChunkLines, params: dict[str, Any]) -> dict[str, AccountTotal] | None:
+    """Post the chunk's lines (a line some run already posted is left out); per GL account what this
+    statement posted, or ``None`` when it cannot tell (SQLite: the caller reads the lines back)."""
+    one = lines.one_line_per_account
+    if chunk.staged:
+        return insert_lines(conn, posting_insert(chunk.source), POSTED_KEY, params, totals=True,
+                            one_line_per_account=one)
+    conflicts = False
+    if conn.dialect.name == "postgresql":
+        d = SqlDialect.of(conn)
+        from_doc, _ = line_select(d, chunk.source, lines.lines, documents="doc")
+        sums = document_sums(d, chunk.source, lines.lines, documents="doc")
+        try:
+            with conn.begin_nested():
+                return document_totals(conn, posting_with_sums(d, chunk.source, direct_posting(from_doc), sums),
+                                       params, lines.lines)
+        except IntegrityError:
+            conflicts = True
+    return insert_lines(conn, direct_posting(lines.sql), POSTED_KEY, params, totals=True, one_line_per_account=one,
+                        conflicts=conflicts)
 
 
 _NONE = AccountTotal(gl_account="", documents=0, lines=0, debit=Decimal("0.00"), credit=Decimal("0.00"))

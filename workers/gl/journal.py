@@ -110,13 +110,14 @@ def large_batch(conn: Connection) -> None:
 
 def insert_lines(
     conn: Connection, insert_sql: str, on_conflict: str, params: dict[str, Any], *,
-    totals: bool = False, one_line_per_account: bool = False,
+    totals: bool = False, one_line_per_account: bool = False, conflicts: bool = False,
 ) -> dict[str, AccountTotal] | None:
     """Run a set-based insert of lines; only if some of them already exist, run it again skipping those.
 
     A plain ``INSERT`` costs half an ``INSERT … ON CONFLICT DO NOTHING`` on PostgreSQL (no speculative
     insertion into every index), and a conflict is the exception: a chunk applied again, or two runs
     posting the same documents at once (the unique key still decides; the later one waits, then skips).
+    ``conflicts``: the caller's plain insert just met some, skip straight to the insert that skips them.
 
     With ``totals`` on PostgreSQL, returns the per-account totals of the lines this statement inserted
     (from ``RETURNING``, without reading them back); else ``None``.
@@ -130,14 +131,15 @@ def insert_lines(
         return typed(f"WITH inserted AS ({sql} RETURNING source_id, gl_account, debit, credit) "
                      + _totals_sql(SqlDialect.of(conn), inserted, one_line_per_account))
 
-    try:
-        with conn.begin_nested():
-            result = conn.execute(statement(insert_sql), params)
-            found = _rows_to_totals(result) if returning else None
-    except IntegrityError:
-        result = conn.execute(statement(f"{insert_sql} {on_conflict}"), params)
-        found = _rows_to_totals(result) if returning else None
-    return found
+    if not conflicts:
+        try:
+            with conn.begin_nested():
+                result = conn.execute(statement(insert_sql), params)
+                return _rows_to_totals(result) if returning else None
+        except IntegrityError:
+            pass
+    result = conn.execute(statement(f"{insert_sql} {on_conflict}"), params)
+    return _rows_to_totals(result) if returning else None
 
 
 def _rows_to_totals(result: Any) -> dict[str, AccountTotal]:
