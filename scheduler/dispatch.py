@@ -7,15 +7,18 @@ this run now", so a lost or duplicated message is repaired or ignored by the gua
 
 from __future__ import annotations
 
+import json
+import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import dramatiq
 import redis
 from dramatiq.brokers.redis import RedisBroker
-from dramatiq.middleware import AgeLimit, Callbacks, Pipelines, Retries, TimeLimit
+from dramatiq.middleware import AgeLimit, Callbacks, Middleware, Pipelines, Retries, TimeLimit
 
 from scheduler.errors import BrokerUnavailable
 from scheduler.metrics import BROKER_UP
@@ -53,6 +56,28 @@ def _message(queue: str, step: RunStep) -> dramatiq.Message[Any]:
     return dramatiq.Message(queue_name=queue, actor_name=step_actor_name(queue),
                             args=(step.run_id, step.phase, step.chunk_no), kwargs={}, message_id=message_id,
                             options={"redis_message_id": message_id})
+
+
+def encoded_steps(queue: str, steps: Sequence[RunStep]) -> dict[str, bytes]:
+    """The steps of one queue as Dramatiq encodes their messages, by Redis id, written straight from a template.
+
+    Byte for byte what ``_message(queue, step).encode()`` gives (the fields in Dramatiq's order, its
+    separators), without a :class:`dramatiq.Message`, its field dictionary and a ``uuid4`` system call per
+    step: a tick or a batch sends thousands. The ids are random version-4 UUIDs drawn in one call.
+    """
+    name = json.dumps(queue)
+    head = f'{{"queue_name":{name},"actor_name":{json.dumps(step_actor_name(queue))},"args":['
+    timestamp = int(time.time() * 1000)
+    randomness = os.urandom(16 * len(steps))
+    encoded: dict[str, bytes] = {}
+    for n, step in enumerate(steps):
+        message_id = str(UUID(bytes=randomness[16 * n : 16 * n + 16], version=4))
+        encoded[message_id] = (
+            f'{head}{step.run_id},{json.dumps(step.phase)},{step.chunk_no}],"kwargs":{{}},'
+            f'"options":{{"redis_message_id":"{message_id}"}},"message_id":"{message_id}",'
+            f'"message_timestamp":{timestamp}}}'
+        ).encode()
+    return encoded
 
 
 def redis_url(settings: Settings, *, process: str = "this process") -> str:
@@ -97,8 +122,9 @@ class Dispatcher:
 
         A batch writes what :meth:`RedisBroker.enqueue` writes for each message (the message under its own
         Redis id in the queue's ``.msgs`` hash, the id pushed on the queue, the broker's enqueue middleware
-        hooks), as one ``MULTI`` of two commands per queue instead of a script call per message; workers
-        cannot tell the difference. A batch of one is a plain enqueue.
+        hooks), as one ``MULTI`` of two commands per queue instead of a script call per message, the
+        messages encoded by :func:`encoded_steps`; workers cannot tell the difference. A batch of one is a
+        plain enqueue.
         """
         if not steps:
             return
@@ -106,23 +132,30 @@ class Dispatcher:
             if len(steps) == 1:
                 self.broker.enqueue(_message(*steps[0]))
             else:
-                self._enqueue_batch([_message(queue, step) for queue, step in steps])
+                self._enqueue_batch(steps)
         except redis.RedisError as exc:
             BROKER_UP.set(0)
             raise BrokerUnavailable(self.url, str(exc)) from exc
         BROKER_UP.set(1)
 
-    def _enqueue_batch(self, messages: list[dramatiq.Message[Any]]) -> None:
+    def _enqueue_batch(self, steps: Sequence[tuple[str, RunStep]]) -> None:
         broker = self.broker
-        by_queue: dict[str, dict[str, bytes]] = {}
+        by_queue: dict[str, list[RunStep]] = {}
+        for queue, step in steps:
+            by_queue.setdefault(queue, []).append(step)
+        encoded = {queue: encoded_steps(queue, queue_steps) for queue, queue_steps in by_queue.items()}
+        # Dramatiq's own middleware does nothing when a new message is enqueued; any that does gets its hooks.
+        hooked = [m for m in broker.middleware if type(m).before_enqueue is not Middleware.before_enqueue
+                  or type(m).after_enqueue is not Middleware.after_enqueue]
+        messages = [dramatiq.Message.decode(data) for by_id in encoded.values() for data in by_id.values()] \
+            if hooked else []
         for message in messages:
             broker.emit_before("enqueue", message, None)
-            by_queue.setdefault(message.queue_name, {})[message.options["redis_message_id"]] = message.encode()
         with broker.client.pipeline(transaction=True) as pipe:
-            for queue, encoded in by_queue.items():
+            for queue, by_id in encoded.items():
                 key = f"{broker.namespace}:{queue}"
-                pipe.hset(f"{key}.msgs", mapping=encoded)  # type: ignore[arg-type]
-                pipe.rpush(key, *encoded)
+                pipe.hset(f"{key}.msgs", mapping=by_id)  # type: ignore[arg-type]
+                pipe.rpush(key, *by_id)
             pipe.execute()
         for message in messages:
             broker.emit_after("enqueue", message, None)

@@ -198,14 +198,23 @@ def create_runs(
 
 
 def _row(run: NewRun, *, actor: str, at: datetime, sending: bool) -> dict[str, Any]:
-    """Every column of a new run: what it was asked for, and the same defaults for every run."""
+    """Every column of a new run: what it was asked for, and what is the same for every run of a batch."""
+    return {**_asked(run), **_shared(actor=actor, at=at, sending=sending)}
+
+
+def _asked(run: NewRun) -> dict[str, Any]:
     return {
         "job_id": run.job_id, "job_type": run.job_type, "trigger": str(run.trigger),
         "scheduled_for": run.scheduled_for, "idempotency_key": run.idempotency_key,
-        "idempotency_fingerprint": run.idempotency_fingerprint, "status": RunStatus.CREATED,
-        "preview": run.preview, "run_properties": dict(run.run_properties), "created_by": actor, "created_at": at,
-        "enqueued_at": at if sending else None, "attempt": 0, "chunks_total": 0, "chunks_done": 0, "summary": {},
-        "retry_of": run.retry_of, "request_id": run.request_id,
+        "idempotency_fingerprint": run.idempotency_fingerprint, "preview": run.preview,
+        "run_properties": dict(run.run_properties), "retry_of": run.retry_of, "request_id": run.request_id,
+    }
+
+
+def _shared(*, actor: str, at: datetime, sending: bool) -> dict[str, Any]:
+    return {
+        "status": RunStatus.CREATED, "created_by": actor, "created_at": at, "enqueued_at": at if sending else None,
+        "attempt": 0, "chunks_total": 0, "chunks_done": 0, "summary": {},
     }
 
 
@@ -216,25 +225,30 @@ Inserted = list[tuple[int, int]]
 def _insert_postgres(
     session: Session, runs: Sequence[NewRun], *, actor: str, at: datetime, any_conflict: bool, sending: bool
 ) -> Inserted:
-    """One statement for the runs and their events: the runs travel as one JSON parameter, each with its id
-    drawn from the sequence first, so that the events of the runs inserted join them by id."""
-    rows = [{**_row(run, actor=actor, at=at, sending=sending), "n": n, "note": audit_note(run)}
-            for n, run in enumerate(runs)]
+    """One statement for the runs and their events: what each run was asked for travels as one JSON parameter
+    (what all share as one parameter each), each run with its id drawn from the sequence first, so that the
+    events of the runs inserted join them by id."""
+    rows = [{**_asked(run), "n": n, "note": audit_note(run)} for n, run in enumerate(runs)]
+    shared = _shared(actor=actor, at=at, sending=sending)
     dialect = session.get_bind().dialect
-    names = [name for name in rows[0] if name in JOB_RUNS.c]
-    columns = ", ".join(names)
-    typed = ", ".join(f"{name} {JOB_RUNS.c[name].type.compile(dialect=dialect)}" for name in names)
+
+    def sql_type(name: str) -> str:
+        return str(JOB_RUNS.c[name].type.compile(dialect=dialect))
+
+    asked = [name for name in rows[0] if name in JOB_RUNS.c]
+    typed = ", ".join(f"{name} {sql_type(name)}" for name in asked)
     statement = text(
         "WITH u AS MATERIALIZED (SELECT nextval(pg_get_serial_sequence('job_run', 'id')) AS id, r.* "
         f"FROM json_to_recordset(CAST(:runs AS json)) AS r({typed}, n integer, note text)), "
-        f"run AS (INSERT INTO job_run (id, {columns}) SELECT id, {columns} FROM u "
-        f"ON CONFLICT {'' if any_conflict else '(job_id, scheduled_for)'} DO NOTHING RETURNING id), "
+        f"run AS (INSERT INTO job_run (id, {', '.join(asked)}, {', '.join(shared)}) "
+        f"SELECT id, {', '.join(asked)}, {', '.join(f'CAST(:{name} AS {sql_type(name)})' for name in shared)} "
+        f"FROM u ON CONFLICT {'' if any_conflict else '(job_id, scheduled_for)'} DO NOTHING RETURNING id), "
         "event AS (INSERT INTO run_event (run_id, from_status, to_status, at, actor, note) "
-        "SELECT u.id, NULL, :created, :at, :actor, u.note FROM run JOIN u ON u.id = run.id) "
+        "SELECT u.id, NULL, :status, :created_at, :created_by, u.note FROM run JOIN u ON u.id = run.id) "
         "SELECT u.n, u.id FROM run JOIN u ON u.id = run.id"
     )
-    runs_json = json.dumps(rows, default=lambda value: value.isoformat())
-    params = {"runs": runs_json, "created": RunStatus.CREATED, "at": at, "actor": actor}
+    params = {**shared, "summary": json.dumps(shared["summary"]),
+              "runs": json.dumps(rows, default=lambda value: value.isoformat())}
     return [(int(n), int(run_id)) for n, run_id in session.execute(statement, params)]
 
 
