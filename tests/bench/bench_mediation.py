@@ -7,7 +7,9 @@ A fresh database is created and dropped. The file (CSV or JSON lines) has ~0.1% 
 duplicate event ids. The mediation run goes through the executor (plan, evaluate, apply) exactly as a
 worker runs it; records/s = records / (evaluate + apply). The baseline posts a sample of records one
 statement per record (the account looked up in a Python dict, so it is generous to the baseline) and
-is scaled to the full count. Prints a table, then one JSON line.
+is scaled to the full count. The raw SQL floor is what storing the mediated events costs PostgreSQL
+at the least: one plain ``INSERT … SELECT`` of them into a copy of ``usage_events`` with its primary
+key (no reading, checking, deduplicating, rating or daily totals). Prints a table, then one JSON line.
 """
 
 from __future__ import annotations
@@ -188,6 +190,23 @@ def baseline(engine: Engine, path: Path, fmt: str) -> dict[str, Any]:
     return {"records": count, "posted": posted, "seconds": elapsed, "records_per_second": count / elapsed}
 
 
+def sql_floor(engine: Engine) -> dict[str, Any]:
+    """The raw SQL floor: the run's mediated events copied by one ``INSERT … SELECT`` into a copy of
+    ``usage_events`` with its indexes, in the order they were posted (event id order, as apply posts them)."""
+    cpu = BackendCpu(engine)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE usage_floor (LIKE usage_events INCLUDING ALL)"))
+    try:
+        start, started = cpu.sample(), time.perf_counter()
+        with engine.begin() as conn:
+            rows = conn.execute(text("INSERT INTO usage_floor SELECT * FROM usage_events")).rowcount
+        elapsed, used = time.perf_counter() - started, cpu.since(start)
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text("DROP TABLE IF EXISTS usage_floor"))
+    return {"events": rows, "seconds": round(elapsed, 3), "postgres_cpu": round(used, 3) if used is not None else None}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=1_000_000)
@@ -214,10 +233,22 @@ def main(argv: list[str] | None = None) -> int:
                           note=f"evaluate {args.records / found['seconds']['evaluate']:,.0f}/s, apply "
                                f"{args.records / found['seconds']['apply']:,.0f}/s; peak RSS {rss} MB; "
                                f"{found['records_per_cpu_second'] or 0:,} records per CPU-second (client + "
-                               f"PostgreSQL); run {found['status']}"))
+                               f"PostgreSQL); {_floor_note(found)}; run {found['status']}"))
         report.details[fmt] = found
     report.emit()
     return 0
+
+
+def _floor_note(found: dict[str, Any]) -> str:
+    """The raw SQL floor against ours, in records per second and per PostgreSQL CPU-second."""
+    floor, records = found["sql_floor"], found["records"]
+    floor_rate = records / floor["seconds"]
+    note = (f"raw SQL floor (the {floor['events']:,} events by one INSERT … SELECT) {floor_rate:,.0f} records/s = "
+            f"{found['records_per_second'] / floor_rate:.2f}x of it")
+    if floor["postgres_cpu"] and found["cpu_seconds"]["postgres"]:
+        note += (f", PostgreSQL CPU {records / found['cpu_seconds']['postgres']:,.0f} records/s (floor "
+                 f"{records / floor['postgres_cpu']:,.0f})")
+    return note
 
 
 def _bench(args: argparse.Namespace, fmt: str, url: str, tmp: Path) -> dict[str, Any]:
@@ -237,6 +268,7 @@ def _bench(args: argparse.Namespace, fmt: str, url: str, tmp: Path) -> dict[str,
     rss_after = peak_rss_mb()
     mediation_seconds = result["seconds"]["evaluate"] + result["seconds"]["apply"]
     rate = args.records / mediation_seconds
+    floor = sql_floor(engine)
     base = baseline(engine, sample, fmt)
     found_versions = versions(engine)
     engine.dispose()
@@ -252,8 +284,8 @@ def _bench(args: argparse.Namespace, fmt: str, url: str, tmp: Path) -> dict[str,
         "cpu_seconds": {"client": round(client, 2), "postgres": round(server, 2) if server is not None else None},
         "records_per_cpu_second": round(per_cpu_second) if per_cpu_second else None,
         "baseline": {k: round(v, 3) if isinstance(v, float) else v for k, v in base.items()},
-        "speedup": round(rate / base["records_per_second"], 1), "summary": {k: summary.get(k) for k in (
-            "records_read", "mediated", "filtered", "failed", "rated_amount")},
+        "speedup": round(rate / base["records_per_second"], 1), "sql_floor": floor,
+        "summary": {k: summary.get(k) for k in ("records_read", "mediated", "filtered", "failed", "rated_amount")},
         "peak_rss_mb": {"before": round(rss_before), "after": round(rss_after)}, "versions": found_versions,
     }
 
