@@ -149,6 +149,33 @@ class ItemWriter:
         statement, params = self._update(outcome, facts, "")
         self.conn.execute(statement, {**params, "chunk_no": chunk_no})
 
+    def settle_decided(
+        self, chunk_no: int, decide: str, params: Mapping[str, Any], *, writes: Mapping[str, str] | None = None,
+    ) -> int:
+        """PostgreSQL, the job type's tables in this database: settle the chunk's planned items in one statement.
+
+        ``decide`` is a query over ``planned`` (the chunk's planned items: ``item_id``, ``item_key`` and
+        ``detail`` as ``jsonb``) selecting per item its ``item_id``, ``outcome`` and ``facts`` (a ``jsonb``
+        object merged into the detail, or NULL); every item it selects is settled, stamped applied now.
+        Items are matched by id, so whatever the planner guesses of a new run's items each is one index
+        lookup. ``writes`` are
+        data-modifying CTEs (name → SQL) of the same statement reading ``decided``, so the job type's
+        writes and the outcomes commit together with no row passing through Python. ``:run_id`` and
+        ``:now`` are bound for both. Returns how many items were settled.
+        """
+        extra = "".join(f", {name} AS ({sql})" for name, sql in (writes or {}).items())
+        statement = text(
+            "WITH planned AS MATERIALIZED (SELECT id AS item_id, item_key, CAST(detail AS jsonb) AS detail "
+            "FROM run_item WHERE run_id = :run_id AND chunk_no = :chunk_no AND outcome = :planned), "
+            f"decided AS MATERIALIZED ({decide}){extra} "
+            "UPDATE run_item SET outcome = decided.outcome, applied_at = :now, detail = CASE WHEN decided.facts "
+            "IS NULL THEN run_item.detail ELSE CAST(CAST(run_item.detail AS jsonb) || decided.facts AS json) END "
+            "FROM decided WHERE run_item.id = decided.item_id AND run_item.outcome = :planned"
+        ).bindparams(_STAMP)
+        result = self.conn.execute(statement, {**params, "run_id": self.run_id, "chunk_no": chunk_no,
+                                               "planned": PLANNED, "now": self.now})
+        return int(result.rowcount)
+
     def replace(self, key: str, *, outcome: str, detail: dict[str, Any], only_planned: bool = True) -> None:
         """Set one item's outcome and whole detail (stamped applied now unless still planned)."""
         guard = " AND outcome = :planned" if only_planned else ""

@@ -37,12 +37,12 @@ def _take(point: str) -> bool:
     return True
 
 
-_record_outcomes = dunning_apply._record_outcomes
+_apply_effects = dunning_apply._apply_effects
 _apply = DunningJobType.apply
 
 
-def _record_then_die(*args: Any) -> None:
-    _record_outcomes(*args)
+def _effects_then_die(*args: Any) -> None:
+    _apply_effects(*args)
     _recorded.done = True
     if _take("in-transaction"):
         os.kill(os.getpid(), signal.SIGKILL)
@@ -55,7 +55,7 @@ def _apply_then_die(self: DunningJobType, ctx: Any, chunk_no: int, spec: dict[st
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-dunning_apply._record_outcomes = _record_then_die
+dunning_apply._apply_effects = _effects_then_die
 DunningJobType.apply = _apply_then_die  # type: ignore[method-assign]
 
 __all__ = ["actors", "broker"]

@@ -29,19 +29,19 @@ def test_concurrent_applies_of_two_runs_charge_each_late_fee_once(
         execute_step(env, step.run_id, step.phase, step.chunk_no)
     assert {s.run_id for _, s in dispatcher.steps if s.phase == "apply"} == set(runs)
 
-    # When both apply their first chunk at once, each reading the accounts before the other writes them
-    both_read = threading.Barrier(2, timeout=3)
-    read_state = dunning_apply._current_state
+    # When both apply their first chunk at once, each holding its transaction open once it has decided and
+    # written, until the other has too
+    both_decided = threading.Barrier(2, timeout=3)
+    apply_effects = dunning_apply._apply_effects
 
-    def read_then_meet(*args: Any) -> Any:
-        state = read_state(*args)
+    def write_then_meet(*args: Any) -> None:
+        apply_effects(*args)
         try:
-            both_read.wait()
+            both_decided.wait()
         except threading.BrokenBarrierError:
-            pass  # the other one could not read yet (it waits for this one's accounts): fine
-        return state
+            pass  # the other one could not decide yet (it waits for this one's accounts): fine
 
-    monkeypatch.setattr(dunning_apply, "_current_state", read_then_meet)
+    monkeypatch.setattr(dunning_apply, "_apply_effects", write_then_meet)
     errors: list[BaseException] = []
 
     def apply(run_id: int) -> None:

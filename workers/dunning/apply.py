@@ -1,9 +1,13 @@
 """Dunning apply: re-check each staged item against current data, then apply the chunk set-based.
 
-Per chunk: one query reads the current state of the chunk's accounts; the items still justified
-become ``dunning_actions`` rows (``UNIQUE(run_id, account_id)``), and a handful of statements join
-those rows to set tiers, suspend or reinstate, write off and post late fees. Every statement is
-idempotent, so applying a chunk twice changes nothing the second time.
+Per chunk: the current state of the chunk's accounts decides which items still hold; those become
+``dunning_actions`` rows (``UNIQUE(run_id, account_id)``), and a handful of statements join those
+rows to set tiers, suspend or reinstate, write off and post late fees. Every statement is idempotent,
+so applying a chunk twice changes nothing the second time.
+
+On PostgreSQL with the billing tables in the scheduler's database the decisions, the actions and the
+items' outcomes are one statement (:func:`_settle_in_sql`); elsewhere (SQLite, a billing database of
+its own) the items and the accounts are read and decided in Python (:func:`decide`), the same rules.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from scheduler.jobkit import (
     insert_or_ignore_select,
 )
 from workers.billing.tables import AccountStatus, InvoiceKind, InvoiceStatus, dunning_actions, invoices
-from workers.dunning.evaluate import as_of_date, due_subquery, properties
+from workers.dunning.evaluate import as_of_date, due_subquery, properties, target_tier
 from workers.dunning.properties import REINSTATE, DunningAction, DunningProperties
 
 LATE_FEE_TERMS = timedelta(days=14)
@@ -90,11 +94,16 @@ def decide(props: DunningProperties, item: dict[str, Any], now: AccountNow | Non
 def apply_chunk(ctx: RunContext, chunk_no: int, spec: dict[str, Any]) -> None:
     props, _ = properties(ctx)
     run_items = RunItems(ctx)
+    as_of = as_of_date(ctx)
+    bounds = {"run_id": ctx.run_id, "first_id": spec["first_id"], "last_id": spec["last_id"]}
+    if run_items.share_billing_database and SqlDialect.of(ctx.billing_engine).is_postgres:
+        with run_items.billing_transaction() as (billing, outcomes):
+            if _settle_in_sql(outcomes, props, chunk_no, bounds, as_of):
+                _apply_effects(billing, bounds, as_of)
+        return
     items = run_items.planned(chunk_no)
     if not items:
         return
-    as_of = as_of_date(ctx)
-    bounds = {"run_id": ctx.run_id, "first_id": spec["first_id"], "last_id": spec["last_id"]}
     with run_items.billing_transaction() as (billing, outcomes):
         current = _current_state(billing, bounds, as_of)
         skipped: dict[str, list[str]] = defaultdict(list)
@@ -109,6 +118,70 @@ def apply_chunk(ctx: RunContext, chunk_no: int, spec: dict[str, Any]) -> None:
         _insert_actions(billing, rows, outcomes.now)
         _apply_effects(billing, bounds, as_of)
         _record_outcomes(outcomes, chunk_no, items, skipped)
+
+
+def _settle_in_sql(outcomes: ItemWriter, props: DunningProperties, chunk_no: int, bounds: dict[str, Any],
+                   as_of: Any) -> int:
+    """PostgreSQL, billing tables beside the items: :func:`decide` and :func:`_insert_actions` as one statement.
+
+    The chunk's accounts are locked first (in id order, until the apply commits: an overlapping run
+    waits, then sees "tier changed"), so the next statement reads them as they are now: each planned
+    item is joined to its account and its past-due invoices (index lookups, whatever the planner
+    guesses of a new run's items), gets its skip reason or its ``dunning_actions`` row, and every item
+    its outcome, without a row reaching Python. Returns how many items were settled (none: the chunk
+    was applied already).
+    """
+    conn = outcomes.conn
+    conn.execute(text("SELECT COUNT(*) FROM (SELECT a.id FROM accounts a WHERE a.id BETWEEN :first_id AND :last_id "
+                      "ORDER BY a.id FOR UPDATE) locked"), bounds)
+    d = SqlDialect.of(conn)
+    days = d.days_between(d.date_param("as_of"), "d.oldest_due")
+    item = "CAST(detail ->> '{}' AS {})"
+    reason = (
+        "CASE WHEN a.id IS NULL THEN 'account no longer in scope' "
+        "WHEN da.account_id IS NOT NULL THEN NULL "
+        f"WHEN a.status = '{AccountStatus.CLOSED}' THEN 'account closed since preview' "
+        "WHEN a.dunning_tier <> p.from_tier THEN 'tier changed since preview (now ' || a.dunning_tier || ')' "
+        f"WHEN p.to_tier > 0 AND {target_tier(props, 'COALESCE(d.amount_due, 0)', f'COALESCE({days}, 0)')} "
+        "< p.to_tier THEN CASE WHEN COALESCE(d.amount_due, 0) < p.previewed_due THEN 'paid since preview' "
+        "ELSE 'no longer past due' END "
+        "WHEN p.to_tier = 0 AND d.amount_due > 0 THEN 'past due again since preview' END"
+    )
+    staged = (
+        f"SELECT item_id, {item.format('account_id', 'integer')} AS account_id, "
+        f"{item.format('from_tier', 'integer')} AS from_tier, {item.format('to_tier', 'integer')} AS to_tier, "
+        f"{item.format('amount_due', 'numeric')} AS previewed_due, {item.format('late_fee', 'numeric')} AS late_fee, "
+        "COALESCE(detail -> 'actions', CAST('[]' AS jsonb)) AS actions FROM planned"
+    )
+    decide = (
+        "SELECT x.*, CASE WHEN x.reason IS NULL THEN :ok ELSE :skipped END AS outcome, "
+        "CASE WHEN x.reason IS NOT NULL THEN jsonb_build_object('reason', x.reason) "
+        f"WHEN {_has('x.actions', DunningAction.WEBHOOK)} THEN CAST(:webhook AS jsonb) END AS facts "
+        "FROM (SELECT p.*, a.status, COALESCE(d.amount_due, 0) AS amount_due, "
+        f"da.account_id IS NOT NULL AS applied, {reason} AS reason FROM ({staged}) p "
+        "LEFT JOIN accounts a ON a.id = p.account_id "
+        f"LEFT JOIN LATERAL ({due_subquery(d, 'i.account_id = p.account_id')}) d ON true "
+        # An action of this run already there (its items set back to planned): ok, nothing applied twice.
+        "LEFT JOIN dunning_actions da ON da.run_id = :run_id AND da.account_id = p.account_id) x"
+    )
+    actions = (
+        "INSERT INTO dunning_actions (run_id, account_id, from_tier, to_tier, actions, new_status, fee_amount, "
+        "write_off_amount, applied_at) "
+        "SELECT :run_id, account_id, from_tier, to_tier, CAST(actions AS json), "
+        f"CASE WHEN {_has('actions', DunningAction.SUSPEND)} THEN '{AccountStatus.SUSPENDED}' "
+        f"WHEN {_has('actions', REINSTATE)} AND status = '{AccountStatus.SUSPENDED}' THEN '{AccountStatus.ACTIVE}' "
+        f"END, CASE WHEN {_has('actions', DunningAction.LATE_FEE)} THEN late_fee END, "
+        f"CASE WHEN {_has('actions', DunningAction.WRITE_OFF)} THEN amount_due END, :now "
+        "FROM decided WHERE reason IS NULL AND NOT applied ON CONFLICT (run_id, account_id) DO NOTHING"
+    )
+    params = {**bounds, "as_of": as_of, "minimum": props.minimum_account_due, "ok": ItemOutcome.OK,
+              "skipped": ItemOutcome.SKIPPED, "webhook": json.dumps({"webhook": "queued"})}
+    return outcomes.settle_decided(chunk_no, decide, params, writes={"actions": actions})
+
+
+def _has(actions: str, action: str) -> str:
+    """Whether the ``jsonb`` array ``actions`` lists ``action``."""
+    return f"{actions} @> CAST('[\"{action}\"]' AS jsonb)"
 
 
 def _record_outcomes(outcomes: ItemWriter, chunk_no: int, items: dict[str, dict[str, Any]],

@@ -91,12 +91,13 @@ def plan_chunks(ctx: RunContext) -> list[dict[str, Any]]:
     return [{"first_id": r.first_id, "last_id": r.last_id, "accounts": r.accounts} for r in rows]
 
 
-def due_subquery(d: SqlDialect) -> str:
-    """Per account in the chunk: the oldest due date and the total of past-due, undisputed open balances."""
+def due_subquery(d: SqlDialect, accounts: str = "i.account_id BETWEEN :first_id AND :last_id") -> str:
+    """Per account in the chunk (or of the condition ``accounts``): the oldest due date and the total of
+    past-due, undisputed open balances."""
     return (
         "SELECT i.account_id, MIN(i.due_on) AS oldest_due, "
         f"{d.money_sum('i.balance')} AS amount_due FROM invoices i "
-        "WHERE i.account_id BETWEEN :first_id AND :last_id "
+        f"WHERE {accounts} "
         f"AND i.status = '{InvoiceStatus.OPEN}' AND i.balance > 0 AND NOT i.disputed "
         f"AND i.due_on < {d.date_param('as_of')} "
         "GROUP BY i.account_id"
@@ -116,18 +117,20 @@ def scored_subquery(d: SqlDialect, condition: str) -> str:
     )
 
 
+def target_tier(props: DunningProperties, amount_due: str, days_past_due: str) -> str:
+    """SQL for :meth:`DunningProperties.target_tier` of two column expressions (``:minimum`` is the minimum due)."""
+    by_days = " ".join(
+        f"WHEN {days_past_due} >= {t.min_days_past_due} THEN {t.code}"
+        for t in sorted(props.ladder, key=lambda t: -t.min_days_past_due)
+    )
+    return f"CASE WHEN {amount_due} > 0 AND {amount_due} >= :minimum THEN CASE {by_days} ELSE 0 END ELSE 0 END"
+
+
 def _staging_select(d: SqlDialect, props: DunningProperties, where: Scope) -> tuple[str, dict[str, Any]]:
     """``SELECT account_number, detail`` of every account to escalate or clear in the chunk."""
     params: dict[str, Any] = {"minimum": props.minimum_account_due, "none_name": props.no_dunning_name,
                               "reinstate": json.dumps([REINSTATE]), "no_actions": "[]"}
-    by_days = " ".join(
-        f"WHEN s.days_past_due >= {t.min_days_past_due} THEN {t.code}"
-        for t in sorted(props.ladder, key=lambda t: -t.min_days_past_due)
-    )
-    target = (
-        "CASE WHEN s.amount_due > 0 AND s.amount_due >= :minimum "
-        f"THEN CASE {by_days} ELSE 0 END ELSE 0 END"
-    )
+    target = target_tier(props, "s.amount_due", "s.days_past_due")
     names, actions, fees, write_offs = [], [], [], []
     for tier in props.ladder:
         if DunningAction.WRITE_OFF in tier.actions:
