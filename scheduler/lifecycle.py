@@ -2,25 +2,27 @@
 ``transition()`` function, the decisions on which status a run moves to, and what follows its end.
 
 Every status change of a run is a compare-and-set on its current status plus a ``run_event`` row,
-in the caller's transaction: two actors racing for the same run cannot both win. Whoever wins a
-transition into a terminal status calls :func:`run_ended` once that change is committed — a worker
-finishing or failing a run, beat failing one over its ``max_runtime``, a user cancelling or deleting one —
-with the process's :class:`RunHook` s (the standard ones are in :mod:`scheduler.run_hooks`).
+in the caller's transaction: two actors racing for the same run cannot both win. The worker's hot path
+makes the same change with :func:`advance` (and :func:`take`), a statement of its own that returns the run.
+Whoever wins a transition into a terminal status calls :func:`run_ended` once that change is committed —
+a worker finishing or failing a run, beat failing one over its ``max_runtime``, a user cancelling or
+deleting one — with the process's :class:`RunHook` s (the standard ones are in :mod:`scheduler.run_hooks`).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple, TypeVar
 
-from sqlalchemy import ColumnElement, func, insert, select, update
-from sqlalchemy.engine import Connection
-from sqlalchemy.orm import Session
+from sqlalchemy import Engine, Select, String, Update, bindparam, func, insert, select, union_all, update
+from sqlalchemy.orm import Session, class_mapper
 from sqlmodel import col
 
 from scheduler.clock import utcnow
+from scheduler.db import UTCDateTime
 from scheduler.errors import InvalidTransition, RunNotFound
 from scheduler.models import ItemOutcome, Job, JobRun, RunEvent, RunItem, RunStatus
 
@@ -167,7 +169,7 @@ _EVENT = RunEvent.__table__  # type: ignore[attr-defined]
 
 
 def advance(
-    conn: Connection,
+    engine: Engine,
     run_id: int,
     path: Sequence[tuple[RunStatus, str]],
     *,
@@ -175,37 +177,122 @@ def advance(
     actor: str,
     at: datetime,
     values: Mapping[str, Any] | None = None,
-    where: Sequence[ColumnElement[bool]] = (),
+    where: Mapping[str, Any] | None = None,
 ) -> JobRun | None:
     """:func:`transition` for the worker's hot path: move run ``run_id`` from ``source`` through ``path``
-    (each ``(status, note)`` one allowed step, with its own audit row) in one compare-and-set that also
-    returns the run as it now is; ``None`` when it was not at ``source`` (someone else got there first, or
-    there is no such run). ``where``: further conditions on ``job_run`` the change needs.
+    (each ``(status, note)`` one allowed step, with its own audit row) in one compare-and-set that returns
+    the run as written; ``None`` when it was not at ``source`` (someone else got there first, or there is no
+    such run). ``values``: further columns to set; ``where``: further columns the change needs to find as given.
 
-    Core statements on a connection, not the ORM: the run comes back from ``UPDATE … RETURNING``, so no
-    read precedes or follows the change. The caller commits, and calls :func:`run_ended` after a terminal one.
+    Its own transaction, committed on return (the caller calls :func:`run_ended` after a terminal change).
+    On PostgreSQL it is one statement (the update, its audit rows and the answer in one ``WITH``), so one
+    round trip; on SQLite two, in one transaction. No read precedes or follows the change.
     """
+    changed = _advance(engine, run_id, path, source=source, actor=actor, at=at, values=values or {},
+                       where=where or {}, with_job=False)
+    return None if changed is None else changed[0]
+
+
+def take(
+    engine: Engine, run_id: int, to: tuple[RunStatus, str], *, source: RunStatus, actor: str, at: datetime,
+    values: Mapping[str, Any] | None = None,
+) -> tuple[JobRun, Job] | None:
+    """:func:`advance` one step that also returns the run's job (a worker taking a run needs both) and adds
+    one to its ``attempt``: on PostgreSQL still one statement, on SQLite a third in the same transaction."""
+    changed = _advance(engine, run_id, [to], source=source, actor=actor, at=at, values=values or {}, where={},
+                       with_job=True)
+    if changed is None:
+        return None
+    run, job = changed
+    assert job is not None
+    return run, job
+
+
+class _Shape(NamedTuple):
+    """What a change's statements depend on; its values are bound parameters."""
+
+    postgres: bool
+    hops: int
+    values: tuple[str, ...]
+    where: tuple[str, ...]
+    with_job: bool
+
+
+def _advance(
+    engine: Engine, run_id: int, path: Sequence[tuple[RunStatus, str]], *, source: RunStatus, actor: str,
+    at: datetime, values: Mapping[str, Any], where: Mapping[str, Any], with_job: bool,
+) -> tuple[JobRun, Job | None] | None:
     hops = list(zip([source, *(status for status, _ in path)], path, strict=False))
     for before, (after, _) in hops:
         if after not in ALLOWED[before]:
             raise ValueError(f"run {run_id}: {before} → {after} is not a transition")
     to = path[-1][0]
-    changes: dict[str, Any] = {"status": to, **(values or {})}
+    changes: dict[str, Any] = {"status": to, **values}
     if to in TERMINAL:
         changes.setdefault("finished_at", at)
-    row = conn.execute(
-        update(_RUN).where(_RUN.c.id == run_id, _RUN.c.status == source, *where).values(**changes).returning(*_RUN.c)
-    ).first()
+    params: dict[str, Any] = {"run_id": run_id, "source": source, "at": at, "actor": actor,
+                              **{f"v_{key}": value for key, value in changes.items()},
+                              **{f"w_{key}": value for key, value in where.items()}}
+    for n, (before, (after, note)) in enumerate(hops):
+        params.update({f"from_{n}": before, f"to_{n}": after, f"note_{n}": note})
+    shape = _Shape(engine.dialect.name == "postgresql", len(hops), tuple(changes), tuple(where), with_job)
+    row: Sequence[Any] | None
+    if shape.postgres:
+        # A single statement is atomic: no BEGIN and COMMIT round trips around it.
+        with engine.connect() as conn:
+            row = conn.execution_options(isolation_level="AUTOCOMMIT").execute(_in_one_statement(shape), params).first()
+    else:
+        with engine.begin() as conn:
+            row = conn.execute(_change(shape).returning(*_RUN.c), params).first()
+            if row is not None:
+                conn.execute(insert(_EVENT), [{"run_id": run_id, "from_status": before, "to_status": after, "at": at,
+                                               "actor": actor, "note": note} for before, (after, note) in hops])
+                if with_job:
+                    row = (*row, *conn.execute(select(_JOB).where(_JOB.c.id == row.job_id)).one())
     if row is None:
         return None
-    conn.execute(insert(_EVENT), [{"run_id": run_id, "from_status": before, "to_status": after, "at": at,
-                                   "actor": actor, "note": note} for before, (after, note) in hops])
-    return JobRun(**row._mapping)
+    width = len(_RUN.c)
+    run = as_loaded(JobRun, dict(zip(_RUN.c.keys(), row[:width], strict=True)))
+    job = as_loaded(Job, dict(zip(_JOB.c.keys(), row[width:], strict=True))) if with_job else None
+    return run, job
 
 
-def job_of(conn: Connection, run: JobRun) -> Job:
-    """The run's job as a plain object (read with Core, no session)."""
-    return Job(**conn.execute(select(_JOB).where(_JOB.c.id == run.job_id)).one()._mapping)
+def _change(shape: _Shape) -> Update:
+    """The compare-and-set: ``UPDATE job_run SET … WHERE id = :run_id AND status = :source AND …``; a taken
+    run's ``attempt`` counts up."""
+    changes: dict[str, Any] = {key: bindparam(f"v_{key}", type_=_RUN.c[key].type) for key in shape.values}
+    if shape.with_job:
+        changes["attempt"] = _RUN.c.attempt + 1
+    conditions = [_RUN.c[key] == bindparam(f"w_{key}", type_=_RUN.c[key].type) for key in shape.where]
+    return update(_RUN).where(_RUN.c.id == bindparam("run_id"), _RUN.c.status == bindparam("source"),
+                              *conditions).values(changes)
+
+
+@functools.lru_cache(maxsize=32)
+def _in_one_statement(shape: _Shape) -> Select[Any]:
+    """``WITH changed AS (UPDATE … RETURNING), audit AS (INSERT … SELECT FROM changed) SELECT changed[, job]``:
+    the audit rows are written only when the compare-and-set changed the run (PostgreSQL). Built once per
+    shape, its values bound parameters: building a statement costs more CPU than running it."""
+    changed = _change(shape).returning(*_RUN.c).cte("changed")
+    rows = [select(changed.c.id, bindparam(f"from_{n}", type_=String()), bindparam(f"to_{n}", type_=String()),
+                   bindparam("at", type_=UTCDateTime()), bindparam("actor", type_=String()),
+                   bindparam(f"note_{n}", type_=String())) for n in range(shape.hops)]
+    audit = insert(_EVENT).from_select(["run_id", "from_status", "to_status", "at", "actor", "note"],
+                                       union_all(*rows) if len(rows) > 1 else rows[0]).cte("audit")
+    answer = select(changed, _JOB).join_from(changed, _JOB, _JOB.c.id == changed.c.job_id) if shape.with_job \
+        else select(changed)
+    return answer.add_cte(audit)
+
+
+M = TypeVar("M", JobRun, Job)
+
+
+def as_loaded(model: type[M], row: Mapping[str, Any]) -> M:
+    """A model object from a Core row, built the way the ORM builds a loaded one: its values set as read,
+    without the model's constructor (which validates and instruments every field: 50 times the cost)."""
+    obj: M = class_mapper(model).class_manager.new_instance()  # class_mapper: mappers configured first
+    obj.__dict__.update(row)
+    return obj
 
 
 # -- what follows ----------------------------------------------------------------------------------

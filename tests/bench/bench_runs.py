@@ -147,7 +147,8 @@ def ours(url: str, redis_url: str, runs: int, batch: int, processes: int, thread
         job_id = job.id or 0
     env = bench_env(SCHEDULER_DATABASE_URL=url, SCHEDULER_REDIS_URL=redis_url,
                     SCHEDULER_EXTRA_JOB_TYPES=json.dumps([NOOP_REF]), SCHEDULER_WORKER_METRICS_PORT="0",
-                    SCHEDULER_DATA_DIR=str(log.parent / "worker-data"))
+                    SCHEDULER_DATA_DIR=str(log.parent / "worker-data"),
+                    SCHEDULER_DB_POOL_SIZE=str(threads + 1))  # a connection per thread plus the heartbeat's
     pool = start_pool(worker_command([NOOP.queue], processes, threads), env, log)
     broker = make_broker(redis_url)
     producer = RunProducer(engine=engine, broker=broker, registry=registry, job_id=job_id)

@@ -19,7 +19,7 @@ from scheduler.error_text import explain
 from scheduler.errors import BrokerUnavailable
 from scheduler.jobkit import insert_or_ignore
 from scheduler.jobtypes import JobType, RunContext
-from scheduler.lifecycle import advance, job_of
+from scheduler.lifecycle import take
 from scheduler.logs import add_run_fields, run_fields
 from scheduler.metrics import START_LAG
 from scheduler.models import Job, JobRun, RunChunk, RunStatus
@@ -129,7 +129,6 @@ def plan_run(env: WorkerEnv, run_id: int) -> None:
         fail_run(env, run, job, f"planning failed: {describe(exc)}")
         return
     if not specs:
-        log.info("run %s: planned 0 chunk(s)", run_id)
         if finish_empty(env, run, job, ctx) is None:
             log.info("run %s: another worker planned it first", run_id)
         return
@@ -148,13 +147,11 @@ def _take_run(env: WorkerEnv, run_id: int) -> tuple[JobRun, Job] | None:
     """Claim and start a ``CREATED`` run in one transaction (CREATED → PROCESSING and its audit row): the run
     as written and its job, or ``None`` when it was not ``CREATED`` (taken already, or no such run)."""
     now = env.clock.now()
-    with env.engine.begin() as conn:
-        run = advance(conn, run_id, [(S.PROCESSING, "planning")], source=S.CREATED, actor=env.worker_id, at=now,
-                      values={"started_at": now, "heartbeat_at": now, "worker": env.worker_id,
-                              "attempt": col(JobRun.attempt) + 1})
-        if run is None:
-            return None
-        job = job_of(conn, run)
+    taken = take(env.engine, run_id, (S.PROCESSING, "planning"), source=S.CREATED, actor=env.worker_id, at=now,
+                 values={"started_at": now, "heartbeat_at": now, "worker": env.worker_id})
+    if taken is None:
+        return None
+    run, job = taken
     add_run_fields(job_id=run.job_id, job_type=run.job_type, request_id=run.request_id)
     if run.scheduled_for is not None:
         START_LAG.labels(job_type=run.job_type).observe(max(0.0, (now - run.scheduled_for).total_seconds()))

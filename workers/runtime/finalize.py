@@ -155,13 +155,12 @@ def finish_empty(env: WorkerEnv, run: JobRun, job: Job, ctx: RunContext) -> RunS
     )
     path = [(S.PREVIEW, "staged for review")] if review else [(S.SUBMITTED, "evaluated: nothing to apply"),
                                                               (S.COMPLETED, "")]
-    with env.engine.begin() as conn:
-        ended = advance(conn, run.id, path, source=S.PROCESSING, actor=env.worker_id, at=now,
-                        where=[col(JobRun.chunks_total) == 0],
-                        values={"summary": summary, "error": None, "heartbeat_at": now, "chunks_done": 0})
+    ended = advance(env.engine, run.id, path, source=S.PROCESSING, actor=env.worker_id, at=now,
+                    where={"chunks_total": 0},
+                    values={"summary": summary, "error": None, "heartbeat_at": now, "chunks_done": 0})
     if ended is None:
         return None
-    log.info("run %s: %s %s", run.id, ended.status, counts)
+    log.info("run %s: %s, no chunk planned", run.id, ended.status)  # the one line of the whole run
     with env.factory() as session:
         announce(session, ended, job, hooks=env.run_hooks, counts=counts)
     return RunStatus(ended.status)
