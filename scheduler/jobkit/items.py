@@ -166,7 +166,9 @@ class ItemWriter:
         extra = "".join(f", {name} AS ({sql})" for name, sql in (writes or {}).items())
         statement = text(
             "WITH planned AS MATERIALIZED (SELECT id AS item_id, item_key, CAST(detail AS jsonb) AS detail "
-            "FROM run_item WHERE run_id = :run_id AND chunk_no = :chunk_no AND outcome = :planned), "
+            # Looked up by (run_id, chunk_no) (the outcome test is not indexable): by (run_id, outcome), which
+            # a new run's missing statistics may make the planner pick, each chunk would read the whole run's.
+            "FROM run_item WHERE run_id = :run_id AND chunk_no = :chunk_no AND (outcome = :planned) IS TRUE), "
             f"decided AS MATERIALIZED ({decide}){extra} "
             "UPDATE run_item SET outcome = decided.outcome, applied_at = :now, detail = CASE WHEN decided.facts "
             "IS NULL THEN run_item.detail ELSE CAST(CAST(run_item.detail AS jsonb) || decided.facts AS json) END "

@@ -170,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
             dispatcher = QueueDispatcher()
             env = build_env(settings, dispatcher=dispatcher, registry=load_registry(settings), engine=engine,
                             billing_engine=engine, clock=SystemClock(), heartbeat=False)
+            # The floor first, on the data the run then evaluates (after the apply it would stage far fewer rows).
+            floor = sql_floor(engine)
             cpu = BackendCpu(engine)
             before = cpu.sample()
             evaluation, applying, run_id = run_preview(env, dispatcher, args.threads)
@@ -178,7 +180,6 @@ def main(argv: list[str] | None = None) -> int:
                 run = session.get(JobRun, run_id)
                 assert run is not None
                 summary, chunks = run.summary, run.chunks_total
-            floor = sql_floor(engine)
             base_seconds, base_accounts, in_scope = row_at_a_time(engine, args.sample, run_id)
             baseline = base_seconds * in_scope / max(1, base_accounts)
         finally:
