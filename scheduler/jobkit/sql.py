@@ -106,8 +106,11 @@ class SqlDialect:
 
     def json_money_sum(self, column: str, key: str) -> str:
         """The sum of a JSON object column's money field (a decimal string), ``NULL`` fields left out."""
-        field = self.json_text(column, key)
-        return self.money_sum(f"CAST({field} AS numeric)" if self.is_postgres else f"CAST({field} AS REAL)")
+        return self.decimal_text_sum(self.json_text(column, key))
+
+    def decimal_text_sum(self, expr: str) -> str:
+        """The sum of money held as decimal strings, ``NULL`` ones left out."""
+        return self.money_sum(f"CAST({expr} AS numeric)" if self.is_postgres else f"CAST({expr} AS REAL)")
 
     def series(self, alias: str, count_param: str) -> str:
         """A ``FROM`` item yielding integers ``1..:count_param`` in column ``{alias}.i``."""
