@@ -30,6 +30,7 @@ from workers.gl.summary import run_lines
 from workers.gl.tables import gl_staged
 from workers.runtime.env import WorkerEnv
 from workers.runtime.executor import build_context, execute_step, load_run
+from workers.testing.conformance import delivered_twice
 
 S = RunStatus
 D = Decimal
@@ -342,6 +343,24 @@ def test_preview_stops_with_the_staged_journal_and_posts_it_after_submit(
     assert run.summary["money"] == staged_money  # what the preview showed is what was posted
     assert staged_count(billing_engine) == 0
 
+
+
+def test_a_preview_evaluated_twice_stages_each_line_once_with_the_same_totals(
+    env: WorkerEnv, billing_engine: Engine, ledger: dict[str, int], gl_job: Callable[..., Job],
+    gl_run: Callable[..., int], drain: Drain, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given every chunk's evaluation delivered twice (the worker died before its chunk was marked)
+    monkeypatch.setattr(JOB_TYPE, "evaluate", delivered_twice(JOB_TYPE.evaluate))
+    # When a preview runs
+    run_id = gl_run(gl_job(), preview=True)
+    drain()
+    # Then it stages the journal once, and its items and totals are those of one evaluation
+    run = run_of(env, run_id)
+    assert run.status == S.PREVIEW
+    assert staged_count(billing_engine, run_id) == 16
+    assert run.summary["accounts"] == EXPECTED_ACCOUNTS
+    assert run.summary["items"] == {"planned": 12}
+    assert (run.summary["documents"], run.summary["lines"]) == (8, 16)
 
 
 def money_of_lines(engine: Engine, table: Any, run_id: int) -> dict[str, dict[str, str]]:
