@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple, TypeVar
 
-from sqlalchemy import Engine, Select, String, Update, bindparam, func, insert, select, union_all, update
+from sqlalchemy import Connection, Engine, Select, String, Update, bindparam, func, insert, select, union_all, update
 from sqlalchemy.orm import Session, class_mapper
 from sqlmodel import col
 
@@ -166,6 +166,8 @@ def _status(session: Session, run_id: int) -> str:
 _RUN = JobRun.__table__  # type: ignore[attr-defined]
 _JOB = Job.__table__  # type: ignore[attr-defined]
 _EVENT = RunEvent.__table__  # type: ignore[attr-defined]
+_RUN_AND_JOB = select(_RUN, _JOB).join_from(_RUN, _JOB, _JOB.c.id == _RUN.c.job_id) \
+    .where(_RUN.c.id == bindparam("run_id"))
 
 
 def advance(
@@ -251,6 +253,21 @@ def _advance(
                     row = (*row, *conn.execute(select(_JOB).where(_JOB.c.id == row.job_id)).one())
     if row is None:
         return None
+    return _run_and_job_of(row, with_job)
+
+
+def run_and_job(conn: Connection, run_id: int) -> tuple[JobRun, Job] | None:
+    """The run and its job in one query, as plain objects; ``None`` when there is no such run."""
+    row = conn.execute(_RUN_AND_JOB, {"run_id": run_id}).first()
+    if row is None:
+        return None
+    run, job = _run_and_job_of(row, with_job=True)
+    assert job is not None
+    return run, job
+
+
+def _run_and_job_of(row: Sequence[Any], with_job: bool) -> tuple[JobRun, Job | None]:
+    """The objects of a row of ``job_run``'s columns, then (``with_job``) ``job``'s."""
     width = len(_RUN.c)
     run = as_loaded(JobRun, dict(zip(_RUN.c.keys(), row[:width], strict=True)))
     job = as_loaded(Job, dict(zip(_JOB.c.keys(), row[width:], strict=True))) if with_job else None
@@ -354,9 +371,7 @@ def run_awaits_review(session: Session, run_id: int, *, hooks: Sequence[RunHook]
 
 
 def _run_and_job(session: Session, run_id: int) -> tuple[JobRun, Job] | None:
-    run = session.get(JobRun, run_id, populate_existing=True)
-    job = session.get(Job, run.job_id) if run is not None else None
-    return (run, job) if run is not None and job is not None else None
+    return run_and_job(session.connection(), run_id)
 
 
 def _call(hook: Callable[..., None], run_id: int, session: Session, *args: Any) -> None:

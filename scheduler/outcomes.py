@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
@@ -28,28 +28,48 @@ SHOWN_REASONS = 2
 REASON_LENGTH = 160
 
 
-def item_reasons(session: Session, run_id: int) -> dict[str, dict[str, int]]:
-    """The run's skipped and failed items counted by reason: ``{"skipped": {"paid since preview": 12}}``."""
+class ItemTally(NamedTuple):
+    """A run's items counted in one aggregate: by outcome, the skipped and failed ones by reason, and why a
+    retry would redo nothing (``None`` when it may be retried)."""
+
+    counts: dict[str, int]
+    reasons: dict[str, dict[str, int]]
+    retry_refusal: str | None
+
+
+def item_tally(session: Session, run_id: int) -> ItemTally:
+    """The run's items by outcome and by reason (``{"skipped": {"paid since preview": 12}}``), in one query."""
     detail = col(RunItem.detail)
-    reason = func.coalesce(detail["code"].as_string(), detail["reason"].as_string(), detail["error"].as_string(),
-                           "no reason recorded")
+    outcome = col(RunItem.outcome)
+    reason = case((outcome.in_([Out.SKIPPED, Out.ERROR]),
+                   func.coalesce(detail["code"].as_string(), detail["reason"].as_string(),
+                                 detail["error"].as_string(), "no reason recorded")))
+    refused = detail["retryable"].as_boolean().is_(False)
     rows = session.execute(
-        select(col(RunItem.outcome), reason, func.count())
-        .where(col(RunItem.run_id) == run_id, col(RunItem.outcome).in_([Out.SKIPPED, Out.ERROR]))
-        .group_by(col(RunItem.outcome), reason)
+        select(outcome, reason, func.count(), func.count().filter(refused))
+        .where(col(RunItem.run_id) == run_id)
+        .group_by(outcome, reason)
     ).all()
-    out: dict[str, dict[str, int]] = {}
-    for outcome in (Out.SKIPPED, Out.ERROR):
-        counted = sorted(((_readable(str(r)), int(n)) for o, r, n in rows if o == outcome), key=lambda p: (-p[1], p[0]))
-        if not counted:
-            continue
-        kept: dict[str, int] = {}
-        for text, n in counted[:MAX_REASONS]:
-            kept[text] = kept.get(text, 0) + n
-        if rest := sum(n for _, n in counted[MAX_REASONS:]):
-            kept["other reasons"] = rest
-        out[str(outcome)] = kept
-    return out
+    counts: dict[str, int] = {}
+    for o, _, n, _ in rows:
+        counts[str(o)] = counts.get(str(o), 0) + int(n)
+    reasons: dict[str, dict[str, int]] = {}
+    for kind in (Out.SKIPPED, Out.ERROR):
+        if by_reason := [(str(r), int(n)) for o, r, n, _ in rows if o == kind]:
+            reasons[str(kind)] = _most_frequent(by_reason)
+    refused_items = sum(int(k) for o, _, _, k in rows if o == Out.ERROR)
+    return ItemTally(counts, reasons, _refusal(counts.get(Out.ERROR, 0), refused_items))
+
+
+def _most_frequent(by_reason: list[tuple[str, int]]) -> dict[str, int]:
+    """The ``MAX_REASONS`` most frequent reasons, readable; the rest counted as ``other reasons``."""
+    counted = sorted(((_readable(r), n) for r, n in by_reason), key=lambda p: (-p[1], p[0]))
+    kept: dict[str, int] = {}
+    for text, n in counted[:MAX_REASONS]:
+        kept[text] = kept.get(text, 0) + n
+    if rest := sum(n for _, n in counted[MAX_REASONS:]):
+        kept["other reasons"] = rest
+    return kept
 
 
 def retry_refusal(session: Session, run: JobRun) -> str | None:
@@ -61,6 +81,10 @@ def retry_refusal(session: Session, run: JobRun) -> str | None:
         select(func.count().filter(errors), func.count().filter(errors, refused))
         .where(col(RunItem.run_id) == run.id)
     ).one()
+    return _refusal(int(failed), int(data_refused))
+
+
+def _refusal(failed: int, data_refused: int) -> str | None:
     if failed and failed == data_refused:
         return (f"a retry would redo nothing: its {_n(failed, 'failed item')} were refused for their data; "
                 "correct the source and run the job again")

@@ -19,7 +19,7 @@ from scheduler.error_text import explain
 from scheduler.errors import BrokerUnavailable
 from scheduler.jobkit import insert_or_ignore
 from scheduler.jobtypes import JobType, RunContext
-from scheduler.lifecycle import take
+from scheduler.lifecycle import run_and_job, take
 from scheduler.logs import add_run_fields, run_fields
 from scheduler.metrics import START_LAG
 from scheduler.models import Job, JobRun, RunChunk, RunStatus
@@ -59,17 +59,15 @@ def execute_step(env: WorkerEnv, run_id: int, phase: str, chunk_no: int = 0) -> 
 
 
 def load_run(env: WorkerEnv, run_id: int) -> tuple[JobRun, Job] | None:
-    """The run and its job, detached from any session."""
-    with env.factory() as session:
-        run = session.get(JobRun, run_id)
-        if run is None:
-            log.warning("run %s does not exist; step ignored", run_id)
-            return None
-        job = session.get(Job, run.job_id)
-        assert job is not None
-        session.expunge_all()
+    """The run and its job (one query), as plain objects."""
+    with env.engine.connect() as conn:
+        found = run_and_job(conn, run_id)
+    if found is None:
+        log.warning("run %s does not exist; step ignored", run_id)
+        return None
+    run, _ = found
     add_run_fields(job_id=run.job_id, job_type=run.job_type, request_id=run.request_id)
-    return run, job
+    return found
 
 
 def build_context(env: WorkerEnv, run: JobRun, job: Job) -> RunContext:
@@ -230,7 +228,7 @@ def evaluate_chunk(env: WorkerEnv, run_id: int, chunk_no: int) -> None:
                 fail_run(env, run, job, f"evaluation of chunk {chunk_no} failed: {describe(exc)}")
                 return
             _mark_chunk(env, run_id, chunk_no, "evaluated_at", items=int(staged or 0), status=S.PROCESSING)
-    _after_evaluation(env, run_id)
+    _after_evaluation(env, run, job)
 
 
 def _step_run(env: WorkerEnv, run_id: int, status: RunStatus, step: str) -> tuple[JobRun, Job] | None:
@@ -290,16 +288,15 @@ def _mark_chunk(
     return done
 
 
-def _after_evaluation(env: WorkerEnv, run_id: int) -> None:
-    loaded = load_run(env, run_id)
-    if loaded is None:
-        return
-    run, job = loaded
-    if run.status != S.PROCESSING or _chunks_left(env, run_id, "evaluated_at"):
+def _after_evaluation(env: WorkerEnv, run: JobRun, job: Job) -> None:
+    """Every chunk evaluated: the run moves on (``run`` and ``job`` as the step read them; the move is a
+    compare-and-set, so a run that moved on meanwhile stays as it is)."""
+    assert run.id is not None
+    if _chunks_left(env, run.id, "evaluated_at"):
         return
     target = finish_evaluation(env, run, job, build_context_safely(env, run, job))
     if target is S.SUBMITTED:
-        send_apply(factory=env.factory, dispatcher=env.dispatcher, registry=env.registry, run_id=run_id)
+        send_apply(factory=env.factory, dispatcher=env.dispatcher, registry=env.registry, run_id=run.id)
 
 
 def _chunks_left(env: WorkerEnv, run_id: int, column: str) -> int:
@@ -347,7 +344,7 @@ def apply_chunk(env: WorkerEnv, run_id: int, chunk_no: int) -> None:
                 error = f"apply of chunk {chunk_no} failed: {describe(exc)}"
             _mark_chunk(env, run_id, chunk_no, "applied_at", status=S.SUBMITTED, error=error)
     if not _chunks_left(env, run_id, "applied_at"):
-        finish_if_applied(env, run_id, build_context_safely(env, run, job))
+        finish_if_applied(env, run, job, build_context_safely(env, run, job))
 
 
 # -- max runtime -----------------------------------------------------------------------------------
@@ -374,5 +371,5 @@ def _stop_if_over_runtime(env: WorkerEnv, run: JobRun, job: Job) -> bool:
             .values(applied_at=env.clock.now(), error=reason)
         )
         session.commit()
-    finish_if_applied(env, run.id, build_context_safely(env, run, job), error=reason)
+    finish_if_applied(env, run, job, build_context_safely(env, run, job), error=reason)
     return True

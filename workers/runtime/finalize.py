@@ -21,15 +21,13 @@ from scheduler.lifecycle import (
     advance,
     announce,
     final_status,
-    item_counts,
-    run_awaits_review,
     run_ended,
     stops_for_review,
     transition,
 )
 from scheduler.models import ItemOutcome, Job, JobRun, RunEvent, RunItem, RunStatus
 from scheduler.notify import item_error_text
-from scheduler.outcomes import item_reasons, retry_refusal
+from scheduler.outcomes import ItemTally, item_tally
 from scheduler.review_blocks import SUMMARY_KEY
 from workers.runtime.outage import is_database_outage
 
@@ -41,8 +39,11 @@ log = logging.getLogger(__name__)
 S = RunStatus
 
 
-def error_planned_items(session: Session, run_id: int, message: str, *, chunk_no: int | None = None) -> int:
-    """Record the run's (or one chunk's) still-planned items as errors with ``message``."""
+def error_planned_items(
+    session: Session, run_id: int, message: str, *, chunk_no: int | None = None, while_status: str | None = None
+) -> int:
+    """Record the run's (or one chunk's) still-planned items as errors with ``message`` (only while the run
+    is at ``while_status``, when given)."""
     dialect = SqlDialect(session.get_bind().dialect.name)
     where = "run_id = :run_id AND outcome = :planned"
     params: dict[str, Any] = {"run_id": run_id, "planned": ItemOutcome.PLANNED, "error": ItemOutcome.ERROR,
@@ -50,6 +51,9 @@ def error_planned_items(session: Session, run_id: int, message: str, *, chunk_no
     if chunk_no is not None:
         where += " AND chunk_no = :chunk_no"
         params["chunk_no"] = chunk_no
+    if while_status is not None:
+        where += " AND EXISTS (SELECT 1 FROM job_run WHERE id = :run_id AND status = :while_status)"
+        params["while_status"] = while_status
     merged = dialect.json_merge("detail", [("error", dialect.text_param("message"))])
     result = session.execute(text(f"UPDATE run_item SET outcome = :error, detail = {merged} WHERE {where}"), params)
     return int(result.rowcount)  # type: ignore[attr-defined]
@@ -63,14 +67,10 @@ def run_summary(
     ``has_items=False``: the caller knows the run has no items (it planned no chunk), so none are counted.
     """
     assert run.id is not None
-    counts: dict[str, int] = {}
-    reasons: dict[str, dict[str, int]] = {}
-    refusal = None
+    counts, reasons, refusal = ItemTally({}, {}, None)
     if has_items:
         with env.factory() as session:
-            counts = item_counts(session, run.id)
-            reasons = item_reasons(session, run.id)
-            refusal = retry_refusal(session, run) if counts.get(ItemOutcome.ERROR) else None
+            counts, reasons, refusal = item_tally(session, run.id)
     summary: dict[str, Any] = {}
     if ctx is not None:
         try:
@@ -122,19 +122,16 @@ def finish_evaluation(env: WorkerEnv, run: JobRun, job: Job, ctx: RunContext | N
     values: dict[str, Any] = {"summary": summary, "heartbeat_at": now}
     if target is S.SUBMITTED:
         values["chunks_done"] = 0
-    with env.factory() as session:
-        won = transition(
-            session, run.id, target, actor=env.worker_id, expected=[S.PROCESSING], at=now, values=values,
-            note="staged for review" if review else "evaluated; applying" if counts.get(ItemOutcome.PLANNED)
-            else "evaluated: nothing to apply",
-        )
-        session.commit()
-    if not won:
+    note = "staged for review" if review else "evaluated; applying" if counts.get(ItemOutcome.PLANNED) \
+        else "evaluated: nothing to apply"
+    moved = advance(env.engine, run.id, [(target, note)], source=S.PROCESSING, actor=env.worker_id, at=now,
+                    values=values)
+    if moved is None:
         return None
     log.info("run %s: %s", run.id, target)
     if target is S.PREVIEW:
         with env.factory() as session:
-            run_awaits_review(session, run.id, hooks=env.run_hooks)
+            announce(session, moved, job, hooks=env.run_hooks)
     return target
 
 
@@ -166,33 +163,30 @@ def finish_empty(env: WorkerEnv, run: JobRun, job: Job, ctx: RunContext) -> RunS
     return RunStatus(ended.status)
 
 
-def finish_if_applied(env: WorkerEnv, run_id: int, ctx: RunContext | None, *, error: str | None = None) -> bool:
-    """Every chunk is applied: ``COMPLETED``, ``INCOMPLETE`` or ``FAILED`` by the items' outcomes."""
+def finish_if_applied(
+    env: WorkerEnv, run: JobRun, job: Job, ctx: RunContext | None, *, error: str | None = None
+) -> bool:
+    """Every chunk is applied: ``COMPLETED``, ``INCOMPLETE`` or ``FAILED`` by the items' outcomes.
+
+    ``run`` and ``job`` as the step read them; ``False`` when the run was no longer ``SUBMITTED``.
+    """
+    assert run.id is not None
     with env.factory() as session:
-        run = session.get(JobRun, run_id)
-        if run is None or run.status != S.SUBMITTED:
-            return False
-        job = session.get(Job, run.job_id)
-        assert job is not None
         # An item the job type left planned was not applied: it is an error, not a silent success.
-        error_planned_items(session, run_id, error or "not applied by the job type")
+        error_planned_items(session, run.id, error or "not applied by the job type", while_status=S.SUBMITTED)
         session.commit()
-        session.expunge_all()
     summary, counts = run_summary(env, run, ctx)
     status = final_status(counts)
-    message = None if status is S.COMPLETED else error or _first_error(env, run_id, counts)
+    message = None if status is S.COMPLETED else error or _first_error(env, run.id, counts)
     now = env.clock.now()
+    ended = advance(env.engine, run.id, [(status, message[:500] if message else "")], source=S.SUBMITTED,
+                    actor=env.worker_id, at=now, values={"summary": summary, "error": message, "heartbeat_at": now})
+    if ended is None:
+        return False
+    log.info("run %s: %s %s", run.id, status, counts)
     with env.factory() as session:
-        won = transition(
-            session, run_id, status, actor=env.worker_id, expected=[S.SUBMITTED], at=now,
-            values={"summary": summary, "error": message, "heartbeat_at": now},
-            note=message[:500] if message else "",
-        )
-        session.commit()
-    if won:
-        log.info("run %s: %s %s", run_id, status, counts)
-        _terminal(env, run_id, counts)
-    return won
+        announce(session, ended, job, hooks=env.run_hooks, counts=counts)
+    return True
 
 
 def _first_error(env: WorkerEnv, run_id: int, counts: dict[str, int]) -> str:
