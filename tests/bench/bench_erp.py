@@ -110,6 +110,12 @@ def transport_floor(engine: Engine, port: int, batch_size: int) -> float:
     return len(rows) / (time.perf_counter() - started)
 
 
+def _per_record(client_cpu: float, pg_cpu: float | None, records: int) -> str:
+    """CPU per record, this process + PostgreSQL: holds still on a shared machine where records/s does not."""
+    pg = f"{pg_cpu / records * 1e6:.0f}" if pg_cpu is not None else "?"
+    return f"({client_cpu / records * 1e6:.0f} + {pg} µs a record)"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=int, default=1_000_000)
@@ -180,9 +186,10 @@ def main(argv: list[str] | None = None) -> int:
                       note=f"run {status}, {delivered:,} records taken by the sink in {seconds:.1f} s; transport "
                            f"floor (records already read, one kept-alive connection) {floor:,.0f}/s = "
                            f"{rate / floor:.2f}x of it; CPU: this process {client_cpu:.1f} s, PostgreSQL "
-                           f"{pg_cpu or 0:.1f} s"))
+                           f"{pg_cpu or 0:.1f} s {_per_record(client_cpu, pg_cpu, args.records)}"))
     report.details = {"records": args.records, "batch_size": args.batch_size, "threads": args.threads,
-                      "seconds": seconds, "status": status, "delivered": delivered,
+                      "seconds": seconds, "client_cpu_seconds": client_cpu, "postgres_cpu_seconds": pg_cpu,
+                      "status": status, "delivered": delivered,
                       "transport_floor": floor, "one_per_record": baseline, "summary": summary}
     report.emit()
     return 0
