@@ -130,15 +130,26 @@ def ping_when_idle(engine: Engine, idle_seconds: float = PING_AFTER_IDLE_SECONDS
             raise
 
 
-def pool_options(settings: Settings) -> dict[str, int]:
-    """The connection pool size of this process (``SCHEDULER_DB_POOL_SIZE``, ``SCHEDULER_DB_MAX_OVERFLOW``).
+DEFAULT_POOL_SIZE = 5
+DEFAULT_MAX_OVERFLOW = 10
 
-    Each role sets its own in its own environment; unset, SQLAlchemy's 5 + 10 apply. Every replica of
-    every role holds up to pool size + overflow connections: their sum must stay under the server's
-    ``max_connections``.
+
+def pool_options(settings: Settings) -> dict[str, int]:
+    """The connection pool of this process (``SCHEDULER_DB_POOL_SIZE``, ``SCHEDULER_DB_MAX_OVERFLOW``).
+
+    Each role sets its own in its own environment; unset, 5 + 10. Every replica of every role holds up to
+    pool size + overflow connections: their sum must stay under the server's ``max_connections``. A
+    connection the pool opens is kept, also one beyond the pool size: a pool that closed it again as soon
+    as fewer requests were in flight (SQLAlchemy's overflow) would open and close a connection per request
+    whenever more than the pool size are in flight, each a PostgreSQL backend started and stopped. SQLite
+    keeps SQLAlchemy's pool for its kind of database unless the settings say otherwise.
     """
-    options = {"pool_size": settings.db_pool_size, "max_overflow": settings.db_max_overflow}
-    return {k: v for k, v in options.items() if v is not None}
+    if is_sqlite(normalize_url(settings.resolved_database_url)):
+        options = {"pool_size": settings.db_pool_size, "max_overflow": settings.db_max_overflow}
+        return {k: v for k, v in options.items() if v is not None}
+    size = settings.db_pool_size if settings.db_pool_size is not None else DEFAULT_POOL_SIZE
+    overflow = settings.db_max_overflow if settings.db_max_overflow is not None else DEFAULT_MAX_OVERFLOW
+    return {"pool_size": size + overflow, "max_overflow": 0}
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

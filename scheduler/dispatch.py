@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import dramatiq
 import redis
@@ -49,21 +49,14 @@ class RunStep:
     chunk_no: int = 0
 
 
-def _message(queue: str, step: RunStep) -> dramatiq.Message[Any]:
-    """The step as Dramatiq's message. A new message's own unique id is its Redis id too (the broker gives a
-    message another one when it enqueues it again, e.g. a retry)."""
-    message_id = str(uuid4())
-    return dramatiq.Message(queue_name=queue, actor_name=step_actor_name(queue),
-                            args=(step.run_id, step.phase, step.chunk_no), kwargs={}, message_id=message_id,
-                            options={"redis_message_id": message_id})
-
-
 def encoded_steps(queue: str, steps: Sequence[RunStep]) -> dict[str, bytes]:
     """The steps of one queue as Dramatiq encodes their messages, by Redis id, written straight from a template.
 
-    Byte for byte what ``_message(queue, step).encode()`` gives (the fields in Dramatiq's order, its
-    separators), without a :class:`dramatiq.Message`, its field dictionary and a ``uuid4`` system call per
-    step: a tick or a batch sends thousands. The ids are random version-4 UUIDs drawn in one call.
+    Byte for byte what :meth:`dramatiq.Message.encode` gives for the step's message (the fields in Dramatiq's
+    order, its separators), without a :class:`dramatiq.Message`, its field dictionary and a ``uuid4`` system
+    call per step: a tick or a batch sends thousands. The ids are random version-4 UUIDs drawn in one call;
+    a new message's own id is its Redis id too (the broker gives a message another one when it enqueues it
+    again, e.g. a retry).
     """
     name = json.dumps(queue)
     head = f'{{"queue_name":{name},"actor_name":{json.dumps(step_actor_name(queue))},"args":['
@@ -118,27 +111,23 @@ class Dispatcher:
         self.send_steps([(queue, step)])
 
     def send_steps(self, steps: Sequence[tuple[str, RunStep]]) -> None:
-        """Send each ``(queue, step)``; a batch goes to Redis in one round trip.
+        """Send each ``(queue, step)`` in one Redis round trip.
 
-        A batch writes what :meth:`RedisBroker.enqueue` writes for each message (the message under its own
+        The steps are written as :meth:`RedisBroker.enqueue` writes each message (the message under its own
         Redis id in the queue's ``.msgs`` hash, the id pushed on the queue, the broker's enqueue middleware
         hooks), as one ``MULTI`` of two commands per queue instead of a script call per message, the
-        messages encoded by :func:`encoded_steps`; workers cannot tell the difference. A batch of one is a
-        plain enqueue.
+        messages encoded by :func:`encoded_steps`; workers cannot tell the difference.
         """
         if not steps:
             return
         try:
-            if len(steps) == 1:
-                self.broker.enqueue(_message(*steps[0]))
-            else:
-                self._enqueue_batch(steps)
+            self._enqueue(steps)
         except redis.RedisError as exc:
             BROKER_UP.set(0)
             raise BrokerUnavailable(self.url, str(exc)) from exc
         BROKER_UP.set(1)
 
-    def _enqueue_batch(self, steps: Sequence[tuple[str, RunStep]]) -> None:
+    def _enqueue(self, steps: Sequence[tuple[str, RunStep]]) -> None:
         broker = self.broker
         by_queue: dict[str, list[RunStep]] = {}
         for queue, step in steps:

@@ -9,7 +9,8 @@ import pytest
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.exc import OperationalError
 
-from scheduler.db import normalize_url, ping_when_idle
+from scheduler.db import make_engine, normalize_url, ping_when_idle, pool_options
+from scheduler.settings import Settings
 
 pytestmark = pytest.mark.postgres
 
@@ -57,3 +58,24 @@ def test_a_busy_connection_is_not_pinged_and_one_that_died_fails_once(
         backend_pid(one_connection)
     assert failed.value.connection_invalidated
     assert backend_pid(one_connection) != first
+
+
+def test_a_pool_keeps_every_connection_it_opened_up_to_size_plus_overflow(postgres_url: str) -> None:
+    # Given a process's pool with the default settings (5 + 10)
+    engine = make_engine(postgres_url, **pool_options(Settings(database_url=postgres_url)))
+    try:
+        # When 8 requests are in flight at once, then none
+        connections = [engine.connect() for _ in range(8)]
+        pids = {int(c.execute(text("SELECT pg_backend_pid()")).scalar_one()) for c in connections}
+        for conn in connections:
+            conn.close()
+        # Then all 8 stay open for the next requests (none closed beyond the pool size), up to 15 at once
+        assert engine.pool.checkedin() == 8  # type: ignore[attr-defined]
+        again = [engine.connect() for _ in range(8)]
+        assert {int(c.execute(text("SELECT pg_backend_pid()")).scalar_one()) for c in again} == pids
+        for conn in again:
+            conn.close()
+        assert pool_options(Settings(database_url=postgres_url, db_pool_size=2, db_max_overflow=1)) == {
+            "pool_size": 3, "max_overflow": 0}
+    finally:
+        engine.dispose()
