@@ -172,7 +172,7 @@ _RUN_AND_JOB = select(_RUN, _JOB).join_from(_RUN, _JOB, _JOB.c.id == _RUN.c.job_
 
 def advance(
     engine: Engine,
-    run_id: int,
+    run: JobRun,
     path: Sequence[tuple[RunStatus, str]],
     *,
     source: RunStatus,
@@ -181,31 +181,35 @@ def advance(
     values: Mapping[str, Any] | None = None,
     where: Mapping[str, Any] | None = None,
 ) -> JobRun | None:
-    """:func:`transition` for the worker's hot path: move run ``run_id`` from ``source`` through ``path``
-    (each ``(status, note)`` one allowed step, with its own audit row) in one compare-and-set that returns
-    the run as written; ``None`` when it was not at ``source`` (someone else got there first, or there is no
-    such run). ``values``: further columns to set; ``where``: further columns the change needs to find as given.
+    """:func:`transition` for the worker's hot path: move ``run`` from ``source`` through ``path`` (each
+    ``(status, note)`` one allowed step, with its own audit row) in one compare-and-set; the run as this
+    change left it (``run`` with the changed columns), ``None`` when it was not at ``source`` (someone else got
+    there first). ``values``: further columns to set; ``where``: further columns the change needs to find as given.
 
     Its own transaction, committed on return (the caller calls :func:`run_ended` after a terminal change).
-    On PostgreSQL it is one statement (the update, its audit rows and the answer in one ``WITH``), so one
-    round trip; on SQLite two, in one transaction. No read precedes or follows the change.
+    On PostgreSQL it is one statement (the update and its audit rows in one ``WITH``), so one round trip; on
+    SQLite two, in one transaction. No read precedes or follows the change.
     """
-    changed = _advance(engine, run_id, path, source=source, actor=actor, at=at, values=values or {},
-                       where=where or {}, with_job=False)
-    return None if changed is None else changed[0]
+    assert run.id is not None
+    changes = _changes(path, at, values or {})
+    if _advance(engine, run.id, path, changes, source=source, actor=actor, at=at, where=where or {},
+                with_job=False) is None:
+        return None
+    return as_loaded(JobRun, {**{key: getattr(run, key) for key in _RUN.c.keys()}, **changes})
 
 
 def take(
     engine: Engine, run_id: int, to: tuple[RunStatus, str], *, source: RunStatus, actor: str, at: datetime,
     values: Mapping[str, Any] | None = None,
 ) -> tuple[JobRun, Job] | None:
-    """:func:`advance` one step that also returns the run's job (a worker taking a run needs both) and adds
-    one to its ``attempt``: on PostgreSQL still one statement, on SQLite a third in the same transaction."""
-    changed = _advance(engine, run_id, [to], source=source, actor=actor, at=at, values=values or {}, where={},
-                       with_job=True)
-    if changed is None:
+    """:func:`advance` one step of run ``run_id`` that adds one to its ``attempt`` and returns the run as
+    written and its job (a worker taking a run needs both): on PostgreSQL still one statement, on SQLite a
+    third in the same transaction. ``None`` when it was not at ``source`` (or there is no such run)."""
+    row = _advance(engine, run_id, [to], _changes([to], at, values or {}), source=source, actor=actor, at=at,
+                   where={}, with_job=True)
+    if row is None:
         return None
-    run, job = changed
+    run, job = _run_and_job_of(row, with_job=True)
     assert job is not None
     return run, job
 
@@ -220,40 +224,43 @@ class _Shape(NamedTuple):
     with_job: bool
 
 
+def _changes(path: Sequence[tuple[RunStatus, str]], at: datetime, values: Mapping[str, Any]) -> dict[str, Any]:
+    """The columns a change along ``path`` sets: the last status, ``values``, and the end of a terminal one."""
+    changes: dict[str, Any] = {"status": path[-1][0], **values}
+    if path[-1][0] in TERMINAL:
+        changes.setdefault("finished_at", at)
+    return changes
+
+
 def _advance(
-    engine: Engine, run_id: int, path: Sequence[tuple[RunStatus, str]], *, source: RunStatus, actor: str,
-    at: datetime, values: Mapping[str, Any], where: Mapping[str, Any], with_job: bool,
-) -> tuple[JobRun, Job | None] | None:
+    engine: Engine, run_id: int, path: Sequence[tuple[RunStatus, str]], changes: Mapping[str, Any], *,
+    source: RunStatus, actor: str, at: datetime, where: Mapping[str, Any], with_job: bool,
+) -> Sequence[Any] | None:
+    """The change made: the run's id, or (``with_job``) its row and its job's; ``None`` when not made."""
     hops = list(zip([source, *(status for status, _ in path)], path, strict=False))
     for before, (after, _) in hops:
         if after not in ALLOWED[before]:
             raise ValueError(f"run {run_id}: {before} → {after} is not a transition")
-    to = path[-1][0]
-    changes: dict[str, Any] = {"status": to, **values}
-    if to in TERMINAL:
-        changes.setdefault("finished_at", at)
     params: dict[str, Any] = {"run_id": run_id, "source": source, "at": at, "actor": actor,
                               **{f"v_{key}": value for key, value in changes.items()},
                               **{f"w_{key}": value for key, value in where.items()}}
     for n, (before, (after, note)) in enumerate(hops):
         params.update({f"from_{n}": before, f"to_{n}": after, f"note_{n}": note})
     shape = _Shape(engine.dialect.name == "postgresql", len(hops), tuple(changes), tuple(where), with_job)
-    row: Sequence[Any] | None
     if shape.postgres:
         # A single statement is atomic: no BEGIN and COMMIT round trips around it.
         with engine.connect() as conn:
-            row = conn.execution_options(isolation_level="AUTOCOMMIT").execute(_in_one_statement(shape), params).first()
-    else:
-        with engine.begin() as conn:
-            row = conn.execute(_change(shape).returning(*_RUN.c), params).first()
-            if row is not None:
-                conn.execute(insert(_EVENT), [{"run_id": run_id, "from_status": before, "to_status": after, "at": at,
-                                               "actor": actor, "note": note} for before, (after, note) in hops])
-                if with_job:
-                    row = (*row, *conn.execute(select(_JOB).where(_JOB.c.id == row.job_id)).one())
-    if row is None:
-        return None
-    return _run_and_job_of(row, with_job)
+            conn.execution_options(isolation_level="AUTOCOMMIT")
+            return conn.execute(_in_one_statement(shape), params).first()
+    with engine.begin() as conn:
+        row = conn.execute(_change(shape).returning(*_RUN.c if with_job else [_RUN.c.id]), params).first()
+        if row is None:
+            return None
+        conn.execute(insert(_EVENT), [{"run_id": run_id, "from_status": before, "to_status": after, "at": at,
+                                       "actor": actor, "note": note} for before, (after, note) in hops])
+        if with_job:
+            return (*row, *conn.execute(select(_JOB).where(_JOB.c.id == row.job_id)).one())
+        return row
 
 
 def run_and_job(conn: Connection, run_id: int) -> tuple[JobRun, Job] | None:
@@ -290,7 +297,7 @@ def _in_one_statement(shape: _Shape) -> Select[Any]:
     """``WITH changed AS (UPDATE … RETURNING), audit AS (INSERT … SELECT FROM changed) SELECT changed[, job]``:
     the audit rows are written only when the compare-and-set changed the run (PostgreSQL). Built once per
     shape, its values bound parameters: building a statement costs more CPU than running it."""
-    changed = _change(shape).returning(*_RUN.c).cte("changed")
+    changed = _change(shape).returning(*_RUN.c if shape.with_job else [_RUN.c.id]).cte("changed")
     rows = [select(changed.c.id, bindparam(f"from_{n}", type_=String()), bindparam(f"to_{n}", type_=String()),
                    bindparam("at", type_=UTCDateTime()), bindparam("actor", type_=String()),
                    bindparam(f"note_{n}", type_=String())) for n in range(shape.hops)]

@@ -124,7 +124,7 @@ def finish_evaluation(env: WorkerEnv, run: JobRun, job: Job, ctx: RunContext | N
         values["chunks_done"] = 0
     note = "staged for review" if review else "evaluated; applying" if counts.get(ItemOutcome.PLANNED) \
         else "evaluated: nothing to apply"
-    moved = advance(env.engine, run.id, [(target, note)], source=S.PROCESSING, actor=env.worker_id, at=now,
+    moved = advance(env.engine, run, [(target, note)], source=S.PROCESSING, actor=env.worker_id, at=now,
                     values=values)
     if moved is None:
         return None
@@ -152,7 +152,7 @@ def finish_empty(env: WorkerEnv, run: JobRun, job: Job, ctx: RunContext) -> RunS
     )
     path = [(S.PREVIEW, "staged for review")] if review else [(S.SUBMITTED, "evaluated: nothing to apply"),
                                                               (S.COMPLETED, "")]
-    ended = advance(env.engine, run.id, path, source=S.PROCESSING, actor=env.worker_id, at=now,
+    ended = advance(env.engine, run, path, source=S.PROCESSING, actor=env.worker_id, at=now,
                     where={"chunks_total": 0},
                     values={"summary": summary, "error": None, "heartbeat_at": now, "chunks_done": 0})
     if ended is None:
@@ -179,7 +179,7 @@ def finish_if_applied(
     status = final_status(counts)
     message = None if status is S.COMPLETED else error or _first_error(env, run.id, counts)
     now = env.clock.now()
-    ended = advance(env.engine, run.id, [(status, message[:500] if message else "")], source=S.SUBMITTED,
+    ended = advance(env.engine, run, [(status, message[:500] if message else "")], source=S.SUBMITTED,
                     actor=env.worker_id, at=now, values={"summary": summary, "error": message, "heartbeat_at": now})
     if ended is None:
         return False
